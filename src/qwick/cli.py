@@ -1,0 +1,180 @@
+"""`qwick` command line: generate, chat, bench."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Sequence
+from typing import Any, TextIO
+
+DIM, RESET = "\x1b[2m", "\x1b[0m"
+CHAT_HELP = "commands: /think  /no_think  /reset  /exit   (Ctrl-D also exits)"
+
+
+def _add_model_args(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("model", nargs="?", default="Qwen/Qwen3-0.6B",
+                        help="local model folder or Hugging Face id (default: Qwen/Qwen3-0.6B)")
+    parser.add_argument("--dtype", default="auto", choices=["auto", "float32", "bfloat16", "float16"],
+                        help="weights/activations dtype; auto = bfloat16 on CPUs with bf16 math, else float32")
+    parser.add_argument("--device", default="auto", help="auto, cpu or cuda")
+    parser.add_argument("--max-model-len", type=int, default=None, help="context length (default: the model's)")
+    parser.add_argument("--load-format", default="auto", choices=["auto", "dummy"],
+                        help="dummy = random weights from config.json alone (benchmarks)")
+    parser.add_argument("--seed", type=int, default=None, help="sampling seed (same seed, same output)")
+
+
+def _add_sampling_args(parser: argparse.ArgumentParser, max_tokens: int | None) -> None:
+    parser.add_argument("--max-tokens", type=int, default=max_tokens, help=f"tokens to generate (default {max_tokens})")
+    parser.add_argument("--temperature", type=float, default=None, help="0 = greedy (default: the model's)")
+    parser.add_argument("--top-p", type=float, default=None)
+    parser.add_argument("--top-k", type=int, default=None)
+    parser.add_argument("--min-p", type=float, default=None)
+    parser.add_argument("--presence-penalty", type=float, default=0.0)
+    parser.add_argument("--repetition-penalty", type=float, default=None)
+    parser.add_argument("--max-thinking-tokens", type=int, default=None, help="thinking budget (chat)")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="qwick", description="Fast inference for small Qwen3 models.")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    gen = sub.add_parser("generate", help="stream a completion of one prompt to stdout",
+                         description="Stream a completion of PROMPT to stdout (raw text; --chat applies the "
+                                     "model's chat template).")
+    _add_model_args(gen)
+    gen.add_argument("prompt", help="the prompt text")
+    gen.add_argument("--chat", action="store_true", help="treat PROMPT as a user message of a chat")
+    gen.add_argument("--no-think", action="store_true", help="with --chat: enable_thinking=False")
+    _add_sampling_args(gen, 256)
+
+    chat = sub.add_parser("chat", help="interactive multi-turn chat", description=f"Interactive chat. {CHAT_HELP}")
+    _add_model_args(chat)
+    chat.add_argument("--no-think", action="store_true", help="start with thinking disabled (/think re-enables)")
+    chat.add_argument("--system", default=None, help="system prompt")
+    _add_sampling_args(chat, 2048)
+
+    bench = sub.add_parser("bench", help="prefill/decode speed vs transformers on dummy weights",
+                           description="Benchmark prefill (128/512 tokens) and batch-1 decode on the Qwen3-0.6B "
+                                       "shape with dummy weights, side by side with transformers.")
+    from qwick.bench import add_bench_args
+
+    add_bench_args(bench)
+    return parser
+
+
+def _sampling_params(args: argparse.Namespace) -> Any:
+    from qwick import SamplingParams
+
+    return SamplingParams(max_tokens=args.max_tokens, temperature=args.temperature, top_p=args.top_p,
+                          top_k=args.top_k, min_p=args.min_p, presence_penalty=args.presence_penalty,
+                          repetition_penalty=args.repetition_penalty, seed=args.seed,
+                          max_thinking_tokens=args.max_thinking_tokens)
+
+
+def _load(args: argparse.Namespace) -> Any:
+    from qwick import LLM
+
+    return LLM(args.model, dtype=args.dtype, device=args.device, max_model_len=args.max_model_len,
+               load_format=args.load_format, seed=args.seed)
+
+
+def run_generate(args: argparse.Namespace, out: TextIO) -> int:
+    params = _sampling_params(args)
+    llm = _load(args)
+    if args.chat:
+        kwargs = {"enable_thinking": False} if args.no_think else {}
+        deltas = llm.stream_chat([{"role": "user", "content": args.prompt}], params, chat_template_kwargs=kwargs)
+    else:
+        deltas = llm.stream(args.prompt, params)
+    for delta in deltas:
+        out.write(delta.text)
+        out.flush()
+    out.write("\n")
+    return 0
+
+
+def run_chat(args: argparse.Namespace, out: TextIO, inp: TextIO) -> int:
+    params = _sampling_params(args)
+    llm = _load(args)
+    tty = out.isatty()
+    dim, reset = (DIM, RESET) if tty else ("", "")
+    thinking = not args.no_think
+    system = [{"role": "system", "content": args.system}] if args.system else []
+    history: list[dict[str, str]] = []
+    out.write(f"qwick chat: {args.model} (thinking {'on' if thinking else 'off'}). {CHAT_HELP}\n")
+    while True:
+        out.write(">>> ")
+        out.flush()
+        line = inp.readline()
+        if not line:
+            out.write("\n")
+            return 0
+        text = line.strip()
+        if not text:
+            continue
+        if text in ("/exit", "/quit", "/bye"):
+            return 0
+        if text in ("/think", "/no_think"):
+            thinking = text == "/think"
+            out.write(f"[thinking {'on' if thinking else 'off'}]\n")
+            continue
+        if text == "/reset":
+            history.clear()
+            out.write("[history cleared]\n")
+            continue
+        if text.startswith("/") and " " not in text:
+            out.write(f"[unknown command {text}] {CHAT_HELP}\n")
+            continue
+        history.append({"role": "user", "content": text})
+        reasoning, content = _stream_turn(llm, system + history, params, thinking, out, dim, reset)
+        history.append({"role": "assistant", "content": content, "reasoning_content": reasoning})
+
+
+def _stream_turn(llm: Any, messages: list[dict[str, str]], params: Any, thinking: bool, out: TextIO,
+                 dim: str, reset: str) -> tuple[str, str]:
+    """Stream one assistant turn: thinking dimmed (or in [think] brackets off a terminal), then the answer."""
+    reasoning, content = "", ""
+    in_thought = False
+    kwargs = {"enable_thinking": thinking}
+    try:
+        for delta in llm.stream_chat(messages, params, chat_template_kwargs=kwargs):
+            if delta.reasoning_content:
+                if not in_thought:
+                    out.write(dim + ("" if dim else "[think] "))
+                    in_thought = True
+                out.write(delta.reasoning_content)
+                reasoning += delta.reasoning_content
+            if delta.content:
+                if in_thought:
+                    out.write(reset + ("" if reset else " [/think]") + "\n")
+                    in_thought = False
+                out.write(delta.content)
+                content += delta.content
+            out.flush()
+    except KeyboardInterrupt:
+        out.write(" [interrupted]")
+    if in_thought:
+        out.write(reset)
+    out.write("\n")
+    return reasoning, content
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        if args.command == "generate":
+            return run_generate(args, sys.stdout)
+        if args.command == "chat":
+            return run_chat(args, sys.stdout, sys.stdin)
+        from qwick.bench import run_bench
+
+        return run_bench(args)
+    except (ValueError, FileNotFoundError) as exc:
+        print(f"qwick: error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,76 @@
+"""A Sequence carries one sample of one request through the engine: tokens, text, stop state."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from typing import Protocol
+
+import torch
+
+from qwick.engine.thinking import ThinkingTracker
+from qwick.outputs import TokenLogprobs
+from qwick.sampling_params import SamplingParams
+
+
+class Detokenizer(Protocol):
+    def add(self, token_ids: Iterable[int]) -> str: ...
+
+    def finish(self) -> str: ...
+
+
+class NullDetokenizer:
+    """Used with skip_tokenizer_init=True: token ids only, no text."""
+
+    def add(self, token_ids: Iterable[int]) -> str:
+        return ""
+
+    def finish(self) -> str:
+        return ""
+
+
+@dataclass(eq=False)
+class Sequence:
+    request_id: str
+    index: int  # sample number within the request (n > 1)
+    prompt_ids: list[int]
+    params: SamplingParams  # resolved
+    generator: torch.Generator
+    detokenizer: Detokenizer
+    stop_ids: frozenset[int]  # EOS (unless ignore_eos) and stop_token_ids: end the sequence, not in the text
+    thinking: ThinkingTracker | None = None
+    output_ids: list[int] = field(default_factory=list)
+    text: str = ""  # detokenized output, stop string removed once found
+    emitted: int = 0  # characters of `text` already streamed
+    logprobs: list[TokenLogprobs] | None = None
+    cumulative_logprob: float = 0.0
+    finish_reason: str | None = None
+    stop_reason: int | str | None = None
+    slot: int = -1
+    num_cached: int = 0  # tokens whose keys/values are in the cache
+
+    @property
+    def finished(self) -> bool:
+        return self.finish_reason is not None
+
+    @property
+    def all_ids(self) -> list[int]:
+        return self.prompt_ids + self.output_ids
+
+    @property
+    def total_len(self) -> int:
+        return len(self.prompt_ids) + len(self.output_ids)
+
+    def banned_ids(self) -> list[int]:
+        """Stop tokens may not be sampled before min_tokens outputs exist."""
+        if len(self.output_ids) < self.params.min_tokens:
+            return sorted(self.stop_ids)
+        return []
+
+    def take_delta(self) -> str:
+        """Text not yet streamed, holding back a tail that could still become a stop string."""
+        hold = 0 if self.finished else max((len(s) - 1 for s in self.params.stop_strings), default=0)
+        end = max(self.emitted, len(self.text) - hold)
+        delta = self.text[self.emitted : end]
+        self.emitted = end
+        return delta

@@ -1,0 +1,47 @@
+"""Appending a sampled token to a sequence: detokenize, then apply vLLM's stop rules in order."""
+
+from __future__ import annotations
+
+from qwick.engine.sequence import Sequence
+
+
+def append_token(seq: Sequence, token: int, max_model_len: int) -> None:
+    """Add `token` to `seq`, update its text and decide whether it is finished."""
+    seq.output_ids.append(token)
+    if seq.thinking is not None:
+        seq.thinking.observe(token)
+    if token in seq.stop_ids and len(seq.output_ids) > seq.params.min_tokens:
+        seq.text += seq.detokenizer.finish()
+        seq.finish_reason = "stop"
+        is_eos = token not in (seq.params.stop_token_ids or [])
+        seq.stop_reason = None if is_eos else token
+        return
+    previous_len = len(seq.text)
+    seq.text += seq.detokenizer.add([token])
+    if seq.params.stop_strings and len(seq.output_ids) >= seq.params.min_tokens:
+        _check_stop_strings(seq, previous_len)
+        if seq.finished:
+            return
+    if (seq.params.max_tokens is not None and len(seq.output_ids) >= seq.params.max_tokens) or (
+        seq.total_len >= max_model_len
+    ):
+        seq.text += seq.detokenizer.finish()
+        seq.finish_reason = "length"
+
+
+def _check_stop_strings(seq: Sequence, previous_len: int) -> None:
+    """Find the earliest stop string that ends in the new text (it may straddle token boundaries)."""
+    longest = max(len(s) for s in seq.params.stop_strings)
+    search_from = max(0, previous_len - longest + 1)
+    best: tuple[int, str] | None = None
+    for stop in seq.params.stop_strings:
+        at = seq.text.find(stop, search_from)
+        if at != -1 and (best is None or at < best[0]):
+            best = (at, stop)
+    if best is None:
+        return
+    at, stop = best
+    seq.text = seq.text[: at + len(stop)] if seq.params.include_stop_str_in_output else seq.text[:at]
+    seq.emitted = min(seq.emitted, len(seq.text))
+    seq.finish_reason = "stop"
+    seq.stop_reason = stop

@@ -1,0 +1,188 @@
+"""The offline API, with vLLM's names: `LLM(model=...).generate(...)` and `.chat(...)`."""
+
+from __future__ import annotations
+
+import itertools
+import json
+from collections.abc import Iterator, Sequence
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from qwick.device import resolve_device, resolve_dtype
+from qwick.engine.llm_engine import LLMEngine
+from qwick.model.hub import resolve_model_path
+from qwick.model.loader import build_model, checkpoint_files, init_dummy_weights, load_config, load_weights
+from qwick.outputs import RequestOutput, StreamDelta
+from qwick.sampling_params import GenerationDefaults, SamplingParams
+from qwick.tokenizer import ReasoningStreamParser, Tokenizer, parse_reasoning
+
+PromptInput = str | dict[str, Any]
+Message = dict[str, Any]
+DEFAULT_MODEL = "Qwen/Qwen3-0.6B"
+
+
+class LLM:
+    """Load a Qwen3 model and generate. `load_format="dummy"` makes random weights from config.json alone."""
+
+    def __init__(self, model: str | Path = DEFAULT_MODEL, *, tokenizer: str | Path | None = None,
+                 dtype: str | torch.dtype = "auto", device: str = "auto", max_model_len: int | None = None,
+                 max_num_seqs: int = 64, seed: int | None = None, load_format: str = "auto",
+                 revision: str | None = None, skip_tokenizer_init: bool = False) -> None:
+        if load_format not in ("auto", "safetensors", "dummy"):
+            raise ValueError(f"load_format must be 'auto', 'safetensors' or 'dummy', got {load_format!r}")
+        self.model_path = resolve_model_path(model, revision)
+        self.model_name = str(model)
+        config = load_config(self.model_path)
+        self.device = resolve_device(device)
+        self.dtype = resolve_dtype(dtype, self.device, config.torch_dtype)
+        files = [] if load_format == "dummy" else checkpoint_files(self.model_path)
+        self.model = build_model(config, self.dtype, self.device)
+        if load_format == "dummy":
+            init_dummy_weights(self.model, seed=seed or 0)
+        else:
+            load_weights(self.model, files)
+        # skip_tokenizer_init (vLLM's flag): token ids in, token ids out, no text
+        self.tokenizer = None if skip_tokenizer_init else Tokenizer.from_pretrained(tokenizer or self.model_path)
+        limit = config.max_position_embeddings
+        if max_model_len is not None and not 0 < max_model_len <= limit:
+            raise ValueError(f"max_model_len must be in [1, {limit}] (the model's max_position_embeddings), "
+                             f"got {max_model_len}")
+        self.max_model_len = max_model_len or limit
+        if max_num_seqs < 1:
+            raise ValueError(f"max_num_seqs must be >= 1, got {max_num_seqs}")
+        self.generation_defaults = _generation_defaults(self.model_path, self.tokenizer, config.eos_token_id)
+        self.engine = LLMEngine(self.model, self.tokenizer, self.generation_defaults, self.max_model_len,
+                                max_num_seqs, self.device, self.dtype, seed)
+        self._ids = itertools.count()
+
+    def get_tokenizer(self) -> Tokenizer:
+        if self.tokenizer is None:
+            raise ValueError("this LLM was created with skip_tokenizer_init=True: it has no tokenizer")
+        return self.tokenizer
+
+    def generate(self, prompts: PromptInput | Sequence[PromptInput],
+                 sampling_params: SamplingParams | Sequence[SamplingParams] | None = None) -> list[RequestOutput]:
+        """Generate for every prompt (text, or {"prompt_token_ids": [...]}) in one continuous batch."""
+        items = [prompts] if isinstance(prompts, str | dict) else list(prompts)
+        params = _params_per_prompt(sampling_params, len(items))
+        request_ids: list[str] = []
+        try:
+            for item, p in zip(items, params, strict=True):
+                request_ids.append(self._submit(item, p))
+        except BaseException:  # a bad prompt in the list: nothing of this call stays queued
+            for request_id in request_ids:
+                self.engine.abort(request_id)
+            raise
+        return self._run_to_completion(request_ids)
+
+    def chat(self, messages: list[Message] | list[list[Message]],
+             sampling_params: SamplingParams | Sequence[SamplingParams] | None = None, *,
+             tools: list[dict[str, Any]] | None = None, chat_template_kwargs: dict[str, Any] | None = None,
+             add_generation_prompt: bool = True) -> list[RequestOutput]:
+        """Render each conversation with the model's chat template, generate, split <think> into reasoning."""
+        conversations = [messages] if messages and isinstance(messages[0], dict) else list(messages)
+        kwargs = chat_template_kwargs or {}
+        prompts = [self.render_chat(c, tools, kwargs, add_generation_prompt) for c in conversations]
+        outputs = self.generate([{"prompt": p} for p in prompts], sampling_params)
+        thinking = kwargs.get("enable_thinking", True) is not False
+        for out in outputs:
+            for completion in out.outputs:
+                completion.reasoning_content, completion.content = parse_reasoning(completion.text, thinking)
+        return outputs
+
+    def stream(self, prompt: PromptInput, sampling_params: SamplingParams | None = None) -> Iterator[StreamDelta]:
+        """Yield text deltas as tokens arrive; their concatenation equals the final text exactly."""
+        request_id = self._submit(prompt, sampling_params or SamplingParams())
+        try:
+            while self.engine.has_unfinished():
+                for out in self.engine.step():
+                    if out.request_id == request_id:
+                        yield from (d for d in out.deltas if d.text or d.finish_reason or d.token_ids)
+        finally:
+            self.engine.abort(request_id)
+
+    def stream_chat(self, messages: list[Message], sampling_params: SamplingParams | None = None, *,
+                    tools: list[dict[str, Any]] | None = None,
+                    chat_template_kwargs: dict[str, Any] | None = None) -> Iterator[StreamDelta]:
+        """Like `stream`, with each delta's text also split into `reasoning_content` and `content`."""
+        kwargs = chat_template_kwargs or {}
+        prompt = self.render_chat(messages, tools, kwargs, True)
+        parsers: dict[int, ReasoningStreamParser] = {}
+        thinking = kwargs.get("enable_thinking", True) is not False
+        opened = prompt.rstrip().endswith("<think>")
+        for delta in self.stream({"prompt": prompt}, sampling_params):
+            parser = parsers.setdefault(delta.index, ReasoningStreamParser(thinking, prompt_opened_think=opened))
+            parts = [parser.feed(delta.text)]
+            if delta.finish_reason is not None:
+                parts.append(parser.finish())
+            delta.reasoning_content = "".join(p.reasoning for p in parts)
+            delta.content = "".join(p.content for p in parts)
+            yield delta
+
+    def render_chat(self, messages: list[Message], tools: list[dict[str, Any]] | None = None,
+                    chat_template_kwargs: dict[str, Any] | None = None, add_generation_prompt: bool = True) -> str:
+        rendered = self.get_tokenizer().apply_chat_template(messages, tools=tools, add_generation_prompt=add_generation_prompt,
+                                                      tokenize=False, **(chat_template_kwargs or {}))
+        assert isinstance(rendered, str)
+        return rendered
+
+    def _submit(self, prompt: PromptInput, params: SamplingParams) -> str:
+        if not isinstance(params, SamplingParams):
+            raise TypeError(f"sampling_params must be SamplingParams, got {type(params).__name__}")
+        text, ids = self._prompt_ids(prompt)
+        request_id = str(next(self._ids))
+        self.engine.add_request(request_id, ids, params, prompt=text)
+        return request_id
+
+    def _prompt_ids(self, prompt: PromptInput) -> tuple[str | None, list[int]]:
+        if isinstance(prompt, str):
+            return prompt, self.get_tokenizer().encode(prompt)
+        if isinstance(prompt, dict) and "prompt_token_ids" in prompt:
+            ids = prompt["prompt_token_ids"]
+            if not isinstance(ids, list) or not all(isinstance(t, int) and not isinstance(t, bool) for t in ids):
+                raise ValueError("prompt_token_ids must be a list of integers")
+            return prompt.get("prompt"), list(ids)
+        if isinstance(prompt, dict) and isinstance(prompt.get("prompt"), str):
+            return prompt["prompt"], self.get_tokenizer().encode(prompt["prompt"])
+        raise ValueError("a prompt must be a string, {'prompt': str} or {'prompt_token_ids': [int, ...]}")
+
+    def _run_to_completion(self, request_ids: list[str]) -> list[RequestOutput]:
+        finished: dict[str, RequestOutput] = {}
+        try:
+            while len(finished) < len(request_ids) and self.engine.has_unfinished():
+                for out in self.engine.step():
+                    if out.finished_request is not None:
+                        finished[out.request_id] = out.finished_request
+        finally:
+            for request_id in request_ids:
+                if request_id not in finished:
+                    self.engine.abort(request_id)
+        return [finished[r] for r in request_ids]
+
+
+def _params_per_prompt(params: SamplingParams | Sequence[SamplingParams] | None, count: int) -> list[SamplingParams]:
+    if params is None:
+        return [SamplingParams()] * count
+    if isinstance(params, SamplingParams):
+        return [params] * count
+    params = list(params)
+    if len(params) != count:
+        raise ValueError(f"got {len(params)} SamplingParams for {count} prompts: pass one, or one per prompt")
+    return params
+
+
+def _generation_defaults(folder: Path, tokenizer: Tokenizer | None,
+                         config_eos: int | list[int] | None) -> GenerationDefaults:
+    """The model's generation_config.json; without one, neutral sampling that stops on the EOS token."""
+    path = folder / "generation_config.json"
+    raw: dict[str, Any] = {}
+    if path.is_file():
+        try:
+            raw = json.loads(path.read_text(encoding="utf-8"))
+        except json.JSONDecodeError as exc:
+            raise ValueError(f"{path} is not valid JSON: {exc}") from exc
+    if "eos_token_id" not in raw:
+        raw["eos_token_id"] = tokenizer.eos_token_id if tokenizer is not None else config_eos
+    return GenerationDefaults.from_dict(raw)

@@ -1,0 +1,113 @@
+"""Build a Qwen3 model from a checkpoint folder (safetensors, single or sharded) or with dummy weights."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import torch
+from safetensors import SafetensorError, safe_open
+
+from qwick.model.config import Qwen3Config, UnsupportedModelError
+from qwick.model.qwen3 import Qwen3ForCausalLM
+
+
+class CheckpointError(ValueError):
+    """The checkpoint's weight files are missing, unreadable or do not match the config."""
+
+
+def checkpoint_files(folder: Path) -> list[Path]:
+    """Safetensors files of a folder: the shards named in model.safetensors.index.json, or every *.safetensors."""
+    index = folder / "model.safetensors.index.json"
+    if index.is_file():
+        try:
+            weight_map = json.loads(index.read_text(encoding="utf-8"))["weight_map"]
+        except (json.JSONDecodeError, KeyError) as exc:
+            raise CheckpointError(f"{index} is not a valid safetensors index: {exc}") from exc
+        files = [folder / name for name in sorted(set(weight_map.values()))]
+        missing = [f.name for f in files if not f.is_file()]
+        if missing:
+            raise CheckpointError(f"{folder}: shards listed in {index.name} are missing: {', '.join(missing)}")
+        return files
+    files = sorted(folder.glob("*.safetensors"))
+    if not files:
+        other = sorted(p.name for p in folder.iterdir() if p.suffix in {".bin", ".pt", ".pth", ".gguf"})
+        hint = f" (found {', '.join(other)}: convert to safetensors first)" if other else ""
+        raise CheckpointError(f"{folder} has no *.safetensors weight files{hint}")
+    return files
+
+
+def build_model(config: Qwen3Config, dtype: torch.dtype, device: torch.device) -> Qwen3ForCausalLM:
+    """An uninitialised model in `dtype` on `device` (allocated, not filled)."""
+    with torch.device("meta"):
+        model = Qwen3ForCausalLM(config).to(dtype)
+    model = model.to_empty(device=device)
+    if config.tie_word_embeddings:  # to_empty materialises shared parameters separately: tie again
+        model.lm_head.weight = model.model.embed_tokens.weight
+    model.model.rotary_emb.reset()
+    return model.eval().requires_grad_(False)
+
+
+def load_weights(model: Qwen3ForCausalLM, files: list[Path]) -> None:
+    """Copy every checkpoint tensor into the model, casting to its dtype; fail on missing or misshapen tensors."""
+    params = dict(model.named_parameters(remove_duplicate=False))
+    tied = model.config.tie_word_embeddings
+    loaded: set[str] = set()
+    for file in files:
+        try:
+            with safe_open(str(file), framework="pt") as handle:
+                for raw_name in handle.keys():  # noqa: SIM118 - safe_open is not a mapping
+                    name = _canonical_name(raw_name)
+                    if name is None or (tied and name == "lm_head.weight"):
+                        continue
+                    if name not in params:
+                        raise CheckpointError(f"{file.name}: unexpected tensor {raw_name!r}: not a Qwen3 parameter")
+                    tensor = handle.get_tensor(raw_name)
+                    target = params[name]
+                    if tuple(tensor.shape) != tuple(target.shape):
+                        raise CheckpointError(
+                            f"{file.name}: tensor {raw_name!r} has shape {tuple(tensor.shape)}, "
+                            f"the config implies {tuple(target.shape)}"
+                        )
+                    with torch.no_grad():
+                        target.copy_(tensor)
+                    loaded.add(name)
+        except SafetensorError as exc:
+            raise CheckpointError(f"could not read {file}: {exc} (corrupt or truncated safetensors file?)") from exc
+        except OSError as exc:
+            raise CheckpointError(f"could not read {file}: {exc}") from exc
+    expected = set(params) - ({"lm_head.weight"} if tied else set())
+    missing = sorted(expected - loaded)
+    if missing == ["lm_head.weight"] and model.config.architecture == "Qwen3Model":
+        model.has_lm_head = False  # embedding/reranker backbones ship no output projection
+        return
+    if missing:
+        shown = ", ".join(missing[:5]) + (f" and {len(missing) - 5} more" if len(missing) > 5 else "")
+        raise CheckpointError(f"checkpoint is missing {len(missing)} tensor(s): {shown}")
+
+
+def init_dummy_weights(model: Qwen3ForCausalLM, seed: int = 0, std: float = 0.02) -> None:
+    """Random weights from the config alone (like HF's init), for benchmarks at real shapes."""
+    generator = torch.Generator(device=model.lm_head.weight.device).manual_seed(seed)
+    with torch.no_grad():
+        for name, param in model.named_parameters():
+            if name.endswith("norm.weight"):
+                param.fill_(1.0)
+            else:
+                param.normal_(0.0, std, generator=generator)
+
+
+def _canonical_name(raw: str) -> str | None:
+    """HF names map to ours unchanged; Qwen3Model checkpoints lack the `model.` prefix."""
+    if raw.endswith("rotary_emb.inv_freq"):
+        return None
+    if raw.startswith(("model.", "lm_head.")):
+        return raw
+    return "model." + raw
+
+
+def load_config(folder: Path) -> Qwen3Config:
+    path = folder / "config.json"
+    if not path.is_file():
+        raise UnsupportedModelError(f"{folder} has no config.json")
+    return Qwen3Config.from_file(path)

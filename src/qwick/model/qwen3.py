@@ -1,0 +1,104 @@
+"""The Qwen3 dense decoder (transformers' `Qwen3ForCausalLM`), with Hugging Face parameter names."""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from qwick.model.config import Qwen3Config
+from qwick.model.kv_cache import AttentionMetadata, SlotKVCache
+from qwick.model.layers import MLP, RMSNorm
+from qwick.model.rope import RotaryEmbedding, apply_rotary
+
+
+class Attention(nn.Module):
+    """GQA self-attention with per-head RMSNorm on q and k before RoPE."""
+
+    def __init__(self, config: Qwen3Config, layer_index: int) -> None:
+        super().__init__()
+        self.layer_index = layer_index
+        self.num_heads = config.num_attention_heads
+        self.num_kv_heads = config.num_key_value_heads
+        self.head_dim = config.head_dim
+        self.scale = self.head_dim**-0.5
+        hidden = config.hidden_size
+        self.q_proj = nn.Linear(hidden, self.num_heads * self.head_dim, bias=False)
+        self.k_proj = nn.Linear(hidden, self.num_kv_heads * self.head_dim, bias=False)
+        self.v_proj = nn.Linear(hidden, self.num_kv_heads * self.head_dim, bias=False)
+        self.o_proj = nn.Linear(self.num_heads * self.head_dim, hidden, bias=False)
+        self.q_norm = RMSNorm(self.head_dim, config.rms_norm_eps)
+        self.k_norm = RMSNorm(self.head_dim, config.rms_norm_eps)
+
+    def forward(self, x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor,
+                cache: SlotKVCache | None, meta: AttentionMetadata | None) -> torch.Tensor:
+        batch, seq, _ = x.shape
+        # [B, T, heads * D] -> [B, heads, T, D]
+        q = self.q_norm(self.q_proj(x).view(batch, seq, self.num_heads, self.head_dim)).transpose(1, 2)
+        k = self.k_norm(self.k_proj(x).view(batch, seq, self.num_kv_heads, self.head_dim)).transpose(1, 2)
+        v = self.v_proj(x).view(batch, seq, self.num_kv_heads, self.head_dim).transpose(1, 2)
+        q, k = apply_rotary(q, cos, sin), apply_rotary(k, cos, sin)
+        if cache is None or meta is None:
+            mask, is_causal = None, True
+        else:
+            k, v = cache.update(self.layer_index, k, v, meta)  # [B, kv_heads, kv_len, D]
+            mask, is_causal = meta.mask, meta.is_causal
+        out = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, is_causal=is_causal, scale=self.scale,
+                                             enable_gqa=self.num_heads != self.num_kv_heads)
+        return self.o_proj(out.transpose(1, 2).reshape(batch, seq, self.num_heads * self.head_dim))
+
+
+class DecoderLayer(nn.Module):
+    def __init__(self, config: Qwen3Config, layer_index: int) -> None:
+        super().__init__()
+        self.self_attn = Attention(config, layer_index)
+        self.mlp = MLP(config.hidden_size, config.intermediate_size)
+        self.input_layernorm = RMSNorm(config.hidden_size, config.rms_norm_eps)
+        self.post_attention_layernorm = RMSNorm(config.hidden_size, config.rms_norm_eps)
+
+    def forward(self, x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor,
+                cache: SlotKVCache | None, meta: AttentionMetadata | None) -> torch.Tensor:
+        x = x + self.self_attn(self.input_layernorm(x), cos, sin, cache, meta)
+        return x + self.mlp(self.post_attention_layernorm(x))
+
+
+class Qwen3Model(nn.Module):
+    """Embedding, decoder stack and final norm (the `model.` prefix of the checkpoint)."""
+
+    def __init__(self, config: Qwen3Config) -> None:
+        super().__init__()
+        self.embed_tokens = nn.Embedding(config.vocab_size, config.hidden_size)
+        self.layers = nn.ModuleList(DecoderLayer(config, i) for i in range(config.num_hidden_layers))
+        self.norm = RMSNorm(config.hidden_size, config.rms_norm_eps)
+        self.rotary_emb = RotaryEmbedding(config.rope, config.head_dim)
+
+    def forward(self, input_ids: torch.Tensor, positions: torch.Tensor, cache: SlotKVCache | None = None,
+                meta: AttentionMetadata | None = None) -> torch.Tensor:
+        # input_ids, positions [B, T] -> hidden states [B, T, hidden]
+        x = self.embed_tokens(input_ids)
+        cos, sin = self.rotary_emb(positions, x.dtype)
+        for layer in self.layers:
+            x = layer(x, cos, sin, cache, meta)
+        return self.norm(x)
+
+
+class Qwen3ForCausalLM(nn.Module):
+    def __init__(self, config: Qwen3Config) -> None:
+        super().__init__()
+        self.config = config
+        self.model = Qwen3Model(config)
+        self.lm_head = nn.Linear(config.hidden_size, config.vocab_size, bias=False)
+        self.has_lm_head = True  # False for Qwen3Model backbones (embedding/reranker checkpoints)
+        if config.tie_word_embeddings:
+            self.lm_head.weight = self.model.embed_tokens.weight
+
+    def forward(self, input_ids: torch.Tensor, positions: torch.Tensor, cache: SlotKVCache | None = None,
+                meta: AttentionMetadata | None = None) -> torch.Tensor:
+        """Hidden states [B, T, hidden]; call `compute_logits` on the rows that need logits."""
+        return self.model(input_ids, positions, cache, meta)
+
+    def compute_logits(self, hidden: torch.Tensor) -> torch.Tensor:
+        # [..., hidden] -> [..., vocab_size] in float32 for sampling
+        if not self.has_lm_head:
+            raise ValueError("this checkpoint (architecture Qwen3Model) has no lm_head: it cannot generate text")
+        return self.lm_head(hidden).float()

@@ -1,0 +1,163 @@
+"""Hermes-style tool calls, as Qwen3 writes them: `<tool_call>\\n{"name": ..., "arguments": {...}}\\n</tool_call>`.
+
+Non-streaming rules follow vLLM's `hermes` parser: no `<tool_call>` -> all text is content; otherwise every
+`<tool_call>...</tool_call>` block (and a final unterminated one) must hold a JSON object with `name` and
+`arguments`, else there are no tool calls and the whole text is content. Content is the text before the
+first `<tool_call>`; text after the calls is dropped. `arguments` is `json.dumps(..., ensure_ascii=False)`.
+
+The streaming parser emits OpenAI-shaped pieces whose concatenation equals the non-streaming result for
+well-formed output. If the first call's body is not JSON before its name was sent, it falls back to plain
+content, as the non-streaming parser does; a call that breaks after its name was streamed cannot be
+taken back (the same holds for vLLM).
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import secrets
+from dataclasses import dataclass, field
+
+from qwick.tokenizer.json_stream import ToolCallBodyReader
+from qwick.tokenizer.tags import partial_tag_suffix
+
+TOOL_CALL_START, TOOL_CALL_END = "<tool_call>", "</tool_call>"
+_TOOL_CALL_RE = re.compile(r"<tool_call>(.*?)</tool_call>|<tool_call>(.*)", re.DOTALL)
+
+
+def make_tool_call_id() -> str:
+    return f"call_{secrets.token_hex(12)}"
+
+
+@dataclass(frozen=True)
+class ToolCall:
+    name: str
+    arguments: str  # JSON text, as OpenAI's `function.arguments`
+    id: str = field(default_factory=make_tool_call_id)
+
+
+@dataclass(frozen=True)
+class ToolCallParseResult:
+    content: str | None
+    tool_calls: list[ToolCall]
+
+
+@dataclass(frozen=True)
+class ToolCallDelta:
+    """One entry of an OpenAI `delta.tool_calls` list: id and name come once, then argument fragments."""
+
+    index: int
+    id: str | None = None
+    name: str | None = None
+    arguments: str = ""
+
+
+@dataclass(frozen=True)
+class ToolStreamDelta:
+    content: str = ""
+    tool_calls: list[ToolCallDelta] = field(default_factory=list)
+
+
+def parse_tool_calls(text: str) -> ToolCallParseResult:
+    """Split a complete output into content and tool calls (see the module docstring)."""
+    if TOOL_CALL_START not in text:
+        return ToolCallParseResult(text or None, [])
+    calls = []
+    for closed, open_ended in _TOOL_CALL_RE.findall(text):
+        try:
+            body = json.loads(closed or open_ended)
+        except ValueError:
+            return ToolCallParseResult(text, [])
+        if not (isinstance(body, dict) and isinstance(body.get("name"), str) and "arguments" in body):
+            return ToolCallParseResult(text, [])
+        calls.append(ToolCall(body["name"], json.dumps(body["arguments"], ensure_ascii=False)))
+    return ToolCallParseResult(text[:text.index(TOOL_CALL_START)] or None, calls)
+
+
+@dataclass
+class _StreamedCall:
+    reader: ToolCallBodyReader = field(default_factory=ToolCallBodyReader)
+    name_sent: bool = False
+    arguments_sent: int = 0
+
+
+class ToolCallStreamParser:
+    """Streaming twin of `parse_tool_calls`: `feed` each text delta, then `finish` once."""
+
+    def __init__(self) -> None:
+        self._text = ""
+        self._content_sent = 0  # chars of text emitted as content
+        self._pos = 0  # chars of text consumed by tool-call parsing
+        self._calls: list[_StreamedCall] = []
+        self._in_call = False  # between a <tool_call> and its </tool_call>
+        self._plain = False  # the first call was not JSON: everything is content
+
+    def feed(self, delta: str) -> ToolStreamDelta:
+        self._text += delta
+        return self._step(final=False)
+
+    def finish(self) -> ToolStreamDelta:
+        return self._step(final=True)
+
+    def _step(self, final: bool) -> ToolStreamDelta:
+        if not self._calls and not self._plain:
+            start = self._text.find(TOOL_CALL_START)
+            if start < 0:
+                held = 0 if final else partial_tag_suffix(self._text, TOOL_CALL_START)
+                return ToolStreamDelta(self._take_content(len(self._text) - held))
+            content = self._take_content(start)
+            self._open_call(start)
+        else:
+            content = ""
+        self._read_calls(final)
+        first = self._calls[0] if self._calls else None
+        # Before any call is announced, a first body that is not JSON (or never names a function) means the
+        # output is plain text after all, exactly as parse_tool_calls decides.
+        if first is not None and not first.name_sent and (first.reader.error or final):
+            self._plain = True
+        if self._plain:
+            return ToolStreamDelta(content + self._take_content(len(self._text)))
+        return ToolStreamDelta(content, self._call_deltas())
+
+    def _take_content(self, end: int) -> str:
+        piece = self._text[self._content_sent:end]
+        self._content_sent = max(self._content_sent, end)
+        return piece
+
+    def _open_call(self, tag_at: int) -> None:
+        self._calls.append(_StreamedCall())
+        self._pos = tag_at + len(TOOL_CALL_START)
+        self._in_call = True
+
+    def _read_calls(self, final: bool) -> None:
+        """Feed each call's reader the body text that can no longer turn out to be a closing tag."""
+        while True:
+            if not self._in_call:
+                start = self._text.find(TOOL_CALL_START, self._pos)
+                if start < 0:
+                    return
+                self._open_call(start)
+            end = self._text.find(TOOL_CALL_END, self._pos)
+            if end < 0:
+                held = 0 if final else partial_tag_suffix(self._text, TOOL_CALL_END)
+                self._calls[-1].reader.feed(self._text[self._pos:len(self._text) - held])
+                self._pos = max(self._pos, len(self._text) - held)
+                return
+            self._calls[-1].reader.feed(self._text[self._pos:end])
+            self._pos = end + len(TOOL_CALL_END)
+            self._in_call = False
+
+    def _call_deltas(self) -> list[ToolCallDelta]:
+        deltas = []
+        for index, call in enumerate(self._calls):
+            reader = call.reader
+            if not call.name_sent:
+                if reader.name is None:
+                    break  # calls are announced in order, so a later one waits for this name
+                call.name_sent = True
+                deltas.append(ToolCallDelta(index, make_tool_call_id(), reader.name, reader.arguments))
+            elif len(reader.arguments) > call.arguments_sent:
+                deltas.append(ToolCallDelta(index, arguments=reader.arguments[call.arguments_sent:]))
+            call.arguments_sent = len(reader.arguments)
+        return deltas
+

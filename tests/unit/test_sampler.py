@@ -1,0 +1,94 @@
+import math
+
+import torch
+
+from qwick.engine.sampler import SamplingRow, apply_penalties, sample
+from qwick.sampling_params import SamplingParams
+
+V = 50
+
+
+def _row(seed: int = 0, output_ids=(), prompt_ids=(), banned=(), **params) -> SamplingRow:
+    return SamplingRow(_resolved(**params),
+                       torch.Generator().manual_seed(seed), list(prompt_ids), list(output_ids), list(banned))
+
+
+def _resolved(**params) -> SamplingParams:
+    base = {"temperature": 1.0, "top_p": 1.0, "top_k": 0, "min_p": 0.0, "repetition_penalty": 1.0}
+    base.update(params)
+    return SamplingParams(**base)
+
+
+def test_padded_vocabulary_ids_are_never_sampled():
+    logits = torch.zeros(2, V)
+    logits[:, 45:] = 100.0  # the padding rows would win every draw
+    result = sample(logits, [_row(temperature=0), _row(seed=1)], valid_vocab=40)
+    assert all(t < 40 for t in result.token_ids)
+
+
+def test_greedy_takes_the_argmax():
+    logits = torch.randn(1, V)
+    assert sample(logits.clone(), [_row(temperature=0)], V).token_ids == [int(logits.argmax())]
+
+
+def test_top_k_one_is_greedy_at_any_temperature():
+    logits = torch.randn(1, V)
+    assert sample(logits.clone(), [_row(temperature=5.0, top_k=1)], V).token_ids == [int(logits.argmax())]
+
+
+def test_tiny_top_p_keeps_only_the_most_likely_token():
+    logits = torch.randn(1, V)
+    assert sample(logits.clone(), [_row(top_p=1e-6)], V).token_ids == [int(logits.argmax())]
+
+
+def test_min_p_removes_tokens_below_the_threshold():
+    logits = torch.full((1, V), -10.0)
+    logits[0, 3], logits[0, 7] = 5.0, 4.0  # 7 has ~37% of token 3's probability
+    draws = {sample(logits.clone(), [_row(seed=s, min_p=0.5)], V).token_ids[0] for s in range(30)}
+    assert draws == {3}
+
+
+def test_same_seed_gives_the_same_draws_and_other_seeds_differ():
+    logits = torch.zeros(1, V)
+    first = [sample(logits.clone(), [_row(seed=7)], V).token_ids[0] for _ in range(1)]
+    again = [sample(logits.clone(), [_row(seed=7)], V).token_ids[0] for _ in range(1)]
+    others = {sample(logits.clone(), [_row(seed=s)], V).token_ids[0] for s in range(20)}
+    assert first == again
+    assert len(others) > 1
+
+
+def test_sampling_follows_the_distribution():
+    logits = torch.log(torch.tensor([[0.7, 0.2, 0.1]]))
+    gen_row = _row(seed=123)
+    counts = [0, 0, 0]
+    for _ in range(3000):
+        counts[sample(logits.clone(), [gen_row], 3).token_ids[0]] += 1
+    assert abs(counts[0] / 3000 - 0.7) < 0.03 and abs(counts[2] / 3000 - 0.1) < 0.03
+
+
+def test_banned_ids_cannot_be_chosen():
+    logits = torch.zeros(1, V)
+    logits[0, 5] = 50.0
+    assert sample(logits, [_row(temperature=0, banned=[5])], V).token_ids != [5]
+
+
+def test_repetition_penalty_divides_positive_and_multiplies_negative_logits():
+    logits = torch.tensor([[2.0, -2.0, 1.0]])
+    out = apply_penalties(logits, [_row(prompt_ids=[0], output_ids=[1], repetition_penalty=2.0)])
+    assert out.tolist() == [[1.0, -4.0, 1.0]]
+
+
+def test_presence_and_frequency_penalties_use_output_counts_only():
+    logits = torch.zeros(1, 4)
+    row = _row(prompt_ids=[3], output_ids=[1, 1, 2], presence_penalty=0.5, frequency_penalty=0.25)
+    out = apply_penalties(logits, [row])
+    assert out.tolist() == [[0.0, -1.0, -0.75, 0.0]]
+
+
+def test_logprobs_are_the_raw_model_distribution():
+    logits = torch.randn(1, V)
+    expected = torch.log_softmax(logits[0], dim=-1)
+    result = sample(logits.clone(), [_row(temperature=0.3, logprobs=2)], V)
+    assert result.logprobs[0] is not None
+    assert torch.allclose(result.logprobs[0], expected)
+    assert math.isclose(float(result.logprobs[0].exp().sum()), 1.0, rel_tol=1e-5)

@@ -1,0 +1,59 @@
+import pytest
+
+from qwick.sampling_params import GenerationDefaults, SamplingParams
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "field"),
+    [
+        ({"n": 0}, "n"),
+        ({"temperature": -0.1}, "temperature"),
+        ({"temperature": float("nan")}, "temperature"),
+        ({"top_p": 0.0}, "top_p"),
+        ({"top_p": 1.5}, "top_p"),
+        ({"top_k": -2}, "top_k"),
+        ({"top_k": 1.5}, "top_k"),
+        ({"min_p": 1.1}, "min_p"),
+        ({"presence_penalty": 2.5}, "presence_penalty"),
+        ({"frequency_penalty": -3}, "frequency_penalty"),
+        ({"repetition_penalty": 0.0}, "repetition_penalty"),
+        ({"max_tokens": 0}, "max_tokens"),
+        ({"min_tokens": -1}, "min_tokens"),
+        ({"min_tokens": 5, "max_tokens": 2}, "min_tokens"),
+        ({"logprobs": 21}, "logprobs"),
+        ({"seed": "7"}, "seed"),
+        ({"stop": ""}, "stop"),
+        ({"stop": ["ok", 3]}, "stop"),
+        ({"stop_token_ids": [-1]}, "stop_token_ids"),
+        ({"max_thinking_tokens": -1}, "max_thinking_tokens"),
+    ],
+)
+def test_invalid_values_raise_value_error_naming_the_field(kwargs, field):
+    with pytest.raises(ValueError, match=field):
+        SamplingParams(**kwargs)
+
+
+def test_error_message_states_the_allowed_range():
+    with pytest.raises(ValueError, match=r"top_p must be in \(0, 1\], got 1.5"):
+        SamplingParams(top_p=1.5)
+
+
+def test_unset_sampling_fields_come_from_generation_config():
+    defaults = GenerationDefaults.from_dict({"temperature": 0.6, "top_k": 20, "top_p": 0.95,
+                                             "eos_token_id": [151645, 151643]})
+    resolved = SamplingParams(top_p=0.5).resolved(defaults)
+    assert (resolved.temperature, resolved.top_k, resolved.top_p) == (0.6, 20, 0.5)
+    assert defaults.eos_token_ids == (151645, 151643)
+
+
+def test_explicit_zero_temperature_is_kept_as_greedy():
+    resolved = SamplingParams(temperature=0).resolved(GenerationDefaults(temperature=0.6))
+    assert resolved.greedy
+
+
+def test_generation_config_without_sampling_means_greedy():
+    assert GenerationDefaults.from_dict({"do_sample": False, "temperature": 0.7}).temperature == 0.0
+
+
+def test_single_stop_string_is_normalised_to_a_tuple():
+    assert SamplingParams(stop="END").stop_strings == ("END",)
