@@ -1,7 +1,8 @@
 """`qwick bench`: prefill and batch-1 decode speed of qwick vs transformers on the same dummy weights.
 
 Both engines get identical random weights at the Qwen3-0.6B shape (no checkpoint needed) and run in the
-same process, one after the other, so the printed ratios compare like with like on this machine.
+same process. Each measurement alternates qwick and transformers round by round and reports medians, so a
+noisy neighbour or clock drift hits both alike.
 """
 
 from __future__ import annotations
@@ -16,8 +17,11 @@ from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from importlib import resources
 from pathlib import Path
+from typing import Any
 
 import torch
+
+TESTS = ("prefill_128", "prefill_512", "decode")
 
 
 @dataclass
@@ -32,20 +36,10 @@ class BenchRow:
 def add_bench_args(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--config", default=None, help="folder with a config.json to use (default: Qwen3-0.6B)")
     parser.add_argument("--dtypes", default="float32,bfloat16", help="comma-separated dtypes to measure")
-    parser.add_argument("--decode-tokens", type=int, default=32, help="tokens timed in the decode test")
-    parser.add_argument("--repeats", type=int, default=3, help="prefill repeats (median reported)")
+    parser.add_argument("--decode-tokens", type=int, default=32, help="tokens timed in each decode round")
+    parser.add_argument("--rounds", type=int, default=5, help="alternating rounds per test (median reported)")
     parser.add_argument("--no-transformers", action="store_true", help="measure qwick only")
     parser.add_argument("--json", default=None, help="also write the rows to this JSON file")
-
-
-def _median_time(fn: Callable[[], object], repeats: int) -> float:
-    fn()  # warm-up
-    times = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - start)
-    return statistics.median(times)
 
 
 def _model_folder(config: str | None, dest: Path) -> Path:
@@ -58,91 +52,104 @@ def _model_folder(config: str | None, dest: Path) -> Path:
     return dest
 
 
-def bench_qwick(folder: Path, dtype: str, args: argparse.Namespace) -> tuple[BenchRow, dict[str, torch.Tensor]]:
-    from qwick import LLM, SamplingParams
+class QwickRunner:
+    def __init__(self, folder: Path, dtype: str, decode_tokens: int) -> None:
+        from qwick import LLM, SamplingParams
 
-    llm = LLM(folder, dtype=dtype, device="cpu", load_format="dummy", skip_tokenizer_init=True, seed=0)
-    one = SamplingParams(max_tokens=1, temperature=0)
-    prefill = {}
-    for length in (128, 512):
-        ids = torch.randint(0, 150000, (length,)).tolist()
-        seconds = _median_time(lambda ids=ids: llm.generate({"prompt_token_ids": ids}, one), args.repeats)
-        prefill[length] = length / seconds
-    n = args.decode_tokens
-    params = SamplingParams(max_tokens=n + 1, temperature=0, ignore_eos=True)
-    prompt = {"prompt_token_ids": torch.randint(0, 150000, (64,)).tolist()}
+        self.llm = LLM(folder, dtype=dtype, device="cpu", load_format="dummy", skip_tokenizer_init=True, seed=0)
+        self.one = SamplingParams(max_tokens=1, temperature=0)
+        self.decode_params = SamplingParams(max_tokens=decode_tokens + 1, temperature=0, ignore_eos=True)
+        self.n = decode_tokens
 
-    def decode_rate() -> float:
-        stamps = [time.perf_counter() for _ in llm.stream(prompt, params)]
-        return n / (stamps[-1] - stamps[0])  # first delta = prefill + first token; the next n are decode steps
+    def prefill(self, ids: list[int]) -> None:
+        self.llm.generate({"prompt_token_ids": ids}, self.one)
 
-    decode_rate()
-    decode = statistics.median(decode_rate() for _ in range(2))
-    weights = {k: v for k, v in llm.model.state_dict().items()}
-    return BenchRow("qwick", dtype, prefill[128], prefill[512], decode), weights
+    def decode_rate(self, prompt: list[int]) -> float:
+        stamps = [time.perf_counter() for _ in self.llm.stream({"prompt_token_ids": prompt}, self.decode_params)]
+        return self.n / (stamps[-1] - stamps[0])  # first delta = prefill + token 1; the next n are decode steps
 
 
-def bench_transformers(folder: Path, dtype: str, weights: dict[str, torch.Tensor],
-                       args: argparse.Namespace) -> BenchRow:
-    import transformers
+class TransformersRunner:
+    def __init__(self, folder: Path, dtype: str, weights: dict[str, torch.Tensor], decode_tokens: int) -> None:
+        import transformers
 
-    config = transformers.AutoConfig.from_pretrained(folder)
-    model = transformers.Qwen3ForCausalLM(config).to(getattr(torch, dtype)).eval()
-    model.load_state_dict(weights, strict=False)  # identical weights (same parameter names)
-    if config.tie_word_embeddings:
-        model.tie_weights()
-    prefill = {}
-    with torch.inference_mode():
-        for length in (128, 512):
-            ids = torch.randint(0, 150000, (1, length))
-            seconds = _median_time(lambda ids=ids: model(ids, use_cache=True, logits_to_keep=1), args.repeats)
-            prefill[length] = length / seconds
-        n = args.decode_tokens
-        stamps: list[float] = []
+        config = transformers.AutoConfig.from_pretrained(folder)
+        self.model = transformers.Qwen3ForCausalLM(config).to(getattr(torch, dtype)).eval()
+        self.model.load_state_dict(weights, strict=False)  # identical weights: the parameter names are the same
+        if config.tie_word_embeddings:
+            self.model.tie_weights()
+        self.n = decode_tokens
+        self.stamps: list[float] = []
+        stamps = self.stamps
 
         class Clock(transformers.StoppingCriteria):
-            def __call__(self, input_ids: torch.Tensor, scores: torch.Tensor, **kwargs: object) -> torch.Tensor:
+            def __call__(self, input_ids: torch.Tensor, scores: torch.Tensor, **kwargs: Any) -> torch.Tensor:
                 stamps.append(time.perf_counter())
                 return torch.zeros(input_ids.shape[0], dtype=torch.bool)
 
-        prompt = torch.randint(0, 150000, (1, 64))
+        self.criteria = transformers.StoppingCriteriaList([Clock()])
 
-        def decode_rate() -> float:
-            stamps.clear()
-            model.generate(prompt, do_sample=False, max_new_tokens=n + 1, min_new_tokens=n + 1,
-                           stopping_criteria=transformers.StoppingCriteriaList([Clock()]), pad_token_id=0)
-            return n / (stamps[-1] - stamps[0])
+    def prefill(self, ids: list[int]) -> None:
+        with torch.inference_mode():
+            self.model(torch.tensor([ids]), use_cache=True, logits_to_keep=1)
 
-        decode_rate()
-        decode = statistics.median(decode_rate() for _ in range(2))
-    return BenchRow("transformers", dtype, prefill[128], prefill[512], decode)
+    def decode_rate(self, prompt: list[int]) -> float:
+        self.stamps.clear()
+        with torch.inference_mode():
+            self.model.generate(torch.tensor([prompt]), do_sample=False, max_new_tokens=self.n + 1,
+                                min_new_tokens=self.n + 1, stopping_criteria=self.criteria, pad_token_id=0)
+        return self.n / (self.stamps[-1] - self.stamps[0])
+
+
+def _rate(fn: Callable[[], Any], tokens: int) -> float:
+    start = time.perf_counter()
+    fn()
+    return tokens / (time.perf_counter() - start)
+
+
+def measure(runners: dict[str, Any], rounds: int) -> dict[str, dict[str, float]]:
+    """tokens/s per engine and test: one warm-up, then `rounds` alternating rounds, median."""
+    samples: dict[str, dict[str, list[float]]] = {name: {t: [] for t in TESTS} for name in runners}
+    prompts = {length: torch.randint(0, 150000, (length,)).tolist() for length in (64, 128, 512)}
+    for round_index in range(rounds + 1):
+        for name, runner in runners.items():
+            results = {
+                "prefill_128": _rate(lambda r=runner: r.prefill(prompts[128]), 128),
+                "prefill_512": _rate(lambda r=runner: r.prefill(prompts[512]), 512),
+                "decode": runner.decode_rate(prompts[64]),
+            }
+            if round_index:  # round 0 warms up caches and kernels
+                for test, value in results.items():
+                    samples[name][test].append(value)
+    return {name: {t: statistics.median(v) for t, v in tests.items()} for name, tests in samples.items()}
 
 
 def run_bench(args: argparse.Namespace) -> int:
     from qwick.device import cpu_has_native_bf16, resolve_dtype
 
     rows: list[BenchRow] = []
-    print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, "
-          f"CPU bf16 math: {cpu_has_native_bf16()}, auto dtype on CPU: "
-          f"{resolve_dtype('auto', torch.device('cpu'), None)}", flush=True)
+    print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, CPU bf16 math: {cpu_has_native_bf16()}, "
+          f"auto dtype on CPU: {resolve_dtype('auto', torch.device('cpu'), None)}", flush=True)
     with tempfile.TemporaryDirectory() as tmp:
         folder = _model_folder(args.config, Path(tmp))
         for dtype in args.dtypes.split(","):
-            row, weights = bench_qwick(folder, dtype, args)
-            rows.append(row)
-            print(_format(row), flush=True)
+            runners: dict[str, Any] = {"qwick": QwickRunner(folder, dtype, args.decode_tokens)}
             if not args.no_transformers:
-                ref = bench_transformers(folder, dtype, weights, args)
-                rows.append(ref)
-                print(_format(ref), flush=True)
-                print(f"  ratio qwick/transformers {dtype}: prefill128 {row.prefill_128_tok_s / ref.prefill_128_tok_s:.2f}x"
-                      f"  prefill512 {row.prefill_512_tok_s / ref.prefill_512_tok_s:.2f}x"
-                      f"  decode {row.decode_tok_s / ref.decode_tok_s:.2f}x", flush=True)
-            del weights
+                weights = runners["qwick"].llm.model.state_dict()
+                runners["transformers"] = TransformersRunner(folder, dtype, weights, args.decode_tokens)
+            results = measure(runners, args.rounds)
+            for name, r in results.items():
+                rows.append(BenchRow(name, dtype, r["prefill_128"], r["prefill_512"], r["decode"]))
+                print(_format(rows[-1]), flush=True)
+            if "transformers" in results:
+                q, t = results["qwick"], results["transformers"]
+                print(f"  ratio qwick/transformers {dtype}: "
+                      + "  ".join(f"{test} {q[test] / t[test]:.2f}x" for test in TESTS), flush=True)
+            del runners
     qwick_rows = [r for r in rows if r.engine == "qwick"]
     if len(qwick_rows) > 1:
-        best = max(qwick_rows, key=lambda r: r.decode_tok_s)
-        print(f"fastest qwick dtype for decode here: {best.dtype}")
+        print(f"fastest qwick dtype here: decode {max(qwick_rows, key=lambda r: r.decode_tok_s).dtype}, "
+              f"prefill512 {max(qwick_rows, key=lambda r: r.prefill_512_tok_s).dtype}")
     if args.json:
         Path(args.json).write_text(json.dumps([asdict(r) for r in rows], indent=2))
     return 0

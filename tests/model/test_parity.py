@@ -14,13 +14,15 @@ CONFIGS = list(TINY_CONFIGS)
 VOCAB = 1000
 FP32_ATOL = 1e-4
 
-# bfloat16 tolerances, measured on these checkpoints (|logits| <= ~7, 256 positions, torch 2.13 CPU) after
-# rope.py's fix that keeps inv_freq in float32: ours bf16 vs transformers bf16 differed by exactly 0.0, and
-# each bf16 model vs the float32 reference by at most 0.16 (mean 0.013), ours and transformers alike.
-# Bounds: 0.0625 vs transformers bf16 (two bf16 steps at |logit| in [4, 8)), 0.25 vs float32 for both.
-# A bfloat16 inv_freq (the bug fixed) gave 0.16 vs transformers bf16 and 0.20 vs float32.
+# bfloat16 tolerances, measured on these three checkpoints (|logits| <= ~7, 256 positions, 6 seeds each,
+# torch 2.13 CPU) once rope.py kept inv_freq in float32: ours bf16 vs transformers bf16 differed by exactly 0.0;
+# each bf16 model vs the float32 reference differed by a mean 0.012-0.016 and a max 0.10-0.27 (heavy-tailed),
+# ours and transformers identically. Bounds: 0.0625 vs transformers bf16 (two bf16 steps at |logit| in
+# [4, 8)); vs float32 a mean 0.025 and a max 0.5, and our mean error at most 1.1x transformers' own.
+# With the bfloat16 inv_freq that rope.py used to keep, the 0.0 was 0.16 and the mean error ratio 1.25.
 BF16_VS_HF_BF16 = 0.0625
-BF16_VS_FP32 = 0.25
+BF16_VS_FP32_MEAN = 0.025
+BF16_VS_FP32_MAX = 0.5
 
 
 def random_ids(seed: int, *shape: int) -> torch.Tensor:
@@ -145,5 +147,7 @@ def test_bfloat16_logits_match_transformers_bfloat16(name, qwick_model, hf_model
         ours_cached = step(model, ids, positions, new_cache(model, 1, 256, torch.bfloat16), [0])
     assert (ours - hf_bf16).abs().max() <= BF16_VS_HF_BF16
     assert (ours_cached - hf_bf16).abs().max() <= BF16_VS_HF_BF16
-    assert (ours - reference).abs().max() <= BF16_VS_FP32
-    assert (hf_bf16 - reference).abs().max() <= BF16_VS_FP32  # the bound is bf16's own noise, not ours
+    ours_error, hf_error = (ours - reference).abs(), (hf_bf16 - reference).abs()
+    assert ours_error.mean() <= BF16_VS_FP32_MEAN
+    assert ours_error.max() <= BF16_VS_FP32_MAX
+    assert ours_error.mean() <= 1.1 * hf_error.mean()  # no less accurate than the reference's own bf16

@@ -74,7 +74,7 @@ def test_role_tokens_written_as_added_token_dicts_are_read(folder_copy):
 
 def test_missing_folder_is_a_clear_error(tmp_path):
     missing = tmp_path / "no-such-model"
-    with pytest.raises(FileNotFoundError, match="no-such-model.*does not exist"):
+    with pytest.raises(FileNotFoundError, match=r"no-such-model.*does not exist"):
         Tokenizer.from_pretrained(missing)
 
 

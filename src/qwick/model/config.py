@@ -72,7 +72,7 @@ class Qwen3Config:
                 num_hidden_layers=int(raw["num_hidden_layers"]),
                 num_attention_heads=heads,
                 num_key_value_heads=kv_heads,
-                head_dim=int(raw.get("head_dim") or hidden // heads),
+                head_dim=int(raw.get("head_dim") or 128),  # transformers' Qwen3 default, not hidden // heads
                 rms_norm_eps=float(raw.get("rms_norm_eps", 1e-6)),
                 max_position_embeddings=int(raw.get("max_position_embeddings", 40960)),
                 tie_word_embeddings=bool(raw.get("tie_word_embeddings", False)),

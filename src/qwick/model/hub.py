@@ -40,6 +40,6 @@ def _download(repo_id: str, revision: str | None) -> Path:
         raise ModelNotFoundError(
             f"could not get model {repo_id!r}: it is not in the Hugging Face cache and the hub could not be reached "
             f"({type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}). Download it where the hub is "
-            f"reachable (`huggingface-cli download {repo_id} --local-dir DIR`) and pass the folder instead, e.g. "
+            f"reachable (`hf download {repo_id} --local-dir DIR`) and pass the folder instead, e.g. "
             "`qwick generate DIR \"prompt\"` or `LLM(model=\"DIR\")`."
         ) from exc

@@ -8,7 +8,7 @@ from torch import nn
 
 from qwick.model.config import Qwen3Config
 from qwick.model.kv_cache import AttentionMetadata, SlotKVCache
-from qwick.model.layers import MLP, RMSNorm
+from qwick.model.layers import MLP, Linear, RMSNorm
 from qwick.model.rope import RotaryEmbedding, apply_rotary
 
 
@@ -23,10 +23,10 @@ class Attention(nn.Module):
         self.head_dim = config.head_dim
         self.scale = self.head_dim**-0.5
         hidden = config.hidden_size
-        self.q_proj = nn.Linear(hidden, self.num_heads * self.head_dim, bias=False)
-        self.k_proj = nn.Linear(hidden, self.num_kv_heads * self.head_dim, bias=False)
-        self.v_proj = nn.Linear(hidden, self.num_kv_heads * self.head_dim, bias=False)
-        self.o_proj = nn.Linear(self.num_heads * self.head_dim, hidden, bias=False)
+        self.q_proj = Linear(hidden, self.num_heads * self.head_dim, bias=False)
+        self.k_proj = Linear(hidden, self.num_kv_heads * self.head_dim, bias=False)
+        self.v_proj = Linear(hidden, self.num_kv_heads * self.head_dim, bias=False)
+        self.o_proj = Linear(self.num_heads * self.head_dim, hidden, bias=False)
         self.q_norm = RMSNorm(self.head_dim, config.rms_norm_eps)
         self.k_norm = RMSNorm(self.head_dim, config.rms_norm_eps)
 
@@ -87,7 +87,7 @@ class Qwen3ForCausalLM(nn.Module):
         super().__init__()
         self.config = config
         self.model = Qwen3Model(config)
-        self.lm_head = nn.Linear(config.hidden_size, config.vocab_size, bias=False)
+        self.lm_head = Linear(config.hidden_size, config.vocab_size, bias=False)
         self.has_lm_head = True  # False for Qwen3Model backbones (embedding/reranker checkpoints)
         if config.tie_word_embeddings:
             self.lm_head.weight = self.model.embed_tokens.weight

@@ -19,7 +19,8 @@ class IncrementalDetokenizer:
 
     Only a short window of ids (those since the last clean character boundary) is decoded per step. The
     window restarts whenever its text does not end in U+FFFD: the byte-level decoder is then between
-    characters, so decode(before + after) == decode(before) + decode(after).
+    characters, so decode(before + after) == decode(before) + decode(after). (A long run of invalid bytes,
+    which real models do not produce, keeps the window open and makes each step decode the whole run.)
     """
 
     def __init__(self, tokenizer: Tokenizer, skip_special_tokens: bool = True) -> None:

@@ -86,7 +86,7 @@ class ToolCallStreamParser:
 
     def __init__(self) -> None:
         self._text = ""
-        self._content_sent = 0  # chars of text emitted as content
+        self._content_sent = 0  # chars at the start of text already sent as content
         self._pos = 0  # chars of text consumed by tool-call parsing
         self._calls: list[_StreamedCall] = []
         self._in_call = False  # between a <tool_call> and its </tool_call>
@@ -100,28 +100,29 @@ class ToolCallStreamParser:
         return self._step(final=True)
 
     def _step(self, final: bool) -> ToolStreamDelta:
-        if not self._calls and not self._plain:
+        if self._plain:
+            return ToolStreamDelta(self._flush_text())
+        content = ""
+        if not self._calls:
             start = self._text.find(TOOL_CALL_START)
             if start < 0:
-                held = 0 if final else partial_tag_suffix(self._text, TOOL_CALL_START)
-                return ToolStreamDelta(self._take_content(len(self._text) - held))
-            content = self._take_content(start)
+                return ToolStreamDelta(self._flush_text(0 if final else partial_tag_suffix(self._text, TOOL_CALL_START)))
+            content, self._content_sent = self._text[:start], start
             self._open_call(start)
-        else:
-            content = ""
         self._read_calls(final)
-        first = self._calls[0] if self._calls else None
+        first = self._calls[0]
         # Before any call is announced, a first body that is not JSON (or never names a function) means the
         # output is plain text after all, exactly as parse_tool_calls decides.
-        if first is not None and not first.name_sent and (first.reader.error or final):
+        if not first.name_sent and (first.reader.error or final):
             self._plain = True
-        if self._plain:
-            return ToolStreamDelta(content + self._take_content(len(self._text)))
+            return ToolStreamDelta(content + self._flush_text())
         return ToolStreamDelta(content, self._call_deltas())
 
-    def _take_content(self, end: int) -> str:
+    def _flush_text(self, keep: int = 0) -> str:
+        """Send the unsent text as content, except the last `keep` chars, and forget what was sent."""
+        end = len(self._text) - keep
         piece = self._text[self._content_sent:end]
-        self._content_sent = max(self._content_sent, end)
+        self._text, self._content_sent = self._text[end:], 0
         return piece
 
     def _open_call(self, tag_at: int) -> None:
