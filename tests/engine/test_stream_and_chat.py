@@ -83,3 +83,13 @@ def test_zero_thinking_budget_closes_an_opened_block_at_once(llm):
     out = llm.generate({"prompt_token_ids": prompt},
                        SamplingParams(max_tokens=6, temperature=0.0, ignore_eos=True, max_thinking_tokens=0))[0]
     assert out.outputs[0].token_ids[:3] == tok.encode("\n</think>\n\n")
+
+
+def test_chat_renders_tools_into_the_system_turn(llm):
+    tools = [{"type": "function", "function": {"name": "get_weather", "description": "Weather now",
+                                               "parameters": {"type": "object", "properties": {}}}}]
+    out = llm.chat([{"role": "user", "content": "Weather?"}], SamplingParams(max_tokens=2, temperature=0.0),
+                   tools=tools)[0]
+    prompt = llm.get_tokenizer().decode(out.prompt_token_ids)
+    assert prompt == llm.get_tokenizer().apply_chat_template([{"role": "user", "content": "Weather?"}], tools=tools)
+    assert '"name": "get_weather"' in prompt and "<tools>" in prompt

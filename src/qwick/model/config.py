@@ -97,6 +97,8 @@ class Qwen3Config:
             raw = json.loads(path.read_text(encoding="utf-8"))
         except json.JSONDecodeError as exc:
             raise UnsupportedModelError(f"{path} is not valid JSON: {exc}") from exc
+        if not isinstance(raw, dict):
+            raise UnsupportedModelError(f"{path} must hold a JSON object, got {type(raw).__name__}")
         return cls.from_dict(raw, source=str(path))
 
 

@@ -38,7 +38,8 @@ def _download(repo_id: str, revision: str | None) -> Path:
         return Path(snapshot_download(repo_id, revision=revision, allow_patterns=HUB_PATTERNS))
     except Exception as exc:
         raise ModelNotFoundError(
-            f"could not get model {repo_id!r}: it is not in the Hugging Face cache and the hub could not be reached "
+            f"could not get model {repo_id!r}: no local folder has that name, it is not in the Hugging Face cache "
+            "and the hub could not be reached "
             f"({type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}). Download it where the hub is "
             f"reachable (`hf download {repo_id} --local-dir DIR`) and pass the folder instead, e.g. "
             "`qwick generate DIR \"prompt\"` or `LLM(model=\"DIR\")`."

@@ -21,6 +21,7 @@ class AttentionMetadata:
     kv_len: int  # keys attended over: cache positions [0, kv_len)
     mask: torch.Tensor | None  # [B, 1, T, kv_len] bool (True = attend), None when is_causal or all visible
     is_causal: bool
+    first_position: int  # positions[0, 0], kept as a Python int so layers never sync with the device
 
     @classmethod
     def build(cls, positions: torch.Tensor, slots: list[int]) -> AttentionMetadata:
@@ -36,7 +37,7 @@ class AttentionMetadata:
         if not (is_causal or all_visible):
             cols = torch.arange(kv_len, device=positions.device)
             mask = (cols[None, None, :] <= positions[:, :, None]).unsqueeze(1)
-        return cls(positions, slot_tensor, slots[0], kv_len, mask, is_causal)
+        return cls(positions, slot_tensor, slots[0], kv_len, mask, is_causal, int(first[0]))
 
 
 class SlotKVCache:
@@ -76,7 +77,7 @@ class SlotKVCache:
         keys, values = self.keys[layer], self.values[layer]
         batch, _, new_tokens, _ = k.shape
         if meta.slots is None and batch == 1:
-            start = int(meta.positions[0, 0])
+            start = meta.first_position
             keys[meta.slot_start, :, start : start + new_tokens] = k[0]
             values[meta.slot_start, :, start : start + new_tokens] = v[0]
         else:
