@@ -126,6 +126,7 @@ def measure(runners: dict[str, Any], rounds: int) -> dict[str, dict[str, float]]
 
 def run_bench(args: argparse.Namespace) -> int:
     from qwick.device import cpu_has_native_bf16, resolve_dtype
+    from qwick.model.cpu_packing import dense_state_dict
 
     rows: list[BenchRow] = []
     print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, CPU bf16 math: {cpu_has_native_bf16()}, "
@@ -135,7 +136,7 @@ def run_bench(args: argparse.Namespace) -> int:
         for dtype in args.dtypes.split(","):
             runners: dict[str, Any] = {"qwick": QwickRunner(folder, dtype, args.decode_tokens)}
             if not args.no_transformers:
-                weights = runners["qwick"].llm.model.state_dict()
+                weights = dense_state_dict(runners["qwick"].llm.model)
                 runners["transformers"] = TransformersRunner(folder, dtype, weights, args.decode_tokens)
             results = measure(runners, args.rounds)
             for name, r in results.items():

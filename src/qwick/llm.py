@@ -12,6 +12,7 @@ import torch
 
 from qwick.device import resolve_device, resolve_dtype
 from qwick.engine.llm_engine import LLMEngine
+from qwick.model.cpu_packing import cpu_packing_supported, pack_linears_for_cpu
 from qwick.model.hub import resolve_model_path
 from qwick.model.loader import build_model, checkpoint_files, init_dummy_weights, load_config, load_weights
 from qwick.outputs import RequestOutput, StreamDelta
@@ -43,6 +44,8 @@ class LLM:
             init_dummy_weights(self.model, seed=seed or 0)
         else:
             load_weights(self.model, files)
+        if cpu_packing_supported(self.dtype, self.device):
+            pack_linears_for_cpu(self.model)
         # skip_tokenizer_init (vLLM's flag): token ids in, token ids out, no text
         self.tokenizer = None if skip_tokenizer_init else Tokenizer.from_pretrained(tokenizer or self.model_path)
         limit = config.max_position_embeddings

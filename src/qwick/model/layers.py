@@ -15,6 +15,9 @@ class Linear(nn.Linear):
     """
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.weight.is_mkldnn:  # packed by model/cpu_packing.py
+            out = torch.ops.mkldnn._linear_pointwise(x.reshape(-1, x.shape[-1]), self.weight, self.bias, "none", [], "")
+            return out.view(*x.shape[:-1], -1)
         if x.numel() == x.shape[-1] and x.dtype != torch.float32 and x.device.type == "cpu" and self.bias is None:
             return torch.mv(self.weight, x.reshape(-1)).view(*x.shape[:-1], -1)  # [..., 1, in] -> [..., 1, out]
         return F.linear(x, self.weight, self.bias)
