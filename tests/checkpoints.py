@@ -50,7 +50,7 @@ def write_tiny_checkpoint(dest: Path, name: str = "tied_gqa2", *, seed: int = 0,
     import torch
     import transformers
 
-    cfg = dict(vocab_size=vocab_size, rms_norm_eps=1e-6, max_position_embeddings=512, bos_token_id=151643,
+    cfg = dict(vocab_size=vocab_size, rms_norm_eps=1e-6, max_position_embeddings=2048, bos_token_id=151643,
                eos_token_id=151645)
     cfg.update(TINY_CONFIGS[name])
     cfg.update(overrides)

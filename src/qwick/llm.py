@@ -10,6 +10,7 @@ from typing import Any
 
 import torch
 
+from qwick.config import EngineConfig
 from qwick.device import resolve_device, resolve_dtype
 from qwick.engine.llm_engine import LLMEngine
 from qwick.model.cpu_packing import cpu_packing_supported, pack_linears_for_cpu
@@ -29,8 +30,10 @@ class LLM:
 
     def __init__(self, model: str | Path = DEFAULT_MODEL, *, tokenizer: str | Path | None = None,
                  dtype: str | torch.dtype = "auto", device: str = "auto", max_model_len: int | None = None,
-                 max_num_seqs: int = 64, seed: int | None = None, load_format: str = "auto",
-                 revision: str | None = None, skip_tokenizer_init: bool = False) -> None:
+                 max_num_seqs: int = 64, max_num_batched_tokens: int = 512, block_size: int = 16,
+                 kv_cache_memory_bytes: int | None = None, enable_prefix_caching: bool = True,
+                 seed: int | None = None, load_format: str = "auto", revision: str | None = None,
+                 skip_tokenizer_init: bool = False) -> None:
         if load_format not in ("auto", "safetensors", "dummy"):
             raise ValueError(f"load_format must be 'auto', 'safetensors' or 'dummy', got {load_format!r}")
         self.model_path = resolve_model_path(model, revision)
@@ -53,11 +56,11 @@ class LLM:
             raise ValueError(f"max_model_len must be in [1, {limit}] (the model's max_position_embeddings), "
                              f"got {max_model_len}")
         self.max_model_len = max_model_len or limit
-        if max_num_seqs < 1:
-            raise ValueError(f"max_num_seqs must be >= 1, got {max_num_seqs}")
+        self.engine_config = EngineConfig(self.max_model_len, max_num_seqs, max_num_batched_tokens, block_size,
+                                          kv_cache_memory_bytes, enable_prefix_caching)
         self.generation_defaults = _generation_defaults(self.model_path, self.tokenizer, config.eos_token_id)
-        self.engine = LLMEngine(self.model, self.tokenizer, self.generation_defaults, self.max_model_len,
-                                max_num_seqs, self.device, self.dtype, seed)
+        self.engine = LLMEngine(self.model, self.tokenizer, self.generation_defaults, self.engine_config,
+                                self.device, self.dtype, seed)
         self._ids = itertools.count()
 
     def get_tokenizer(self) -> Tokenizer:

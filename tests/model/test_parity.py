@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from qwick.model.kv_cache import AttentionMetadata, SlotKVCache
+from qwick.model.kv_cache import AttentionMetadata, PagedKVCache
 from qwick.model.qwen3 import Qwen3ForCausalLM
 
 from checkpoints import TINY_CONFIGS
@@ -29,20 +29,31 @@ def random_ids(seed: int, *shape: int) -> torch.Tensor:
     return torch.randint(0, VOCAB, shape, generator=torch.Generator().manual_seed(seed))
 
 
-def new_cache(model: Qwen3ForCausalLM, slots: int, max_len: int = 128,
-              dtype: torch.dtype = torch.float32) -> SlotKVCache:
+BLOCK_SIZE = 4
+MAX_LEN = 256
+
+
+def new_cache(model: Qwen3ForCausalLM, slots: int, dtype: torch.dtype = torch.float32) -> PagedKVCache:
+    """A paged cache where "slot" s owns MAX_LEN positions, in blocks interleaved with the other slots'."""
     config = model.config
-    return SlotKVCache(config.num_hidden_layers, slots, config.num_key_value_heads, max_len, config.head_dim, dtype)
+    return PagedKVCache(config.num_hidden_layers, slots * MAX_LEN // BLOCK_SIZE, BLOCK_SIZE,
+                        config.num_key_value_heads, config.head_dim, dtype)
 
 
-def step(model: Qwen3ForCausalLM, ids: torch.Tensor, positions: torch.Tensor, cache: SlotKVCache,
+def block_table(cache: PagedKVCache, slot: int) -> list[int]:
+    slots = cache.num_blocks // (MAX_LEN // BLOCK_SIZE)
+    return list(range(slot, cache.num_blocks, slots))  # non-contiguous physical blocks on purpose
+
+
+def step(model: Qwen3ForCausalLM, ids: torch.Tensor, positions: torch.Tensor, cache: PagedKVCache,
          slots: list[int]) -> torch.Tensor:
     """One forward through the cache; float32 logits [B, T, vocab]."""
+    meta = AttentionMetadata.build(positions, [block_table(cache, s) for s in slots], BLOCK_SIZE)
     with torch.no_grad():
-        return model.compute_logits(model(ids, positions, cache, AttentionMetadata.build(positions, slots)))
+        return model.compute_logits(model(ids, positions, cache, meta))
 
 
-def greedy(model: Qwen3ForCausalLM, prompt: list[int], steps: int, cache: SlotKVCache,
+def greedy(model: Qwen3ForCausalLM, prompt: list[int], steps: int, cache: PagedKVCache,
            slot: int) -> tuple[list[int], list[torch.Tensor]]:
     """Prefill, then one token at a time through `cache` row `slot`: (tokens, last-position logits per token)."""
     logits = step(model, torch.tensor([prompt]), torch.arange(len(prompt))[None], cache, [slot])[0, -1]
@@ -66,7 +77,7 @@ def test_prefill_logits_match_transformers_without_cache(name, qwick_model, hf_m
 
 
 @pytest.mark.parametrize("name", CONFIGS)
-def test_prefill_logits_match_transformers_through_slot_cache(name, qwick_model, hf_model):
+def test_prefill_logits_match_transformers_through_paged_cache(name, qwick_model, hf_model):
     ids = random_ids(1, 2, 24)
     with torch.no_grad():
         expected = hf_model(name)(ids).logits
@@ -144,7 +155,7 @@ def test_bfloat16_logits_match_transformers_bfloat16(name, qwick_model, hf_model
         reference = hf_model(name)(ids).logits
         hf_bf16 = hf_model(name, torch.bfloat16)(ids).logits.float()
         ours = model.compute_logits(model(ids, positions))
-        ours_cached = step(model, ids, positions, new_cache(model, 1, 256, torch.bfloat16), [0])
+        ours_cached = step(model, ids, positions, new_cache(model, 1, torch.bfloat16), [0])
     assert (ours - hf_bf16).abs().max() <= BF16_VS_HF_BF16
     assert (ours_cached - hf_bf16).abs().max() <= BF16_VS_HF_BF16
     ours_error, hf_error = (ours - reference).abs(), (hf_bf16 - reference).abs()

@@ -1,22 +1,27 @@
-"""LLMEngine: admits requests into a running batch, steps the model, samples, and streams deltas.
+"""LLMEngine: requests in, incremental outputs out; one `step()` = schedule, run the model, sample.
 
-Requests join between steps and leave as soon as they finish (continuous batching over a slot cache).
-The paged, prefix-cached scheduler of the batched-engine issue replaces the slot cache behind this API.
+Requests join the running batch between steps and leave as soon as they finish (continuous batching);
+KV memory is paged (`BlockManager`) with automatic prefix caching; long prompts are prefilled in chunks.
 """
 
 from __future__ import annotations
 
 import random
-from collections import deque
+import time
 from dataclasses import dataclass, field
 
 import torch
 
+from qwick.config import EngineConfig
+from qwick.engine.block_manager import BlockManager
 from qwick.engine.runner import ModelRunner
 from qwick.engine.sampler import SamplingRow, sample
+from qwick.engine.scheduler import Scheduler
 from qwick.engine.sequence import Detokenizer, NullDetokenizer, Sequence
+from qwick.engine.stats import EngineStats
 from qwick.engine.stopping import append_token
 from qwick.engine.thinking import CLOSING_TEXT, ThinkingTracker
+from qwick.model.kv_cache import PagedKVCache
 from qwick.model.qwen3 import Qwen3ForCausalLM
 from qwick.outputs import CompletionOutput, Logprob, RequestOutput, StreamDelta
 from qwick.sampling_params import GenerationDefaults, SamplingParams
@@ -49,23 +54,31 @@ class StepOutput:
 
 class LLMEngine:
     def __init__(self, model: Qwen3ForCausalLM, tokenizer: Tokenizer | None, defaults: GenerationDefaults,
-                 max_model_len: int, max_num_seqs: int, device: torch.device, dtype: torch.dtype,
-                 seed: int | None = None) -> None:
+                 config: EngineConfig, device: torch.device, dtype: torch.dtype, seed: int | None = None) -> None:
         self.model = model
         self.tokenizer = tokenizer
         self.defaults = defaults
-        self.max_model_len = max_model_len
-        self.max_num_seqs = max_num_seqs
-        self.runner = ModelRunner(model, device, dtype)
-        vocab = model.config.vocab_size
+        self.config = config
+        self.max_model_len = config.max_model_len
+        cfg = model.config
+        num_blocks = config.num_kv_blocks(cfg, dtype, device)
+        self.cache = PagedKVCache(cfg.num_hidden_layers, num_blocks, config.block_size, cfg.num_key_value_heads,
+                                  cfg.head_dim, dtype, device)
+        self.blocks = BlockManager(num_blocks, config.block_size, config.enable_prefix_caching)
+        self.scheduler = Scheduler(self.blocks, config.max_num_seqs, config.max_num_batched_tokens)
+        self.runner = ModelRunner(model, self.cache, device)
+        vocab = cfg.vocab_size
         self.valid_vocab = min(tokenizer.vocab_size, vocab) if tokenizer is not None else vocab
         self.rng = random.Random(seed)
-        self.waiting: deque[Request] = deque()
-        self.running: list[Request] = []
+        self.requests: dict[str, Request] = {}
+        self.counters = EngineStats()
         self._closing_ids = tokenizer.encode(CLOSING_TEXT) if tokenizer is not None else []
 
+    # ----------------------------------------------------------------------------------------- requests
     def add_request(self, request_id: str, prompt_ids: list[int], params: SamplingParams,
                     prompt: str | None = None) -> None:
+        if request_id in self.requests:
+            raise ValueError(f"request id {request_id!r} is already in use")
         if not prompt_ids:
             raise ValueError("the prompt is empty: give at least one token")
         if len(prompt_ids) >= self.max_model_len:
@@ -80,10 +93,13 @@ class LLMEngine:
             raise ValueError("max_thinking_tokens needs a tokenizer with <think> and </think> tokens")
         params = params.resolved(self.defaults)
         request = Request(request_id, prompt, list(prompt_ids), params)
-        request.sequences = [self._new_sequence(request, i) for i in range(params.n)]
-        self.waiting.append(request)
+        now = time.perf_counter()
+        request.sequences = [self._new_sequence(request, i, now) for i in range(params.n)]
+        self.requests[request_id] = request
+        for seq in request.sequences:
+            self.scheduler.add(seq)
 
-    def _new_sequence(self, request: Request, index: int) -> Sequence:
+    def _new_sequence(self, request: Request, index: int, now: float) -> Sequence:
         params = request.params
         seed = params.seed + index if params.seed is not None else self.rng.getrandbits(63)
         stop_ids = set(params.stop_token_ids or [])
@@ -96,9 +112,9 @@ class LLMEngine:
                                                   self._closing_ids)
         return Sequence(
             request_id=request.request_id, index=index, prompt_ids=request.prompt_ids, params=params,
-            generator=torch.Generator().manual_seed(seed),
-            detokenizer=self._detokenizer(params),
+            generator=torch.Generator().manual_seed(seed), detokenizer=self._detokenizer(params),
             stop_ids=frozenset(stop_ids), thinking=thinking, logprobs=[] if params.logprobs is not None else None,
+            arrival_time=now,
         )
 
     def _detokenizer(self, params: SamplingParams) -> Detokenizer:
@@ -107,51 +123,36 @@ class LLMEngine:
         return IncrementalDetokenizer(self.tokenizer, skip_special_tokens=params.skip_special_tokens)
 
     def has_unfinished(self) -> bool:
-        return bool(self.waiting or self.running)
+        return bool(self.requests)
 
     def abort(self, request_id: str) -> None:
-        for request in [r for r in self.waiting if r.request_id == request_id]:
-            self.waiting.remove(request)
-        for request in [r for r in self.running if r.request_id == request_id]:
-            for seq in request.sequences:
-                if not seq.finished:
-                    seq.finish_reason = "abort"
-                self._free(seq)
-            self.running.remove(request)
+        """Drop a request now; its KV blocks are freed immediately. Unknown ids are ignored."""
+        request = self.requests.pop(request_id, None)
+        if request is None:
+            return
+        for seq in request.sequences:
+            if not seq.finished:
+                seq.finish_reason = "abort"
+            self.scheduler.remove(seq)
+        self._count_finished("abort")
 
+    # --------------------------------------------------------------------------------------------- step
     def step(self) -> list[StepOutput]:
-        """Admit waiting requests (prefill), decode one token for the others; return what changed."""
+        """Schedule, run the model, sample; return the requests that advanced."""
+        batch = self.scheduler.schedule()
         sampled: list[tuple[Sequence, torch.Tensor]] = []
-        decoding = sorted((s for r in self.running for s in r.sequences if not s.finished), key=lambda s: s.slot)
-        admitted = self._admit()
-        if decoding:
-            logits = self.runner.decode(decoding)
-            sampled += list(zip(decoding, logits, strict=True))
-        for request in admitted:
-            sampled += self._prefill(request)
+        for chunk in batch.prefills:
+            self.counters.prompt_tokens += chunk.num_tokens
+            logits = self.runner.prefill(chunk)
+            if logits is not None:
+                sampled.append((chunk.seq, logits))
+        if batch.decodes:
+            logits = self.runner.decode(batch.decodes)
+            sampled += list(zip(batch.decodes, logits, strict=True))
+        for seq in [c.seq for c in batch.prefills] + batch.decodes:
+            self.blocks.commit_full_blocks(seq.block_table, seq.all_ids, seq.num_cached)
         self._sample_and_append(sampled)
-        stepped = {id(seq) for seq, _ in sampled}
-        return self._collect([r for r in self.running if any(id(s) in stepped for s in r.sequences)], stepped)
-
-    def _admit(self) -> list[Request]:
-        admitted = []
-        active = sum(len(r.sequences) for r in self.running)
-        while self.waiting and active + self.waiting[0].params.n <= max(self.max_num_seqs, self.waiting[0].params.n):
-            request = self.waiting.popleft()
-            self.running.append(request)
-            admitted.append(request)
-            active += request.params.n
-        return admitted
-
-    def _prefill(self, request: Request) -> list[tuple[Sequence, torch.Tensor]]:
-        first = request.sequences[0]
-        first.slot = self.runner.allocate_slot(first.total_len + 1)
-        logits = self.runner.prefill(first)
-        for seq in request.sequences[1:]:  # n > 1: share the prompt's cache, sample independently
-            seq.slot = self.runner.allocate_slot(first.total_len + 1)
-            self.runner.cache.copy_slot(first.slot, seq.slot, first.total_len)
-            seq.num_cached = first.num_cached
-        return [(seq, logits.clone()) for seq in request.sequences]
+        return self._collect(sampled)
 
     def _sample_and_append(self, pairs: list[tuple[Sequence, torch.Tensor]]) -> None:
         if not pairs:
@@ -160,6 +161,7 @@ class LLMEngine:
         logits = torch.stack([row for _, row in pairs])  # [B, V]
         rows = [SamplingRow(s.params, s.generator, s.prompt_ids, s.output_ids, s.banned_ids()) for s in seqs]
         result = sample(logits, rows, self.valid_vocab)
+        now = time.perf_counter()
         for seq, token, logprobs in zip(seqs, result.token_ids, result.logprobs, strict=True):
             forced = seq.thinking.next_forced() if seq.thinking is not None else None
             if forced is not None:
@@ -167,8 +169,18 @@ class LLMEngine:
             if logprobs is not None:
                 self._record_logprobs(seq, token, logprobs)
             append_token(seq, token, self.max_model_len)
+            self._record_timing(seq, now)
             if seq.finished:
-                self._free(seq)
+                self.scheduler.remove(seq)
+
+    def _record_timing(self, seq: Sequence, now: float) -> None:
+        self.counters.generation_tokens += 1
+        if seq.first_token_time is None:
+            seq.first_token_time = now
+            self.counters.ttft_seconds.append(now - seq.arrival_time)
+        elif seq.last_token_time is not None:
+            self.counters.itl_seconds.append(now - seq.last_token_time)
+        seq.last_token_time = now
 
     def _record_logprobs(self, seq: Sequence, token: int, logprobs: torch.Tensor) -> None:
         chosen = float(logprobs[token])
@@ -185,24 +197,26 @@ class LLMEngine:
     def _token_text(self, token: int) -> str:
         return self.tokenizer.decode([token]) if self.tokenizer is not None else ""
 
-    def _free(self, seq: Sequence) -> None:
-        if seq.slot >= 0:
-            self.runner.release_slot(seq.slot)
-            seq.slot = -1
-
-    def _collect(self, touched: list[Request], stepped: set[int]) -> list[StepOutput]:
+    def _collect(self, sampled: list[tuple[Sequence, torch.Tensor]]) -> list[StepOutput]:
+        by_request: dict[str, list[Sequence]] = {}
+        for seq, _ in sampled:
+            by_request.setdefault(seq.request_id, []).append(seq)
         outputs = []
-        for request in touched:
-            deltas = []
-            for seq in (s for s in request.sequences if id(s) in stepped):
-                text = seq.take_delta()
-                new_ids = seq.output_ids[-1:] if seq.output_ids else []
-                deltas.append(StreamDelta(seq.index, text, new_ids, seq.finish_reason))
-            done = request.finished
-            if done:
-                self.running.remove(request)
-            outputs.append(StepOutput(request.request_id, deltas, self._final(request) if done else None))
+        for request_id, seqs in by_request.items():
+            request = self.requests[request_id]
+            deltas = [StreamDelta(s.index, s.take_delta(), s.output_ids[-1:], s.finish_reason) for s in seqs]
+            final = None
+            if request.finished:
+                del self.requests[request_id]
+                final = self._final(request)
+                for seq in request.sequences:
+                    self._count_finished(seq.finish_reason or "abort")
+                    self.counters.e2e_seconds.append((seq.last_token_time or 0.0) - seq.arrival_time)
+            outputs.append(StepOutput(request_id, deltas, final))
         return outputs
+
+    def _count_finished(self, reason: str) -> None:
+        self.counters.requests_finished[reason] = self.counters.requests_finished.get(reason, 0) + 1
 
     @staticmethod
     def _final(request: Request) -> RequestOutput:
@@ -213,3 +227,17 @@ class LLMEngine:
             for s in request.sequences
         ]
         return RequestOutput(request.request_id, request.prompt, request.prompt_ids, outs, finished=True)
+
+    # -------------------------------------------------------------------------------------------- stats
+    def stats(self) -> EngineStats:
+        """A snapshot: gauges computed now, counters and latency samples as accumulated."""
+        c = self.counters
+        running = {s.request_id for s in self.scheduler.running}
+        return EngineStats(
+            num_running=len(running), num_waiting=len(self.requests) - len(running),
+            kv_cache_usage=self.blocks.usage, prefix_cache_queries=self.blocks.stats.queries,
+            prefix_cache_hits=self.blocks.stats.hits, prompt_tokens=c.prompt_tokens,
+            generation_tokens=c.generation_tokens, num_preemptions=self.scheduler.num_preemptions,
+            requests_finished=dict(c.requests_finished), ttft_seconds=c.ttft_seconds.copy(),
+            itl_seconds=c.itl_seconds.copy(), e2e_seconds=c.e2e_seconds.copy(),
+        )

@@ -46,8 +46,11 @@ class Sequence:
     cumulative_logprob: float = 0.0
     finish_reason: str | None = None
     stop_reason: int | str | None = None
-    slot: int = -1
+    block_table: list[int] = field(default_factory=list)  # physical KV blocks holding positions 0, 1, ...
     num_cached: int = 0  # tokens whose keys/values are in the cache
+    arrival_time: float = 0.0
+    first_token_time: float | None = None
+    last_token_time: float | None = None
 
     @property
     def finished(self) -> bool:
@@ -56,6 +59,10 @@ class Sequence:
     @property
     def all_ids(self) -> list[int]:
         return self.prompt_ids + self.output_ids
+
+    @property
+    def last_token_id(self) -> int:
+        return self.output_ids[-1] if self.output_ids else self.prompt_ids[-1]
 
     @property
     def total_len(self) -> int:

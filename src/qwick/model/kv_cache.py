@@ -1,7 +1,8 @@
-"""A slot KV cache: one contiguous row of positions per sequence, like llama.cpp's slots.
+"""Paged KV cache: keys/values live in fixed-size blocks; a block table maps a sequence's positions to them.
 
-The model writes keys/values at their absolute positions and reads back [0, kv_len); the attention mask
-(`AttentionMetadata`) hides stale entries beyond each row's own position.
+Position p of a sequence is stored at physical slot `table[p // block_size] * block_size + p % block_size`.
+The model writes new tokens' keys/values at their slots, then gathers the slots of every attended position,
+so sequences can share cached prefix blocks. `AttentionMetadata` is built once per forward pass.
 """
 
 from __future__ import annotations
@@ -13,90 +14,62 @@ import torch
 
 @dataclass
 class AttentionMetadata:
-    """Where a forward pass's tokens sit in the cache and what each of them may attend to."""
+    """Where a forward pass's tokens go in the cache and what each of them attends to."""
 
-    positions: torch.Tensor  # [B, T] absolute positions of the new tokens
-    slots: torch.Tensor | None  # [B] cache rows, or None when rows are slot_start .. slot_start + B - 1
-    slot_start: int
-    kv_len: int  # keys attended over: cache positions [0, kv_len)
-    mask: torch.Tensor | None  # [B, 1, T, kv_len] bool (True = attend), None when is_causal or all visible
+    slot_mapping: torch.Tensor  # [B * T] physical slot of each new token
+    context_slots: torch.Tensor | None  # [B, S] slots of positions 0..S-1 per row; None = only the new tokens
+    mask: torch.Tensor | None  # [B, 1, T, S] bool (True = attend); None when is_causal or everything is visible
     is_causal: bool
-    first_position: int  # positions[0, 0], kept as a Python int so layers never sync with the device
 
     @classmethod
-    def build(cls, positions: torch.Tensor, slots: list[int]) -> AttentionMetadata:
+    def build(cls, positions: torch.Tensor, block_tables: list[list[int]], block_size: int) -> AttentionMetadata:
+        """positions [B, T]: each row holds consecutive positions, ending at that row's last new token."""
+        device = positions.device
         batch, new_tokens = positions.shape
-        kv_len = int(positions.max()) + 1
-        contiguous = slots == list(range(slots[0], slots[0] + batch))
-        slot_tensor = None if contiguous else torch.tensor(slots, dtype=torch.long, device=positions.device)
-        first = positions[:, 0]
-        last = positions[:, -1]
-        is_causal = new_tokens == kv_len and bool((first == 0).all())
-        all_visible = new_tokens == 1 and bool((last == kv_len - 1).all())
+        width = max(len(t) for t in block_tables)
+        tables = torch.tensor([t + [0] * (width - len(t)) for t in block_tables], dtype=torch.long, device=device)
+        slot_mapping = _slots(tables, positions, block_size).reshape(-1)
+        starts = positions[:, 0].tolist()
+        if batch == 1 and starts[0] == 0:  # a fresh prompt attends to its own keys only: plain causal attention
+            return cls(slot_mapping, None, None, True)
+        ends = positions[:, -1] + 1  # [B] context length of each row
+        kv_len = int(ends.max())
+        cols = torch.arange(kv_len, device=device)
+        context_slots = _slots(tables, cols.expand(batch, kv_len), block_size)
         mask = None
-        if not (is_causal or all_visible):
-            cols = torch.arange(kv_len, device=positions.device)
+        if new_tokens > 1 or bool((ends != kv_len).any()):
             mask = (cols[None, None, :] <= positions[:, :, None]).unsqueeze(1)
-        return cls(positions, slot_tensor, slots[0], kv_len, mask, is_causal, int(first[0]))
+        return cls(slot_mapping, context_slots, mask, False)
 
 
-class SlotKVCache:
-    """Per layer: keys and values [num_slots, kv_heads, max_len, head_dim]."""
+def _slots(tables: torch.Tensor, positions: torch.Tensor, block_size: int) -> torch.Tensor:
+    # tables [B, blocks], positions [B, N] -> physical slots [B, N]
+    blocks = torch.gather(tables, 1, torch.div(positions, block_size, rounding_mode="floor"))
+    return blocks * block_size + positions % block_size
 
-    def __init__(self, num_layers: int, num_slots: int, kv_heads: int, max_len: int, head_dim: int,
+
+class PagedKVCache:
+    """Per layer: keys and values [num_blocks * block_size, kv_heads, head_dim]."""
+
+    def __init__(self, num_layers: int, num_blocks: int, block_size: int, kv_heads: int, head_dim: int,
                  dtype: torch.dtype, device: torch.device | str = "cpu") -> None:
-        shape = (num_slots, kv_heads, max_len, head_dim)
+        self.num_blocks, self.block_size = num_blocks, block_size
+        shape = (num_blocks * block_size, kv_heads, head_dim)
+        # zeros, not empty: masked-out slots are still multiplied by a 0 weight, and 0 * NaN garbage is NaN
         self.keys = [torch.zeros(shape, dtype=dtype, device=device) for _ in range(num_layers)]
         self.values = [torch.zeros(shape, dtype=dtype, device=device) for _ in range(num_layers)]
-
-    @property
-    def num_slots(self) -> int:
-        return self.keys[0].shape[0]
-
-    @property
-    def max_len(self) -> int:
-        return self.keys[0].shape[2]
 
     def nbytes(self) -> int:
         return sum(t.numel() * t.element_size() for t in self.keys + self.values)
 
-    def ensure(self, num_slots: int, max_len: int) -> None:
-        """Grow (never shrink) to at least num_slots rows of max_len positions, keeping the contents."""
-        if num_slots <= self.num_slots and max_len <= self.max_len:
-            return
-        slots, length = max(num_slots, self.num_slots), max(max_len, self.max_len)
-        for tensors in (self.keys, self.values):
-            for i, old in enumerate(tensors):
-                new = old.new_zeros((slots, old.shape[1], length, old.shape[3]))
-                new[: old.shape[0], :, : old.shape[2]] = old
-                tensors[i] = new
-
     def update(self, layer: int, k: torch.Tensor, v: torch.Tensor,
                meta: AttentionMetadata) -> tuple[torch.Tensor, torch.Tensor]:
-        """Store k, v [B, kv_heads, T, D] at their positions; return the rows' keys/values [B, kv_heads, kv_len, D]."""
+        """Store k, v [B, kv_heads, T, D] at their slots; return the keys/values attended [B, kv_heads, S, D]."""
         keys, values = self.keys[layer], self.values[layer]
-        batch, _, new_tokens, _ = k.shape
-        if meta.slots is None and batch == 1:
-            start = meta.first_position
-            keys[meta.slot_start, :, start : start + new_tokens] = k[0]
-            values[meta.slot_start, :, start : start + new_tokens] = v[0]
-        else:
-            rows = self._rows(meta, batch)[:, None]
-            keys[rows, :, meta.positions] = k.transpose(1, 2)
-            values[rows, :, meta.positions] = v.transpose(1, 2)
-        if meta.slots is None:
-            rows_slice = slice(meta.slot_start, meta.slot_start + batch)
-            return keys[rows_slice, :, : meta.kv_len], values[rows_slice, :, : meta.kv_len]
-        return keys[meta.slots, :, : meta.kv_len], values[meta.slots, :, : meta.kv_len]
-
-    def copy_slot(self, src: int, dst: int, length: int) -> None:
-        """Duplicate the first `length` positions of a row (n > 1 samples share one prefill)."""
-        for keys, values in zip(self.keys, self.values, strict=True):
-            keys[dst, :, :length] = keys[src, :, :length]
-            values[dst, :, :length] = values[src, :, :length]
-
-    @staticmethod
-    def _rows(meta: AttentionMetadata, batch: int) -> torch.Tensor:
-        if meta.slots is not None:
-            return meta.slots
-        return torch.arange(meta.slot_start, meta.slot_start + batch, device=meta.positions.device)
+        kv_heads, head_dim = k.shape[1], k.shape[3]
+        keys.index_copy_(0, meta.slot_mapping, k.transpose(1, 2).reshape(-1, kv_heads, head_dim))
+        values.index_copy_(0, meta.slot_mapping, v.transpose(1, 2).reshape(-1, kv_heads, head_dim))
+        if meta.context_slots is None:
+            return k, v
+        # [B, S, kv_heads, D] -> [B, kv_heads, S, D]
+        return keys[meta.context_slots].transpose(1, 2), values[meta.context_slots].transpose(1, 2)

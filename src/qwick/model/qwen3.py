@@ -7,7 +7,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from qwick.model.config import Qwen3Config
-from qwick.model.kv_cache import AttentionMetadata, SlotKVCache
+from qwick.model.kv_cache import AttentionMetadata, PagedKVCache
 from qwick.model.layers import MLP, Linear, RMSNorm
 from qwick.model.rope import RotaryEmbedding, apply_rotary
 
@@ -31,7 +31,7 @@ class Attention(nn.Module):
         self.k_norm = RMSNorm(self.head_dim, config.rms_norm_eps)
 
     def forward(self, x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor,
-                cache: SlotKVCache | None, meta: AttentionMetadata | None) -> torch.Tensor:
+                cache: PagedKVCache | None, meta: AttentionMetadata | None) -> torch.Tensor:
         batch, seq, _ = x.shape
         # [B, T, heads * D] -> [B, heads, T, D]
         q = self.q_norm(self.q_proj(x).view(batch, seq, self.num_heads, self.head_dim)).transpose(1, 2)
@@ -57,7 +57,7 @@ class DecoderLayer(nn.Module):
         self.post_attention_layernorm = RMSNorm(config.hidden_size, config.rms_norm_eps)
 
     def forward(self, x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor,
-                cache: SlotKVCache | None, meta: AttentionMetadata | None) -> torch.Tensor:
+                cache: PagedKVCache | None, meta: AttentionMetadata | None) -> torch.Tensor:
         x = x + self.self_attn(self.input_layernorm(x), cos, sin, cache, meta)
         return x + self.mlp(self.post_attention_layernorm(x))
 
@@ -72,7 +72,7 @@ class Qwen3Model(nn.Module):
         self.norm = RMSNorm(config.hidden_size, config.rms_norm_eps)
         self.rotary_emb = RotaryEmbedding(config.rope, config.head_dim)
 
-    def forward(self, input_ids: torch.Tensor, positions: torch.Tensor, cache: SlotKVCache | None = None,
+    def forward(self, input_ids: torch.Tensor, positions: torch.Tensor, cache: PagedKVCache | None = None,
                 meta: AttentionMetadata | None = None) -> torch.Tensor:
         # input_ids, positions [B, T] -> hidden states [B, T, hidden]
         x = self.embed_tokens(input_ids)
@@ -92,7 +92,7 @@ class Qwen3ForCausalLM(nn.Module):
         if config.tie_word_embeddings:
             self.lm_head.weight = self.model.embed_tokens.weight
 
-    def forward(self, input_ids: torch.Tensor, positions: torch.Tensor, cache: SlotKVCache | None = None,
+    def forward(self, input_ids: torch.Tensor, positions: torch.Tensor, cache: PagedKVCache | None = None,
                 meta: AttentionMetadata | None = None) -> torch.Tensor:
         """Hidden states [B, T, hidden]; call `compute_logits` on the rows that need logits."""
         return self.model(input_ids, positions, cache, meta)

@@ -1,0 +1,63 @@
+"""EngineConfig: the engine's size limits, validated once (vLLM's names)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+
+from qwick.model.config import Qwen3Config
+
+DEFAULT_KV_MEMORY_FRACTION = 0.3  # of available memory, when kv_cache_memory_bytes is not given
+DEFAULT_CPU_KV_BYTES = 4 * 1024**3  # CPU cap on that default (vLLM's VLLM_CPU_KVCACHE_SPACE default is 4 GB)
+
+
+@dataclass(frozen=True)
+class EngineConfig:
+    max_model_len: int
+    max_num_seqs: int = 64
+    max_num_batched_tokens: int = 512  # per step; chunked prefill splits longer prompts
+    block_size: int = 16
+    kv_cache_memory_bytes: int | None = None
+    enable_prefix_caching: bool = True
+
+    def __post_init__(self) -> None:
+        for name in ("max_model_len", "max_num_seqs", "max_num_batched_tokens", "block_size"):
+            value = getattr(self, name)
+            if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+                raise ValueError(f"{name} must be a positive integer, got {value!r}")
+        if self.kv_cache_memory_bytes is not None and self.kv_cache_memory_bytes < 1:
+            raise ValueError(f"kv_cache_memory_bytes must be positive, got {self.kv_cache_memory_bytes}")
+
+    def num_kv_blocks(self, model: Qwen3Config, dtype: torch.dtype, device: torch.device) -> int:
+        """Blocks that fit the KV budget (given, or a fraction of free memory), never more than can be used."""
+        bytes_per_block = (model.num_hidden_layers * 2 * model.num_key_value_heads * model.head_dim
+                           * dtype.itemsize * self.block_size)
+        budget = self.kv_cache_memory_bytes
+        if budget is None:
+            budget = int(_available_memory(device) * DEFAULT_KV_MEMORY_FRACTION)
+            if device.type == "cpu":
+                budget = min(budget, DEFAULT_CPU_KV_BYTES)
+        useful = -(-self.max_num_seqs * self.max_model_len // self.block_size)
+        blocks = min(budget // bytes_per_block, useful)
+        if blocks * self.block_size < self.max_model_len:
+            raise ValueError(
+                f"the KV cache budget ({budget} bytes = {blocks * self.block_size} tokens at "
+                f"{bytes_per_block // self.block_size} bytes/token) cannot hold one sequence of max_model_len="
+                f"{self.max_model_len}: raise kv_cache_memory_bytes or lower max_model_len"
+            )
+        return blocks
+
+
+def _available_memory(device: torch.device) -> int:
+    if device.type == "cuda":
+        free, _ = torch.cuda.mem_get_info(device)
+        return free
+    try:
+        for line in Path("/proc/meminfo").read_text().splitlines():
+            if line.startswith("MemAvailable:"):
+                return int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    return 8 * 1024**3  # no /proc (macOS, Windows): assume 8 GiB

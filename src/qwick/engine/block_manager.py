@@ -1,0 +1,234 @@
+"""Paged KV cache bookkeeping: which physical blocks each sequence owns, and which full blocks are
+cached for reuse by later requests with the same prefix (automatic prefix caching). Plain Python."""
+
+from __future__ import annotations
+
+import hashlib
+import struct
+from collections import Counter, OrderedDict, deque
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+_ROOT_HASH = 0  # the "parent hash" of a sequence's first block
+
+
+def chain_hash(parent_hash: int, token_ids: tuple[int, ...]) -> int:
+    """128-bit hash of a full block and, through `parent_hash`, of everything before it.
+
+    blake2b over fixed-width little-endian ints, so it is the same on every run and machine."""
+    digest = hashlib.blake2b(digest_size=16)
+    digest.update(parent_hash.to_bytes(16, "little"))
+    digest.update(struct.pack(f"<{len(token_ids)}q", *token_ids))
+    return int.from_bytes(digest.digest(), "little")
+
+
+class NoFreeBlocksError(RuntimeError):
+    """Not enough KV cache blocks; the scheduler should wait or preempt. Nothing was allocated."""
+
+
+@dataclass
+class PrefixCacheStats:
+    """Counted in prompt tokens, like vLLM's prefix_cache_queries / prefix_cache_hits."""
+
+    queries: int = 0
+    hits: int = 0
+
+    @property
+    def hit_rate(self) -> float:
+        return self.hits / self.queries if self.queries else 0.0
+
+
+@dataclass(eq=False, slots=True)
+class _Block:
+    # Replaced by a fresh object whenever the block's memory is recycled, so object identity
+    # stands for "this exact KV content" and stale `parent` links can never match again.
+    ref_count: int = 0
+    hash: int | None = None  # chain hash, set once the block is full and its KV computed
+    token_ids: tuple[int, ...] = ()
+    parent: _Block | None = None  # block holding the KV just before this one (None: first block)
+
+
+class BlockManager:
+    """Allocates KV blocks to sequences and shares full, computed blocks between equal prefixes.
+
+    Free memory is two pools: `_free` (holds nothing reusable) and `_evictable` (unreferenced but
+    cached, least recently freed first). A block is in exactly one pool or referenced by a sequence."""
+
+    def __init__(self, num_blocks: int, block_size: int, enable_prefix_caching: bool = True) -> None:
+        if num_blocks < 1 or block_size < 1:
+            raise ValueError(
+                f"num_blocks and block_size must be >= 1, got num_blocks={num_blocks}, "
+                f"block_size={block_size}; give the KV cache more memory or a smaller block size"
+            )
+        self.num_blocks = num_blocks
+        self.block_size = block_size
+        self.enable_prefix_caching = enable_prefix_caching
+        self.stats = PrefixCacheStats()
+        self._blocks = [_Block() for _ in range(num_blocks)]
+        self._free: deque[int] = deque(range(num_blocks))
+        self._evictable: OrderedDict[int, None] = OrderedDict()
+        self._cached: dict[int, int] = {}  # chain hash -> block id
+
+    @property
+    def num_free_blocks(self) -> int:
+        return len(self._free) + len(self._evictable)
+
+    @property
+    def usage(self) -> float:
+        """Fraction of blocks referenced by live sequences (cached-but-unreferenced counts as free)."""
+        return 1.0 - self.num_free_blocks / self.num_blocks
+
+    def ref_count(self, block_id: int) -> int:
+        return self._blocks[block_id].ref_count
+
+    def blocks_needed(self, num_tokens: int) -> int:
+        return -(-num_tokens // self.block_size)
+
+    def can_allocate(self, token_ids: Sequence[int]) -> bool:
+        return self._fits(self._match_prefix(token_ids), self.blocks_needed(len(token_ids)))
+
+    def allocate(self, token_ids: Sequence[int]) -> tuple[list[int], int]:
+        """Block table for a new (or resumed-after-preemption) sequence whose known tokens are
+        `token_ids`, and how many leading tokens already have their KV in the cache.
+
+        The cached count is a multiple of block_size and at most `len(token_ids) - 1` rounded down to
+        one: the engine must run the last token to get logits, and it may only write into private
+        blocks, so a cached block holding the last token is not shared — a private block is
+        allocated in its place and recomputed. Counts stats (queries += len(token_ids), hits += cached
+        count) only when prefix caching is on and the allocation succeeds.
+        Raises NoFreeBlocksError, allocating nothing, if the sequence does not fit."""
+        hits = self._match_prefix(token_ids)
+        num_blocks = self.blocks_needed(len(token_ids))
+        if not self._fits(hits, num_blocks):
+            raise NoFreeBlocksError(
+                f"a {len(token_ids)}-token sequence needs {num_blocks - len(hits)} new KV blocks, "
+                f"{self.num_free_blocks} are free"
+            )
+        for block_id in hits:  # before taking fresh blocks, so reused cached blocks are not evicted
+            self._acquire(block_id)
+        table = hits + [self._take_fresh() for _ in range(num_blocks - len(hits))]
+        num_cached = len(hits) * self.block_size
+        if self.enable_prefix_caching:
+            self.stats.queries += len(token_ids)
+            self.stats.hits += num_cached
+        return table, num_cached
+
+    def can_append(self, table: list[int], num_tokens_before: int, num_new: int) -> bool:
+        return self.blocks_needed(num_tokens_before + num_new) - len(table) <= self.num_free_blocks
+
+    def append_slots(self, table: list[int], num_tokens_before: int, num_new: int) -> None:
+        """Grow `table` in place so positions [num_tokens_before, num_tokens_before + num_new) have
+        blocks. Raises NoFreeBlocksError, leaving the table unchanged, if blocks run out."""
+        assert len(table) >= self.blocks_needed(num_tokens_before), "table does not cover its tokens"
+        if not self.can_append(table, num_tokens_before, num_new):
+            raise NoFreeBlocksError(
+                f"appending {num_new} tokens needs more than {self.num_free_blocks} free KV blocks"
+            )
+        grow = self.blocks_needed(num_tokens_before + num_new) - len(table)
+        table.extend(self._take_fresh() for _ in range(grow))
+
+    def commit_full_blocks(self, table: list[int], token_ids: Sequence[int], num_computed: int) -> None:
+        """After the engine wrote KV for the first `num_computed` tokens of `token_ids`, register every
+        block that is now full and computed in the prefix cache so later requests can reuse it.
+        Idempotent; a no-op when prefix caching is off."""
+        if not self.enable_prefix_caching:
+            return
+        size = self.block_size
+        num_full = num_computed // size
+        assert num_computed <= len(token_ids) and num_full <= len(table), "commit beyond the sequence"
+        start = num_full  # committed blocks are a prefix of the table: scan back to its end
+        while start > 0 and self._blocks[table[start - 1]].hash is None:
+            start -= 1
+        for i in range(start, num_full):
+            block = self._blocks[table[i]]
+            prev = self._blocks[table[i - 1]] if i else None
+            block.parent = (self._cached_twin(prev) or prev) if prev else None
+            block.token_ids = tuple(token_ids[i * size : (i + 1) * size])
+            block.hash = chain_hash(prev.hash if prev else _ROOT_HASH, block.token_ids)
+            # First writer wins a hash; a block whose parent is not cached could never be reached.
+            if block.hash not in self._cached and (block.parent is None or self._is_cached(block.parent)):
+                self._cached[block.hash] = table[i]
+
+    def free(self, table: Sequence[int]) -> None:
+        """Drop one sequence's references, tail first so a prefix's last blocks are evicted first.
+        A block left unreferenced stays cached (evictable) if it is in the prefix cache, else it
+        returns to the free list. Raises ValueError, changing nothing, on an unknown or
+        unreferenced block (a double free). The caller's table is left as it was."""
+        for block_id, count in Counter(table).items():
+            if not 0 <= block_id < self.num_blocks or self._blocks[block_id].ref_count < count:
+                raise ValueError(
+                    f"cannot free KV block {block_id}: it is not held by this sequence (double free?)"
+                )
+        for block_id in reversed(table):
+            block = self._blocks[block_id]
+            block.ref_count -= 1
+            if block.ref_count:
+                continue
+            if self._is_cached(block):
+                self._evictable[block_id] = None
+            else:
+                self._recycle(block_id)
+
+    def reset_prefix_cache(self) -> None:
+        """Forget every unreferenced cached block. Blocks still held by live sequences stay cached, so
+        to drop all KV (e.g. after reloading weights) call this when no sequence is running."""
+        for block_id in self._evictable:
+            del self._cached[self._blocks[block_id].hash]
+            self._recycle(block_id)
+        self._evictable.clear()
+
+    def _match_prefix(self, token_ids: Sequence[int]) -> list[int]:
+        """Cached blocks holding the longest reusable full-block prefix of `token_ids`."""
+        if not self.enable_prefix_caching:
+            return []
+        size, hits = self.block_size, []
+        parent_hash, parent = _ROOT_HASH, None
+        for i in range(max(len(token_ids) - 1, 0) // size):  # never the block with the last token
+            tokens = tuple(token_ids[i * size : (i + 1) * size])
+            parent_hash = chain_hash(parent_hash, tokens)
+            block_id = self._cached.get(parent_hash)
+            if block_id is None:
+                break
+            block = self._blocks[block_id]
+            # Equal tokens and the very block we matched before: exact even if the hash collides.
+            if block.parent is not parent or block.token_ids != tokens:
+                break
+            hits.append(block_id)
+            parent = block
+        return hits
+
+    def _fits(self, hits: list[int], num_needed: int) -> bool:
+        # An unreferenced hit leaves the evictable pool, so it cannot also serve as a fresh block.
+        revived = sum(1 for block_id in hits if self._blocks[block_id].ref_count == 0)
+        return num_needed - len(hits) <= self.num_free_blocks - revived
+
+    def _is_cached(self, block: _Block) -> bool:
+        block_id = self._cached.get(block.hash) if block.hash is not None else None
+        return block_id is not None and self._blocks[block_id] is block
+
+    def _cached_twin(self, block: _Block) -> _Block | None:
+        """The cached block holding exactly the same KV as `block` (maybe itself), if any."""
+        block_id = self._cached.get(block.hash) if block.hash is not None else None
+        twin = self._blocks[block_id] if block_id is not None else None
+        if twin is not None and twin.parent is block.parent and twin.token_ids == block.token_ids:
+            return twin
+        return None
+
+    def _acquire(self, block_id: int) -> None:
+        block = self._blocks[block_id]
+        if block.ref_count == 0:
+            del self._evictable[block_id]
+        block.ref_count += 1
+
+    def _take_fresh(self) -> int:
+        if self._free:
+            block_id = self._free.popleft()
+        else:
+            block_id, _ = self._evictable.popitem(last=False)  # least recently freed
+            del self._cached[self._blocks[block_id].hash]
+        self._blocks[block_id] = _Block(ref_count=1)
+        return block_id
+
+    def _recycle(self, block_id: int) -> None:
+        self._blocks[block_id] = _Block()
+        self._free.append(block_id)

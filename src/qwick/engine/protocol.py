@@ -1,0 +1,53 @@
+"""EngineClient: the async seam between the HTTP server and an engine (vLLM's name), and what it streams."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+from qwick.outputs import RequestOutput, StreamDelta
+from qwick.sampling_params import SamplingParams
+
+
+@dataclass
+class RequestDelta:
+    """What one engine step produced for one request; `output` is set on the final one only."""
+
+    request_id: str
+    deltas: list[StreamDelta]  # one per sample that advanced this step
+    finished: bool
+    output: RequestOutput | None = None
+
+
+class EngineNotRunningError(RuntimeError):
+    """The engine is shut down (or its loop died): it takes no new requests."""
+
+
+class RequestFailedError(RuntimeError):
+    """The engine failed while this request was running; `__cause__` is the engine's exception."""
+
+
+class EngineClient(Protocol):
+    def generate(self, prompt_ids: list[int], params: SamplingParams, request_id: str,
+                 prompt: str | None = None) -> AsyncIterator[RequestDelta]:
+        """Stream a request's deltas. Stopping iteration early aborts the request in the engine."""
+        ...
+
+    async def abort(self, request_id: str) -> None:
+        """End a request now: its stream gets a final delta with finish_reason "abort". Unknown ids: no-op."""
+        ...
+
+    def stats(self) -> Any:
+        """The engine's latest stats snapshot, or None if the engine reports none."""
+        ...
+
+    async def shutdown(self) -> None:
+        """Stop taking requests, let running ones finish (up to a timeout), then stop the engine loop."""
+        ...
+
+    @property
+    def is_running(self) -> bool: ...
+
+    @property
+    def errored(self) -> bool: ...

@@ -1,0 +1,28 @@
+"""Engine counters and latency samples for metrics (vLLM's metric meanings)."""
+
+from __future__ import annotations
+
+from collections import deque
+from dataclasses import dataclass, field
+
+RECENT = 2048  # latency samples kept for percentiles
+
+
+@dataclass
+class EngineStats:
+    num_running: int = 0  # requests with a sequence in the running batch
+    num_waiting: int = 0
+    kv_cache_usage: float = 0.0  # fraction of KV blocks referenced by live sequences
+    prefix_cache_queries: int = 0  # prompt tokens looked up in the prefix cache
+    prefix_cache_hits: int = 0  # of which found
+    prompt_tokens: int = 0  # tokens prefilled (computed, so cache hits excluded)
+    generation_tokens: int = 0
+    num_preemptions: int = 0
+    requests_finished: dict[str, int] = field(default_factory=dict)  # by finish reason
+    ttft_seconds: deque[float] = field(default_factory=lambda: deque(maxlen=RECENT))
+    itl_seconds: deque[float] = field(default_factory=lambda: deque(maxlen=RECENT))
+    e2e_seconds: deque[float] = field(default_factory=lambda: deque(maxlen=RECENT))
+
+    @property
+    def prefix_cache_hit_rate(self) -> float:
+        return self.prefix_cache_hits / self.prefix_cache_queries if self.prefix_cache_queries else 0.0
