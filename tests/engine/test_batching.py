@@ -53,7 +53,7 @@ def test_mixed_sampling_params_in_one_batch_keep_their_own_settings(tiny_model_d
 def test_shared_prefix_is_computed_once(tiny_model_dir):
     llm = LLM(tiny_model_dir, dtype="float32", max_model_len=1024)
     prefix = [(13 * j) % 7000 + 50 for j in range(512)]
-    first, second = prefix + [11, 12, 13], prefix + [21, 22, 23, 24, 25]
+    first, second = [*prefix, 11, 12, 13], [*prefix, 21, 22, 23, 24, 25]
     _tokens(llm, [first])
     before = llm.engine.stats().prompt_tokens
     cached = _tokens(llm, [second])
