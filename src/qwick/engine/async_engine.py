@@ -15,21 +15,16 @@ import threading
 import time
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
-from typing import Any
 
 from qwick.engine.llm_engine import LLMEngine
 from qwick.engine.protocol import EngineNotRunningError, RequestDelta, RequestFailedError
-from qwick.outputs import CompletionOutput, RequestOutput, StreamDelta
+from qwick.engine.stats import EngineStats
 from qwick.sampling_params import SamplingParams
 
 logger = logging.getLogger(__name__)
 
 
-class _Aborted:
-    """Put on a request's queue when it is aborted; the consumer turns it into the final delta."""
-
-
-_Item = RequestDelta | BaseException | _Aborted
+_Item = RequestDelta | BaseException
 
 
 @dataclass(eq=False)
@@ -62,33 +57,6 @@ class _Stop:
 _Command = _Add | _Abort | _Stop
 
 
-@dataclass
-class _Transcript:
-    """What a request streamed so far: enough to build its final output if it is aborted (no logprobs)."""
-
-    request_id: str
-    prompt: str | None
-    prompt_ids: list[int]
-    n: int
-    texts: dict[int, list[str]] = field(default_factory=dict)
-    token_ids: dict[int, list[int]] = field(default_factory=dict)
-    reasons: dict[int, str] = field(default_factory=dict)
-
-    def add(self, deltas: list[StreamDelta]) -> None:
-        for d in deltas:
-            self.texts.setdefault(d.index, []).append(d.text)
-            self.token_ids.setdefault(d.index, []).extend(d.token_ids)
-            if d.finish_reason is not None:
-                self.reasons[d.index] = d.finish_reason
-
-    def aborted(self) -> RequestDelta:
-        deltas = [StreamDelta(i, "", [], "abort") for i in range(self.n) if i not in self.reasons]
-        outs = [CompletionOutput(i, "".join(self.texts.get(i, [])), self.token_ids.get(i, []), None, None,
-                                 self.reasons.get(i, "abort")) for i in range(self.n)]
-        output = RequestOutput(self.request_id, self.prompt, self.prompt_ids, outs, finished=True)
-        return RequestDelta(self.request_id, deltas, True, output)
-
-
 class AsyncLLMEngine:
     """An EngineClient over one LLMEngine, which it owns from now on: nothing else may step or change it."""
 
@@ -114,7 +82,6 @@ class AsyncLLMEngine:
                        prompt: str | None = None) -> AsyncIterator[RequestDelta]:
         prompt_ids = list(prompt_ids)  # the caller may reuse its list
         stream = self._submit(request_id, prompt_ids, params, prompt)
-        transcript = _Transcript(request_id, prompt, prompt_ids, params.n)
         finished = False
         try:
             while not finished:
@@ -122,10 +89,6 @@ class AsyncLLMEngine:
                 if isinstance(item, BaseException):
                     finished = True  # the engine no longer holds this request
                     raise item
-                if isinstance(item, _Aborted):
-                    item = transcript.aborted()
-                else:
-                    transcript.add(item.deltas)
                 finished = item.finished
                 yield item
         finally:  # also on break, cancellation and client disconnect: free the request's cache
@@ -137,7 +100,7 @@ class AsyncLLMEngine:
             if stream is not None:
                 self._inbox.put(_Abort(stream))
 
-    def stats(self) -> Any:
+    def stats(self) -> EngineStats:
         """The engine's stats as of the last idle moment or at most `stats_interval` s ago."""
         return self._stats
 
@@ -218,14 +181,11 @@ class AsyncLLMEngine:
             stream = command.stream
             if self._live.get(stream.request_id) is stream:  # else it finished or failed already
                 del self._live[stream.request_id]
-                self.engine.abort(stream.request_id)
-                self._send([(stream, _Aborted())])
+                self._send([(stream, self._aborted(stream.request_id))])
         elif command.graceful:
             self._draining = True
         else:
-            for request_id in self._live:
-                self.engine.abort(request_id)
-            self._send([(stream, _Aborted()) for stream in self._live.values()])
+            self._send([(stream, self._aborted(request_id)) for request_id, stream in self._live.items()])
             self._live.clear()
             return False
         return True
@@ -255,6 +215,12 @@ class AsyncLLMEngine:
                 del self._live[out.request_id]
             replies.append((stream, RequestDelta(out.request_id, out.deltas, done, out.finished_request)))
         self._send(replies)
+
+    def _aborted(self, request_id: str) -> RequestDelta:
+        """Abort in the engine; the final delta carries the partial output (finish_reason "abort")."""
+        out = self.engine.abort(request_id)
+        assert out is not None, "a live request is always held by the engine"
+        return RequestDelta(request_id, out.deltas, True, out.finished_request)
 
     def _fail_live(self, exc: Exception) -> None:
         """A step raised: which of the held requests it broke is unknown, so fail them all and go on."""
@@ -308,9 +274,8 @@ class AsyncLLMEngine:
                         del self._live[stream.request_id]
                         self.engine.abort(stream.request_id)
 
-    def _read_stats(self) -> Any:
-        stats = getattr(self.engine, "stats", None)
-        return stats() if callable(stats) else None
+    def _read_stats(self) -> EngineStats:
+        return self.engine.stats()
 
 
 def _put_all(batch: list[tuple[_Stream, _Item]]) -> None:

@@ -125,16 +125,19 @@ class LLMEngine:
     def has_unfinished(self) -> bool:
         return bool(self.requests)
 
-    def abort(self, request_id: str) -> None:
-        """Drop a request now; its KV blocks are freed immediately. Unknown ids are ignored."""
+    def abort(self, request_id: str) -> StepOutput | None:
+        """Drop a request now, freeing its KV blocks; returns its last deltas and final output (None if unknown)."""
         request = self.requests.pop(request_id, None)
         if request is None:
-            return
+            return None
+        deltas = []
         for seq in request.sequences:
             if not seq.finished:
                 seq.finish_reason = "abort"
+                deltas.append(StreamDelta(seq.index, seq.take_delta(), [], "abort"))
             self.scheduler.remove(seq)
         self._count_finished("abort")
+        return StepOutput(request_id, deltas, self._final(request))
 
     # --------------------------------------------------------------------------------------------- step
     def step(self) -> list[StepOutput]:
