@@ -14,7 +14,7 @@ import torch
 
 from qwick.config import EngineConfig
 from qwick.engine.block_manager import BlockManager
-from qwick.engine.runner import ModelRunner
+from qwick.engine.runner import ModelRunner, group_chunks
 from qwick.engine.sampler import SamplingRow, sample
 from qwick.engine.scheduler import Scheduler
 from qwick.engine.sequence import Detokenizer, NullDetokenizer, Sequence
@@ -144,11 +144,11 @@ class LLMEngine:
         """Schedule, run the model, sample; return the requests that advanced."""
         batch = self.scheduler.schedule()
         sampled: list[tuple[Sequence, torch.Tensor]] = []
-        for chunk in batch.prefills:
-            self.counters.prompt_tokens += chunk.num_tokens
-            logits = self.runner.prefill(chunk)
-            if logits is not None:
-                sampled.append((chunk.seq, logits))
+        for group in group_chunks(batch.prefills):
+            self.counters.prompt_tokens += sum(c.num_tokens for c in group)
+            for chunk, logits in zip(group, self.runner.prefill(group), strict=True):
+                if logits is not None:
+                    sampled.append((chunk.seq, logits))
         if batch.decodes:
             logits = self.runner.decode(batch.decodes)
             sampled += list(zip(batch.decodes, logits, strict=True))

@@ -1,4 +1,4 @@
-"""Runs the model for a scheduled step: one forward per prefill chunk, one batched forward for all decodes."""
+"""Runs the model for a scheduled step: prefill chunks batched together, one batched forward for all decodes."""
 
 from __future__ import annotations
 
@@ -9,6 +9,22 @@ from qwick.engine.sequence import Sequence
 from qwick.model.kv_cache import AttentionMetadata, PagedKVCache
 from qwick.model.qwen3 import Qwen3ForCausalLM
 
+MAX_PADDING = 0.25  # a prefill batch may hold at most this much padding (fraction of its real tokens)
+
+
+def group_chunks(chunks: list[PrefillChunk]) -> list[list[PrefillChunk]]:
+    """Group chunks of similar length so one forward serves many prompts (weights are read once per group)."""
+    groups: list[list[PrefillChunk]] = []
+    for chunk in sorted(chunks, key=lambda c: -c.num_tokens):
+        group = groups[-1] if groups else None
+        if group is not None:
+            real = sum(c.num_tokens for c in group) + chunk.num_tokens
+            if group[0].num_tokens * (len(group) + 1) <= real * (1 + MAX_PADDING):
+                group.append(chunk)
+                continue
+        groups.append([chunk])
+    return groups
+
 
 class ModelRunner:
     def __init__(self, model: Qwen3ForCausalLM, cache: PagedKVCache, device: torch.device) -> None:
@@ -17,16 +33,26 @@ class ModelRunner:
         self.device = device
 
     @torch.inference_mode()
-    def prefill(self, chunk: PrefillChunk) -> torch.Tensor | None:
-        """Compute `chunk.num_tokens` tokens of one sequence; logits [V] float32 when the chunk completes it."""
-        seq = chunk.seq
-        start, end = seq.num_cached, seq.num_cached + chunk.num_tokens
-        input_ids = torch.tensor([seq.all_ids[start:end]], dtype=torch.long, device=self.device)  # [1, T]
-        positions = torch.arange(start, end, device=self.device)[None]
-        meta = AttentionMetadata.build(positions, [seq.block_table], self.cache.block_size)
-        hidden = self.model(input_ids, positions, self.cache, meta)  # [1, T, H]
-        seq.num_cached = end
-        return self.model.compute_logits(hidden[0, -1]) if seq.num_cached == seq.total_len else None
+    def prefill(self, chunks: list[PrefillChunk]) -> list[torch.Tensor | None]:
+        """Compute the chunks in one padded forward; per chunk, logits [V] float32 if it completes its prompt."""
+        width = max(c.num_tokens for c in chunks)
+        ids, positions = [], []
+        for chunk in chunks:
+            seq, start, n = chunk.seq, chunk.seq.num_cached, chunk.num_tokens
+            pad = width - n
+            ids.append(seq.all_ids[start : start + n] + [0] * pad)
+            positions.append(list(range(start, start + n)) + [start + n - 1] * pad)
+        input_ids = torch.tensor(ids, dtype=torch.long, device=self.device)  # [B, T]
+        pos = torch.tensor(positions, device=self.device)
+        meta = AttentionMetadata.build(pos, [c.seq.block_table for c in chunks], self.cache.block_size,
+                                       [c.num_tokens for c in chunks], self.cache.scratch_slot)
+        hidden = self.model(input_ids, pos, self.cache, meta)  # [B, T, H]
+        rows = [i for i, c in enumerate(chunks) if c.completes]
+        logits = iter(self.model.compute_logits(hidden[rows, [chunks[i].num_tokens - 1 for i in rows]]))
+        results = [next(logits) if c.completes else None for c in chunks]
+        for chunk in chunks:
+            chunk.seq.num_cached += chunk.num_tokens
+        return results
 
     @torch.inference_mode()
     def decode(self, seqs: list[Sequence]) -> torch.Tensor:

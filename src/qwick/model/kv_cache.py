@@ -22,15 +22,22 @@ class AttentionMetadata:
     is_causal: bool
 
     @classmethod
-    def build(cls, positions: torch.Tensor, block_tables: list[list[int]], block_size: int) -> AttentionMetadata:
-        """positions [B, T]: each row holds consecutive positions, ending at that row's last new token."""
+    def build(cls, positions: torch.Tensor, block_tables: list[list[int]], block_size: int,
+              num_new: list[int] | None = None, scratch_slot: int = -1) -> AttentionMetadata:
+        """positions [B, T]: each row holds its consecutive positions. Rows with fewer new tokens (`num_new`)
+        are padded by repeating their last position; the padding writes its keys to `scratch_slot`."""
         device = positions.device
         batch, new_tokens = positions.shape
         width = max(len(t) for t in block_tables)
         tables = torch.tensor([t + [0] * (width - len(t)) for t in block_tables], dtype=torch.long, device=device)
-        slot_mapping = _slots(tables, positions, block_size).reshape(-1)
-        starts = positions[:, 0].tolist()
-        if batch == 1 and starts[0] == 0:  # a fresh prompt attends to its own keys only: plain causal attention
+        slot_mapping = _slots(tables, positions, block_size)
+        padded = num_new is not None and min(num_new) < new_tokens
+        if padded:
+            assert num_new is not None and scratch_slot >= 0
+            is_pad = torch.arange(new_tokens, device=device)[None, :] >= torch.tensor(num_new, device=device)[:, None]
+            slot_mapping = slot_mapping.masked_fill(is_pad, scratch_slot)
+        slot_mapping = slot_mapping.reshape(-1)
+        if batch == 1 and int(positions[0, 0]) == 0:  # a fresh prompt attends to its own keys: plain causal
             return cls(slot_mapping, None, None, True)
         ends = positions[:, -1] + 1  # [B] context length of each row
         kv_len = int(ends.max())
@@ -49,12 +56,13 @@ def _slots(tables: torch.Tensor, positions: torch.Tensor, block_size: int) -> to
 
 
 class PagedKVCache:
-    """Per layer: keys and values [num_blocks * block_size, kv_heads, head_dim]."""
+    """Per layer: keys and values [num_blocks * block_size + 1 scratch slot, kv_heads, head_dim]."""
 
     def __init__(self, num_layers: int, num_blocks: int, block_size: int, kv_heads: int, head_dim: int,
                  dtype: torch.dtype, device: torch.device | str = "cpu") -> None:
         self.num_blocks, self.block_size = num_blocks, block_size
-        shape = (num_blocks * block_size, kv_heads, head_dim)
+        self.scratch_slot = num_blocks * block_size  # one extra slot where padding tokens write
+        shape = (num_blocks * block_size + 1, kv_heads, head_dim)
         # zeros, not empty: masked-out slots are still multiplied by a 0 weight, and 0 * NaN garbage is NaN
         self.keys = [torch.zeros(shape, dtype=dtype, device=device) for _ in range(num_layers)]
         self.values = [torch.zeros(shape, dtype=dtype, device=device) for _ in range(num_layers)]
