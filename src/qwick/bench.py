@@ -42,7 +42,8 @@ def add_bench_args(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--json", default=None, help="also write the rows to this JSON file")
 
 
-def _model_folder(config: str | None, dest: Path) -> Path:
+def dummy_model_folder(config: str | None, dest: Path) -> Path:
+    """Write a model folder without weights (config.json, generation_config.json) for load_format="dummy"."""
     if config:
         shutil.copy(Path(config) / "config.json", dest / "config.json")
     else:
@@ -132,7 +133,7 @@ def run_bench(args: argparse.Namespace) -> int:
     print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, CPU bf16 math: {cpu_has_native_bf16()}, "
           f"auto dtype on CPU: {resolve_dtype('auto', torch.device('cpu'), None)}", flush=True)
     with tempfile.TemporaryDirectory() as tmp:
-        folder = _model_folder(args.config, Path(tmp))
+        folder = dummy_model_folder(args.config, Path(tmp))
         for dtype in args.dtypes.split(","):
             runners: dict[str, Any] = {"qwick": QwickRunner(folder, dtype, args.decode_tokens)}
             if not args.no_transformers:

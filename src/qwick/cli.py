@@ -1,4 +1,4 @@
-"""`qwick` command line: generate, chat, bench."""
+"""`qwick` command line: generate, chat, serve, bench."""
 
 from __future__ import annotations
 
@@ -53,6 +53,14 @@ def build_parser() -> argparse.ArgumentParser:
     chat.add_argument("--system", default=None, help="system prompt")
     _add_sampling_args(chat, 2048)
 
+    serve = sub.add_parser("serve", help="OpenAI-compatible HTTP server",
+                           description="Serve MODEL over an OpenAI-compatible HTTP API (/v1/chat/completions, "
+                                       "/v1/completions, /v1/models, /tokenize, /detokenize, /health, /metrics).")
+    _add_model_args(serve)
+    from qwick.server.cli import add_serve_args
+
+    add_serve_args(serve)
+
     bench = sub.add_parser("bench", help="prefill/decode speed vs transformers on dummy weights",
                            description="Benchmark prefill (128/512 tokens) and batch-1 decode on the Qwen3-0.6B "
                                        "shape with dummy weights, side by side with transformers.")
@@ -71,11 +79,11 @@ def _sampling_params(args: argparse.Namespace) -> Any:
                           max_thinking_tokens=args.max_thinking_tokens)
 
 
-def _load(args: argparse.Namespace) -> Any:
+def _load(args: argparse.Namespace, **engine_kwargs: Any) -> Any:
     from qwick import LLM
 
     return LLM(args.model, dtype=args.dtype, device=args.device, max_model_len=args.max_model_len,
-               load_format=args.load_format, seed=args.seed)
+               load_format=args.load_format, seed=args.seed, **engine_kwargs)
 
 
 def run_generate(args: argparse.Namespace, out: TextIO) -> int:
@@ -166,6 +174,10 @@ def main(argv: Sequence[str] | None = None) -> int:
             return run_generate(args, sys.stdout)
         if args.command == "chat":
             return run_chat(args, sys.stdout, sys.stdin)
+        if args.command == "serve":
+            from qwick.server.cli import run_serve
+
+            return run_serve(args, _load)
         from qwick.bench import run_bench
 
         return run_bench(args)

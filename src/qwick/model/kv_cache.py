@@ -66,6 +66,8 @@ class PagedKVCache:
         # zeros, not empty: masked-out slots are still multiplied by a 0 weight, and 0 * NaN garbage is NaN
         self.keys = [torch.zeros(shape, dtype=dtype, device=device) for _ in range(num_layers)]
         self.values = [torch.zeros(shape, dtype=dtype, device=device) for _ in range(num_layers)]
+        self._gather_k = torch.empty(0, kv_heads, head_dim, dtype=dtype, device=device)
+        self._gather_v = torch.empty(0, kv_heads, head_dim, dtype=dtype, device=device)
 
     def nbytes(self) -> int:
         return sum(t.numel() * t.element_size() for t in self.keys + self.values)
@@ -81,6 +83,14 @@ class PagedKVCache:
             return k, v
         batch, kv_len = meta.context_slots.shape
         flat = meta.context_slots.reshape(-1)  # index_select: ~2x faster than advanced indexing on CPU
-        k_ctx = keys.index_select(0, flat).view(batch, kv_len, kv_heads, head_dim)
-        v_ctx = values.index_select(0, flat).view(batch, kv_len, kv_heads, head_dim)
+        # Gather into buffers reused by every layer: fresh 30+ MB tensors per layer come straight from mmap
+        # and page-fault on every touch (measured: batch-64 decode 2x slower).
+        if self._gather_k.shape[0] < flat.numel():  # grow geometrically, never shrink
+            rows = max(flat.numel(), 2 * self._gather_k.shape[0])
+            self._gather_k = keys.new_empty((rows, kv_heads, head_dim))
+            self._gather_v = values.new_empty((rows, kv_heads, head_dim))
+        k_ctx = torch.index_select(keys, 0, flat, out=self._gather_k[: flat.numel()])
+        v_ctx = torch.index_select(values, 0, flat, out=self._gather_v[: flat.numel()])
+        k_ctx = k_ctx.view(batch, kv_len, kv_heads, head_dim)
+        v_ctx = v_ctx.view(batch, kv_len, kv_heads, head_dim)
         return k_ctx.transpose(1, 2), v_ctx.transpose(1, 2)  # [B, kv_heads, S, D]

@@ -1,0 +1,202 @@
+"""The FastAPI app: routes, request ids, API-key check, error shape, lifespan (engine shutdown)."""
+
+from __future__ import annotations
+
+import hmac
+import logging
+import re
+import time
+import uuid
+from collections.abc import AsyncIterator, Sequence
+from contextlib import asynccontextmanager
+
+from fastapi import FastAPI
+from fastapi.exceptions import RequestValidationError
+from prometheus_client import CONTENT_TYPE_LATEST
+from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.middleware.cors import CORSMiddleware
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from qwick.engine.async_engine import AsyncLLMEngine
+from qwick.engine.protocol import EngineClient
+from qwick.llm import LLM
+from qwick.server.chat import ChatServing
+from qwick.server.completions import CompletionServing
+from qwick.server.errors import APIError, bad_request, internal_error
+from qwick.server.metrics import ServerMetrics
+from qwick.server.protocol import (
+    ChatCompletionRequest,
+    CompletionRequest,
+    DetokenizeRequest,
+    ModelCard,
+    ModelList,
+    TokenizeRequest,
+)
+from qwick.server.serving import Admission, ServerContext, ServerLimits, read_body
+from qwick.server.tokenize import TokenizeServing
+from qwick.tokenizer import Tokenizer
+
+logger = logging.getLogger("qwick.server")
+REQUEST_ID_HEADER = "x-request-id"
+_CLIENT_REQUEST_ID = re.compile(r"^[A-Za-z0-9._:@/+=-]{1,128}$")  # anything else is replaced: ids reach logs
+PUBLIC_PATHS = ("/health", "/metrics", "/docs", "/openapi.json")  # vLLM leaves these open too
+
+
+def build_app(engine: LLM | EngineClient, served_model_name: str | None = None, api_key: str | None = None, *,
+              tokenizer: Tokenizer | None = None, max_model_len: int | None = None,
+              max_num_seqs: int | None = None, allowed_origins: Sequence[str] = (),
+              limits: ServerLimits | None = None) -> FastAPI:
+    """An OpenAI-compatible app over `engine`, which it owns from now on (it shuts it down on app shutdown).
+
+    An `LLM` brings its tokenizer, context length and batch size; a bare `EngineClient` needs `tokenizer`,
+    `max_model_len`, `served_model_name` and (only with `limits.max_queue`) `max_num_seqs`.
+    """
+    limits = limits or ServerLimits()
+    root = None
+    if isinstance(engine, LLM):
+        llm = engine
+        tokenizer, max_model_len = llm.get_tokenizer(), llm.max_model_len
+        max_num_seqs, root = llm.engine_config.max_num_seqs, str(llm.model_path)
+        served_model_name = served_model_name or llm.model_name
+        client: EngineClient = AsyncLLMEngine(llm.engine)
+    else:
+        client = engine
+    if tokenizer is None or max_model_len is None or not served_model_name:
+        raise ValueError("build_app over an EngineClient needs tokenizer, max_model_len and served_model_name")
+    capacity = None
+    if limits.max_queue is not None:
+        if max_num_seqs is None:
+            raise ValueError("limits.max_queue needs max_num_seqs (the engine's batch size)")
+        capacity = max_num_seqs + limits.max_queue
+    ctx = ServerContext(client, tokenizer, served_model_name, root, max_model_len, limits,
+                        ServerMetrics(served_model_name, client.stats), Admission(capacity))
+
+    @asynccontextmanager
+    async def lifespan(_: FastAPI) -> AsyncIterator[None]:
+        yield
+        logger.info("shutting down the engine")
+        await client.shutdown()  # uvicorn has let in-flight requests finish by now
+
+    app = FastAPI(title="qwick", summary="OpenAI-compatible server for Qwen3", lifespan=lifespan)
+    app.state.ctx = ctx
+    _add_routes(app, ctx)
+    _add_error_handlers(app)
+    app.add_middleware(HTTPGuard, api_key=api_key)
+    if allowed_origins:
+        app.add_middleware(CORSMiddleware, allow_origins=list(allowed_origins), allow_methods=["*"],
+                           allow_headers=["*"])
+    return app
+
+
+def _add_routes(app: FastAPI, ctx: ServerContext) -> None:
+    chat, completions, tokens = ChatServing(ctx), CompletionServing(ctx), TokenizeServing(ctx)
+
+    @app.get("/health")
+    async def health() -> Response:
+        if ctx.engine.errored or not ctx.engine.is_running:
+            return APIError(503, "the engine is not running", code="engine_not_running").response()
+        return Response(status_code=200)
+
+    @app.get("/metrics")
+    async def metrics() -> Response:
+        return Response(ctx.metrics.render(), media_type=CONTENT_TYPE_LATEST)
+
+    @app.get("/v1/models")
+    async def models() -> ModelList:
+        return ModelList(data=[ModelCard(id=ctx.model_name, root=ctx.model_root, max_model_len=ctx.max_model_len)])
+
+    @app.post("/v1/chat/completions")
+    async def chat_completions(request: Request) -> Response:
+        return await chat.create(await read_body(request, ChatCompletionRequest, ctx.limits), request)
+
+    @app.post("/v1/completions")
+    async def text_completions(request: Request) -> Response:
+        return await completions.create(await read_body(request, CompletionRequest, ctx.limits), request)
+
+    @app.post("/tokenize")
+    async def tokenize(request: Request) -> Response:
+        body = tokens.tokenize(await read_body(request, TokenizeRequest, ctx.limits))
+        return JSONResponse(body.model_dump(exclude_none=True))
+
+    @app.post("/detokenize")
+    async def detokenize(request: Request) -> Response:
+        return JSONResponse(tokens.detokenize(await read_body(request, DetokenizeRequest, ctx.limits)).model_dump())
+
+
+def _add_error_handlers(app: FastAPI) -> None:
+    async def api_error(_: Request, exc: Exception) -> Response:
+        assert isinstance(exc, APIError)
+        return exc.response()
+
+    async def http_error(request: Request, exc: Exception) -> Response:
+        assert isinstance(exc, StarletteHTTPException)
+        message = f"{exc.detail} ({request.method} {request.url.path})"
+        return APIError(exc.status_code, message, headers=exc.headers).response()
+
+    async def validation_error(_: Request, exc: Exception) -> Response:
+        return bad_request(f"invalid request: {exc}").response()
+
+    app.add_exception_handler(APIError, api_error)
+    app.add_exception_handler(StarletteHTTPException, http_error)
+    app.add_exception_handler(RequestValidationError, validation_error)
+
+
+class HTTPGuard:
+    """Pure ASGI (streams pass through untouched): request id, API key, access log, and a 500 in the one error
+    shape for anything a route did not expect."""
+
+    def __init__(self, app: ASGIApp, api_key: str | None) -> None:
+        self.app = app
+        self.expected = f"Bearer {api_key}".encode() if api_key else None
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        request_id = _request_id(scope)
+        scope.setdefault("state", {})["request_id"] = request_id
+        start, status = time.perf_counter(), 0
+
+        async def send_with_id(message: Message) -> None:
+            nonlocal status
+            if message["type"] == "http.response.start":
+                status = message["status"]
+                message["headers"] = [*message.get("headers", []), (b"x-request-id", request_id.encode())]
+            await send(message)
+
+        try:
+            refusal = self._refusal(scope)
+            if refusal is not None:
+                await refusal.response()(scope, receive, send_with_id)
+            else:
+                await self.app(scope, receive, send_with_id)
+        except Exception:
+            logger.exception("request %s: unhandled error in %s %s", request_id, scope["method"], scope["path"])
+            if status == 0:
+                await internal_error(request_id).response()(scope, receive, send_with_id)
+        finally:
+            logger.info("request %s: %s %s -> %d in %.3f s", request_id, scope["method"], scope["path"], status,
+                        time.perf_counter() - start)
+
+    def _refusal(self, scope: Scope) -> APIError | None:
+        if self.expected is None or scope["method"] == "OPTIONS" or scope["path"] in PUBLIC_PATHS:
+            return None
+        given = _header(scope, b"authorization")
+        if given is None:
+            return APIError(401, "missing API key: send the header 'Authorization: Bearer <key>'",
+                            code="invalid_api_key")
+        if not hmac.compare_digest(given, self.expected):
+            return APIError(401, "incorrect API key provided", code="invalid_api_key")
+        return None
+
+
+def _header(scope: Scope, name: bytes) -> bytes | None:
+    return next((value for key, value in scope["headers"] if key.lower() == name), None)
+
+
+def _request_id(scope: Scope) -> str:
+    given = _header(scope, REQUEST_ID_HEADER.encode())
+    text = given.decode("latin-1") if given is not None else ""
+    return text if _CLIENT_REQUEST_ID.match(text) else uuid.uuid4().hex

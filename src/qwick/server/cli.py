@@ -1,0 +1,62 @@
+"""`qwick serve`: its options, and running the app under uvicorn."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+from typing import Any
+
+API_KEY_ENV = "QWICK_API_KEY"
+
+
+def add_serve_args(parser: argparse.ArgumentParser) -> None:
+    """Serving options; the model options (MODEL, --dtype, --max-model-len...) come from the main CLI."""
+    parser.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1)")
+    parser.add_argument("--port", type=int, default=8000, help="port (default 8000)")
+    parser.add_argument("--served-model-name", default=None, help="model id clients send (default: MODEL)")
+    parser.add_argument("--api-key", default=os.environ.get(API_KEY_ENV),
+                        help=f"require 'Authorization: Bearer KEY' on /v1 and /(de)tokenize (default: ${API_KEY_ENV})")
+    parser.add_argument("--max-num-seqs", type=int, default=64, help="sequences run together (default 64)")
+    parser.add_argument("--enable-prefix-caching", action=argparse.BooleanOptionalAction, default=True,
+                        help="reuse the KV cache of shared prompt prefixes (default on)")
+    parser.add_argument("--allowed-origins", nargs="*", default=[], metavar="ORIGIN",
+                        help="CORS origins allowed to call the API (e.g. http://localhost:3000, or *)")
+    parser.add_argument("--max-queue", type=int, default=None,
+                        help="sequences allowed to wait beyond --max-num-seqs; more get 503 (default: no limit)")
+    parser.add_argument("--max-body-bytes", type=int, default=None, help="largest request body (default 8 MiB)")
+    parser.add_argument("--max-messages", type=int, default=None, help="most chat messages per request (default 2048)")
+    parser.add_argument("--shutdown-timeout", type=float, default=30.0,
+                        help="seconds in-flight requests get to finish on Ctrl-C / SIGTERM (default 30)")
+    parser.add_argument("--log-level", default="info", choices=["debug", "info", "warning", "error"])
+
+
+def run_serve(args: argparse.Namespace, load_llm: Any) -> int:
+    """Load the model with `load_llm(args, **engine_kwargs)`, then serve until interrupted."""
+    try:
+        import uvicorn
+
+        from qwick.server.app import build_app
+        from qwick.server.serving import ServerLimits
+    except ImportError as exc:
+        raise ValueError(f"qwick serve needs the serve extra: pip install 'qwick[serve]' ({exc})") from exc
+    logging.basicConfig(level=args.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    sizes = {"max_body_bytes": args.max_body_bytes, "max_messages": args.max_messages}
+    limits = ServerLimits(max_queue=args.max_queue, **{k: v for k, v in sizes.items() if v is not None})
+    llm = load_llm(args, max_num_seqs=args.max_num_seqs, enable_prefix_caching=args.enable_prefix_caching)
+    app = build_app(llm, args.served_model_name or args.model, args.api_key,
+                    allowed_origins=_origins(args.allowed_origins), limits=limits)
+    uvicorn.run(app, host=args.host, port=args.port, log_level=args.log_level, access_log=False,
+                timeout_graceful_shutdown=args.shutdown_timeout)
+    return 0
+
+
+def _origins(values: list[str]) -> list[str]:
+    """Accept `--allowed-origins a b`, `a,b` and vLLM's JSON-ish `["a", "b"]`."""
+    origins = []
+    for value in values:
+        for part in value.strip("[]").split(","):
+            part = part.strip().strip("\"'")
+            if part:
+                origins.append(part)
+    return origins

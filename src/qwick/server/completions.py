@@ -1,0 +1,176 @@
+"""POST /v1/completions: prompts as text, a list of texts, token ids or a list of token-id lists; echo; logprobs.
+
+Each prompt is one engine request of `n` samples; choice `i * n + j` is sample j of prompt i, as in OpenAI.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import AsyncIterator, Iterable
+from dataclasses import dataclass
+
+from starlette.requests import Request
+from starlette.responses import Response
+
+from qwick.engine.protocol import RequestDelta
+from qwick.outputs import CompletionOutput, RequestOutput
+from qwick.sampling_params import SamplingParams
+from qwick.server.errors import APIError, bad_request, internal_error, not_supported
+from qwick.server.logprobs import completion_logprobs
+from qwick.server.metrics import RequestTimer
+from qwick.server.protocol import Completion, CompletionChoice, CompletionLogprobs, CompletionRequest, Usage
+from qwick.server.serving import (
+    SSE_DONE,
+    ServerContext,
+    merged,
+    new_id,
+    respond,
+    sampling_params,
+    sse,
+)
+
+logger = logging.getLogger("qwick.server")
+
+
+@dataclass
+class PromptPlan:
+    text: str | None
+    ids: list[int]
+    params: SamplingParams
+
+
+class CompletionServing:
+    def __init__(self, ctx: ServerContext) -> None:
+        self.ctx = ctx
+
+    async def create(self, body: CompletionRequest, request: Request) -> Response:
+        self.ctx.check_model(body.model)
+        plans = self.plan(body)
+        request_id = new_id("cmpl")
+        logger.info("request %s: %s, %d prompt(s)", request.state.request_id, request_id, len(plans))
+        release = self.ctx.admission.acquire(body.n * len(plans))
+        timers = [self.ctx.metrics.timer() for _ in plans]
+        stream = merged([self.ctx.engine.generate(p.ids, p.params, f"{request_id}-{i}", p.text)
+                         for i, p in enumerate(plans)])
+        return await respond(
+            request, stream, release, streaming=body.stream,
+            whole=lambda started: self._complete(started, body, plans, request_id, timers),
+            events=lambda started: self._stream(started, body, plans, request_id, timers, request.state.request_id))
+
+    def plan(self, body: CompletionRequest) -> list[PromptPlan]:
+        if body.suffix is not None:
+            raise not_supported("suffix", "suffix")
+        if body.best_of is not None and body.best_of != body.n:
+            raise not_supported("best_of other than n", "best_of")
+        if body.echo and body.logprobs is not None:
+            raise not_supported("echo together with logprobs (it needs prompt logprobs)", "echo")
+        prompts = _prompt_list(body.prompt)
+        if not prompts:
+            raise bad_request("'prompt' is empty", param="prompt", code="invalid_value")
+        if len(prompts) > self.ctx.limits.max_prompts:
+            raise bad_request(f"'prompt' holds {len(prompts)} prompts, more than this server's limit of "
+                              f"{self.ctx.limits.max_prompts}", param="prompt", code="too_many_prompts")
+        plans = []
+        for prompt in prompts:
+            text, ids = (prompt, self.ctx.tokenizer.encode(prompt)) if isinstance(prompt, str) else (None, prompt)
+            if not ids:
+                raise bad_request("a prompt is empty: give at least one token", param="prompt", code="invalid_value")
+            if min(ids) < 0 or max(ids) >= self.ctx.tokenizer.vocab_size:
+                raise bad_request(f"prompt token ids must be in [0, {self.ctx.tokenizer.vocab_size})",
+                                  param="prompt", code="invalid_value")
+            params = sampling_params(body, prompt_len=len(ids), max_model_len=self.ctx.max_model_len,
+                                     max_tokens=body.max_tokens, logprobs=body.logprobs,
+                                     fields={"prompt": "prompt", "max_tokens": "max_tokens", "logprobs": "logprobs"})
+            plans.append(PromptPlan(text, ids, params))
+        return plans
+
+    def _echo(self, plan: PromptPlan, body: CompletionRequest) -> str:
+        if not body.echo:
+            return ""
+        return plan.text if plan.text is not None else self.ctx.tokenizer.decode(plan.ids)
+
+    def _logprobs(self, out: CompletionOutput, body: CompletionRequest, offset: int) -> CompletionLogprobs | None:
+        if body.logprobs is None or out.logprobs is None:
+            return None
+        return completion_logprobs(out.token_ids, out.logprobs, body.logprobs, offset)
+
+    async def _complete(self, stream: AsyncIterator[tuple[int, RequestDelta]], body: CompletionRequest,
+                        plans: list[PromptPlan], request_id: str, timers: list[RequestTimer]) -> Response:
+        finals: dict[int, RequestOutput] = {}
+        async for i, delta in stream:
+            timers[i].observe(delta)
+            if delta.output is not None:
+                finals[i] = delta.output
+        if len(finals) < len(plans) or any(o.finish_reason == "abort" for f in finals.values() for o in f.outputs):
+            raise APIError(503, "the request was aborted: the server is shutting down", code="aborted")
+        choices = []
+        for i, plan in enumerate(plans):
+            echo = self._echo(plan, body)
+            for out in finals[i].outputs:
+                choices.append(CompletionChoice(index=i * body.n + out.index, text=echo + out.text,
+                                                logprobs=self._logprobs(out, body, len(echo)),
+                                                finish_reason=out.finish_reason))
+        response = Completion(id=request_id, model=self.ctx.model_name, choices=choices,
+                              usage=_usage(plans, finals.values()))
+        return Response(response.model_dump_json(), media_type="application/json")
+
+    async def _stream(self, stream: AsyncIterator[tuple[int, RequestDelta]], body: CompletionRequest,
+                      plans: list[PromptPlan], request_id: str, timers: list[RequestTimer],
+                      http_id: str) -> AsyncIterator[str]:
+        created = int(time.time())
+        include_usage = body.stream_options is not None and body.stream_options.include_usage
+        exclude = None if include_usage else {"usage"}
+
+        def chunk(index: int, text: str, finish_reason: str | None = None,
+                  logprobs: CompletionLogprobs | None = None) -> str:
+            choice = CompletionChoice(index=index, text=text, logprobs=logprobs, finish_reason=finish_reason)
+            body = Completion(id=request_id, created=created, model=self.ctx.model_name, choices=[choice])
+            return f"data: {body.model_dump_json(exclude=exclude)}\n\n"
+
+        finals: dict[int, RequestOutput] = {}
+        try:
+            if body.echo:
+                for i, plan in enumerate(plans):
+                    for j in range(body.n):
+                        yield chunk(i * body.n + j, self._echo(plan, body))
+            async for i, request_delta in stream:
+                timers[i].observe(request_delta)
+                for delta in request_delta.deltas:
+                    if delta.text:
+                        yield chunk(i * body.n + delta.index, delta.text)
+                final = request_delta.output
+                if final is None:
+                    continue
+                if any(out.finish_reason == "abort" for out in final.outputs):
+                    yield sse(APIError(503, "the request was aborted: the server is shutting down",
+                                       code="aborted").body())
+                    break
+                finals[i] = final
+                offset = len(self._echo(plans[i], body))
+                for out in final.outputs:
+                    yield chunk(i * body.n + out.index, "", out.finish_reason, self._logprobs(out, body, offset))
+            else:
+                if include_usage:
+                    usage = Completion(id=request_id, created=created, model=self.ctx.model_name, choices=[],
+                                       usage=_usage(plans, finals.values()))
+                    yield sse(usage)
+        except APIError as exc:
+            yield sse(exc.body())
+        except Exception:
+            logger.exception("request %s (%s) failed mid-stream", http_id, request_id)
+            yield sse(internal_error(http_id).body())
+        yield SSE_DONE
+
+
+def _prompt_list(prompt: str | list[str] | list[int] | list[list[int]]) -> list[str | list[int]]:
+    if isinstance(prompt, str):
+        return [prompt]
+    if prompt and isinstance(prompt[0], int):
+        return [list(prompt)]  # type: ignore[arg-type]
+    return list(prompt)  # type: ignore[arg-type]
+
+
+def _usage(plans: list[PromptPlan], finals: Iterable[RequestOutput]) -> Usage:
+    outputs = [out for final in finals for out in final.outputs]
+    return Usage.of(sum(len(p.ids) for p in plans), sum(len(out.token_ids) for out in outputs))

@@ -1,0 +1,74 @@
+"""One error shape for every failure, as OpenAI sends it: `{"error": {"message", "type", "param", "code"}}`.
+
+Status -> type follows OpenAI's API: client mistakes (400, 404, 413) and bad keys (401) are
+`invalid_request_error`; overload (503) and our own failures (500) are `server_error`.
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Any
+
+from pydantic import ValidationError
+from starlette.responses import JSONResponse
+
+INVALID_REQUEST = "invalid_request_error"
+SERVER_ERROR = "server_error"
+# pydantic names union branches by type in an error's location; those are not request fields
+_TYPE_TAG = re.compile(r"^(str|int|float|bool|dict|list|none|tuple)$|[^A-Za-z0-9_]")
+
+
+class APIError(Exception):
+    """A failure to report to the client; raise it anywhere under a route."""
+
+    def __init__(self, status: int, message: str, *, param: str | None = None, code: str | None = None,
+                 type: str | None = None, headers: dict[str, str] | None = None) -> None:
+        super().__init__(message)
+        self.status = status
+        self.message = message
+        self.param = param
+        self.code = code
+        self.type = type or (SERVER_ERROR if status >= 500 else INVALID_REQUEST)
+        self.headers = headers
+
+    def body(self) -> dict[str, Any]:
+        return {"error": {"message": self.message, "type": self.type, "param": self.param, "code": self.code}}
+
+    def response(self) -> JSONResponse:
+        return JSONResponse(self.body(), status_code=self.status, headers=self.headers)
+
+
+def bad_request(message: str, param: str | None = None, code: str | None = None) -> APIError:
+    return APIError(400, message, param=param, code=code)
+
+
+def not_supported(feature: str, param: str) -> APIError:
+    return APIError(400, f"{feature} is not supported yet by qwick", param=param, code="unsupported_parameter")
+
+
+def internal_error(request_id: str) -> APIError:
+    return APIError(500, f"internal server error (request id {request_id}); the server log has the details",
+                    code="internal_error")
+
+
+def from_validation_error(exc: ValidationError) -> APIError:
+    """pydantic's first complaint, as a 400 naming the field (never FastAPI's default 422)."""
+    first = exc.errors(include_url=False)[0]
+    if first["type"] == "json_invalid":
+        return bad_request(f"malformed JSON in the request body: {first.get('ctx', {}).get('error', first['msg'])}",
+                           code="invalid_json")
+    param = field_path(first["loc"])
+    if param is None:
+        return bad_request(f"the request body must be a JSON object: {first['msg']}")
+    return bad_request(f"invalid value for '{param}': {first['msg']}", param=param, code="invalid_value")
+
+
+def field_path(loc: tuple[int | str, ...]) -> str | None:
+    """("messages", 0, "role") -> "messages[0].role"; union-branch tags are skipped."""
+    path = ""
+    for part in loc:
+        if isinstance(part, int):
+            path += f"[{part}]"
+        elif not _TYPE_TAG.search(part):
+            path += f".{part}" if path else part
+    return path or None

@@ -1,0 +1,321 @@
+"""What every endpoint family shares: limits, admission, body parsing, sampling params, engine streams."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+import secrets
+from collections.abc import AsyncIterator, Awaitable, Callable
+from dataclasses import dataclass
+from typing import Any, TypeVar
+
+import anyio
+from pydantic import BaseModel, ValidationError
+from starlette.requests import Request
+from starlette.responses import Response, StreamingResponse
+from starlette.types import Receive, Scope, Send
+
+from qwick.engine.protocol import EngineClient, EngineNotRunningError, RequestDelta
+from qwick.sampling_params import SamplingParams
+from qwick.server.errors import APIError, bad_request, from_validation_error, not_supported
+from qwick.server.metrics import ServerMetrics
+from qwick.server.protocol import OpenAIRequest, SamplingFields
+from qwick.tokenizer import Tokenizer
+
+logger = logging.getLogger("qwick.server")
+Body = TypeVar("Body", bound=BaseModel)
+T = TypeVar("T")
+
+
+@dataclass(frozen=True)
+class ServerLimits:
+    """Request limits; defaults are generous for real use and small enough to keep one request harmless."""
+
+    max_body_bytes: int = 8 * 1024 * 1024
+    max_messages: int = 2048  # chat messages per request
+    max_prompts: int = 256  # prompts in one completions request
+    max_queue: int | None = None  # sequences allowed to wait beyond max_num_seqs; None = no limit
+
+    def __post_init__(self) -> None:
+        for name in ("max_body_bytes", "max_messages", "max_prompts"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
+        if self.max_queue is not None and self.max_queue < 0:
+            raise ValueError(f"max_queue must be >= 0, got {self.max_queue}")
+
+
+class Admission:
+    """Counts sequences in flight; past max_num_seqs + max_queue, new requests get a 503 at once."""
+
+    def __init__(self, capacity: int | None) -> None:
+        self.capacity = capacity
+        self.in_flight = 0
+
+    def acquire(self, sequences: int) -> Callable[[], None]:
+        """Take `sequences` slots or raise the 503; returns the (idempotent) release."""
+        if self.capacity is not None and self.in_flight + sequences > self.capacity:
+            raise APIError(503, f"the server is at capacity ({self.in_flight} sequences in flight, limit "
+                                f"{self.capacity}): retry later", code="overloaded", headers={"Retry-After": "1"})
+        self.in_flight += sequences
+        released = False
+
+        def release() -> None:
+            nonlocal released
+            if not released:
+                released = True
+                self.in_flight -= sequences
+
+        return release
+
+
+@dataclass
+class ServerContext:
+    engine: EngineClient
+    tokenizer: Tokenizer
+    model_name: str
+    model_root: str | None
+    max_model_len: int
+    limits: ServerLimits
+    metrics: ServerMetrics
+    admission: Admission
+
+    def check_model(self, name: str | None) -> None:
+        if name is not None and name != self.model_name:
+            raise APIError(404, f"The model `{name}` does not exist. This server serves `{self.model_name}`.",
+                           param="model", code="model_not_found")
+
+
+def new_id(prefix: str) -> str:
+    return f"{prefix}-{secrets.token_hex(12)}"
+
+
+async def read_body(request: Request, model: type[Body], limits: ServerLimits) -> Body:
+    """Read at most `max_body_bytes` and validate; every failure becomes a 400 (413 if too large)."""
+    declared = request.headers.get("content-length", "")
+    if declared.isdigit() and int(declared) > limits.max_body_bytes:
+        raise _too_large(limits)
+    chunks, size = [], 0
+    async for chunk in request.stream():
+        size += len(chunk)
+        if size > limits.max_body_bytes:
+            raise _too_large(limits)
+        chunks.append(chunk)
+    raw = b"".join(chunks)
+    if not raw.strip():
+        raise bad_request("the request body is empty: send a JSON object", code="invalid_json")
+    try:
+        body = model.model_validate_json(raw)
+    except ValidationError as exc:
+        raise from_validation_error(exc) from None
+    if isinstance(body, OpenAIRequest) and body.unknown_fields():
+        logger.warning("request %s: ignoring unknown fields %s", request.state.request_id, body.unknown_fields())
+    return body
+
+
+def _too_large(limits: ServerLimits) -> APIError:
+    return APIError(413, f"the request body exceeds {limits.max_body_bytes} bytes", code="request_too_large")
+
+
+def sampling_params(body: SamplingFields, *, prompt_len: int, max_model_len: int, max_tokens: int | None,
+                    logprobs: int | None, fields: dict[str, str], **extra: Any) -> SamplingParams:
+    """SamplingParams for one prompt, after the context check; a bad value is a 400 naming its field.
+
+    `fields` maps "prompt", "max_tokens" and "logprobs" to the request's names for them."""
+    if body.logit_bias:
+        raise not_supported("logit_bias", "logit_bias")
+    if body.stream_options is not None and not body.stream:
+        raise bad_request("stream_options is only allowed when stream is true", param="stream_options")
+    if prompt_len >= max_model_len:
+        raise bad_request(f"This model's maximum context length is {max_model_len} tokens. However, your request "
+                          f"has {prompt_len} prompt tokens. Please reduce the length of the input.",
+                          param=fields["prompt"], code="context_length_exceeded")
+    if max_tokens is not None and prompt_len + max_tokens > max_model_len:
+        raise bad_request(f"This model's maximum context length is {max_model_len} tokens. However, you requested "
+                          f"{prompt_len + max_tokens} tokens ({prompt_len} in the prompt, {max_tokens} for the "
+                          f"completion). Please reduce the length of the input or of '{fields['max_tokens']}'.",
+                          param=fields["max_tokens"], code="context_length_exceeded")
+    try:
+        return SamplingParams(
+            n=body.n, temperature=body.temperature, top_p=body.top_p, top_k=body.top_k, min_p=body.min_p,
+            presence_penalty=body.presence_penalty or 0.0, frequency_penalty=body.frequency_penalty or 0.0,
+            repetition_penalty=body.repetition_penalty, seed=body.seed,
+            max_tokens=max_model_len - prompt_len if max_tokens is None else max_tokens,
+            min_tokens=body.min_tokens, stop=body.stop, stop_token_ids=body.stop_token_ids,
+            include_stop_str_in_output=body.include_stop_str_in_output, ignore_eos=body.ignore_eos,
+            logprobs=logprobs, skip_special_tokens=body.skip_special_tokens, **extra)
+    except ValueError as exc:
+        name = str(exc).split(" ", 1)[0]
+        param = fields.get(name, name if name in type(body).model_fields else None)
+        raise bad_request(str(exc), param=param, code="invalid_value") from None
+
+
+def engine_error(exc: Exception) -> APIError | None:
+    """The client-facing error for what the engine raised before a request's first output (None: a bug)."""
+    if isinstance(exc, EngineNotRunningError):
+        return APIError(503, "the engine is not running (the server is shutting down or failed)",
+                        code="engine_not_running")
+    if isinstance(exc, ValueError):  # the engine's own request validation, e.g. PromptTooLongError
+        return bad_request(str(exc))
+    return None
+
+
+async def merged(streams: list[AsyncIterator[RequestDelta]]) -> AsyncIterator[tuple[int, RequestDelta]]:
+    """Interleave several engine streams as their outputs arrive; closing this closes (aborts) all of them."""
+    if len(streams) == 1:
+        try:
+            async for item in streams[0]:
+                yield 0, item
+        finally:
+            await aclose(streams[0])
+        return
+    queue: asyncio.Queue[tuple[int, RequestDelta | Exception | None]] = asyncio.Queue()
+
+    async def pump(index: int, stream: AsyncIterator[RequestDelta]) -> None:
+        try:
+            async for item in stream:
+                queue.put_nowait((index, item))
+            queue.put_nowait((index, None))
+        except Exception as exc:
+            queue.put_nowait((index, exc))
+
+    tasks = [asyncio.ensure_future(pump(i, s)) for i, s in enumerate(streams)]
+    try:
+        remaining = len(tasks)
+        while remaining:
+            index, item = await queue.get()
+            if item is None:
+                remaining -= 1
+            elif isinstance(item, Exception):
+                raise engine_error(item) or item
+            else:
+                yield index, item
+    finally:  # cancelling a pump ends its engine stream, which aborts the request
+        for task in tasks:
+            task.cancel()
+
+
+async def started(stream: AsyncIterator[T]) -> AsyncIterator[T]:
+    """Wait for the stream's first item, so a request the engine rejects is an HTTP error, not a broken stream;
+    returns a stream that yields everything, the first item included."""
+    try:
+        first = await anext(stream)
+    except StopAsyncIteration:
+        first = None
+    except Exception as exc:
+        await aclose(stream)
+        error = engine_error(exc)
+        if error is None:
+            raise
+        raise error from exc
+
+    async def replay() -> AsyncIterator[T]:
+        try:
+            if first is not None:
+                yield first
+                async for item in stream:
+                    yield item
+        finally:
+            await aclose(stream)
+
+    return replay()
+
+
+async def aclose(stream: AsyncIterator[Any]) -> None:
+    """Close an async generator now, even inside a cancelled scope (its cleanup aborts engine requests)."""
+    close = getattr(stream, "aclose", None)
+    if close is not None:
+        with anyio.CancelScope(shield=True):
+            await close()
+
+
+def sse(payload: BaseModel | dict[str, Any]) -> str:
+    data = payload.model_dump_json() if isinstance(payload, BaseModel) else json.dumps(payload)
+    return f"data: {data}\n\n"
+
+
+SSE_DONE = "data: [DONE]\n\n"
+CLIENT_CLOSED = 499  # nginx's status for "the client went away first"; nobody reads it
+
+
+class SSEResponse(StreamingResponse):
+    """Server-sent events; when the client goes away mid-stream the generator is closed at once, and with it
+    the engine requests it was reading (their KV blocks are freed and the abort is counted)."""
+
+    media_type = "text/event-stream"
+
+    def __init__(self, content: AsyncIterator[str], headers: dict[str, str] | None = None) -> None:
+        super().__init__(content, headers={"Cache-Control": "no-cache", **(headers or {})})
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        try:
+            await super().__call__(scope, receive, send)
+        finally:
+            await aclose(self.body_iterator)
+
+
+async def respond(request: Request, stream: AsyncIterator[T], release: Callable[[], None], *, streaming: bool,
+                  whole: Callable[[AsyncIterator[T]], Awaitable[Response]],
+                  events: Callable[[AsyncIterator[T]], AsyncIterator[str]]) -> Response:
+    """Run an admitted request: `whole` builds a JSON response, `events` the SSE chunks. The engine must accept
+    it first (else an HTTP error), a client that hangs up aborts it, and its admission is released at the end."""
+
+    async def complete() -> Response:
+        started_stream = await started(stream)
+        try:
+            return await whole(started_stream)
+        finally:
+            await aclose(started_stream)
+
+    if not streaming:
+        try:
+            result = await unless_disconnected(request, complete())
+        finally:
+            release()
+        return result if result is not None else Response(status_code=CLIENT_CLOSED)
+    try:
+        started_stream = await unless_disconnected(request, started(stream))
+    except BaseException:
+        release()
+        raise
+    if started_stream is None:
+        release()
+        return Response(status_code=CLIENT_CLOSED)
+    return SSEResponse(_then(events(started_stream), release, started_stream))
+
+
+async def _then(events: AsyncIterator[str], release: Callable[[], None],
+                stream: AsyncIterator[Any]) -> AsyncIterator[str]:
+    try:
+        async for event in events:
+            yield event
+    finally:
+        release()
+        await aclose(events)
+        await aclose(stream)
+
+
+async def unless_disconnected(request: Request, work: Awaitable[T]) -> T | None:
+    """Run `work` unless the client hangs up first: then cancel it (aborting its engine requests), None."""
+    task = asyncio.ensure_future(work)
+    watcher = asyncio.ensure_future(_disconnected(request.receive))
+    try:
+        await asyncio.wait({task, watcher}, return_when=asyncio.FIRST_COMPLETED)
+    except BaseException:
+        task.cancel()
+        raise
+    finally:
+        watcher.cancel()
+    if task.done():
+        return task.result()
+    task.cancel()
+    with contextlib.suppress(asyncio.CancelledError):
+        await task
+    logger.info("request %s: client disconnected, request aborted", request.state.request_id)
+    return None
+
+
+async def _disconnected(receive: Receive) -> None:
+    while (await receive())["type"] != "http.disconnect":
+        pass

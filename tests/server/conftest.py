@@ -1,0 +1,32 @@
+"""Fixtures: `server` serves a tiny random Qwen3 with the real Qwen3 tokenizer for the whole session.
+
+Tests talk to it with the official `openai` package (sync and async) and, for what the SDK cannot send,
+with httpx.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import openai
+import pytest
+from serverkit import MODEL, RunningServer, serving, tiny_llm
+
+from qwick.server import build_app
+
+
+@pytest.fixture(scope="session")
+def server(tiny_model_dir) -> Iterator[RunningServer]:
+    llm = tiny_llm(tiny_model_dir)
+    with serving(build_app(llm, MODEL), llm) as running:
+        yield running
+
+
+@pytest.fixture(scope="session")
+def client(server) -> openai.OpenAI:
+    return server.client()
+
+
+@pytest.fixture(scope="session")
+def tokenizer(server):
+    return server.llm.get_tokenizer()

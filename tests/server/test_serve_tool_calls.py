@@ -1,0 +1,179 @@
+"""Hermes tool calls: parsed into OpenAI `tool_calls`, and streamed as OpenAI-shaped deltas.
+
+A tiny random model never calls a tool, so this module (and only this one) serves a scripted EngineClient that
+replays given model output, token by token (or character by character) exactly as the engine streams it.
+The end-to-end path with tools against the real engine is in test_serve_chat.py.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from collections.abc import AsyncIterator
+
+import pytest
+from serverkit import MODEL, serving
+
+from qwick import SamplingParams
+from qwick.engine.protocol import RequestDelta
+from qwick.outputs import CompletionOutput, RequestOutput, StreamDelta
+from qwick.server import build_app
+from qwick.tokenizer import Tokenizer
+
+TOOLS = [{"type": "function", "function": {"name": "get_weather", "description": "Current weather",
+                                           "parameters": {"type": "object", "properties": {"city": {"type": "string"}}}}}]
+CALL = '<tool_call>\n{"name": "get_weather", "arguments": {"city": "Paris", "unit": "celsius"}}\n</tool_call>'
+SECOND = '<tool_call>\n{"name": "get_time", "arguments": {"zone": "Europe/Paris"}}\n</tool_call>'
+SCRIPTS = {
+    "one call": "<think>\nThe user wants weather.\n</think>\n\n" + CALL,
+    "two calls": "<think>\nTwo tools.\n</think>\n\n" + CALL + "\n" + SECOND,
+    "text then call": "<think>\nok\n</think>\n\nLet me check." + CALL,
+    "malformed": '<think>\nhm\n</think>\n\n<tool_call>\n{"name": "get_weather", "arguments": {"city": }\n</tool_call>',
+    "not json": '<think>\n\n</think>\n\n<tool_call>\nget_weather(city="Paris")\n</tool_call>',
+    "plain answer": "<think>\nsimple\n</think>\n\nIt is sunny.",
+    "unicode args": '<think>\n\n</think>\n\n<tool_call>\n{"name": "get_weather", "arguments": {"city": "Zürich 🌧"}}\n</tool_call>',
+}
+
+
+class ScriptedEngine:
+    """An EngineClient whose "model" writes SCRIPTS[key] for a prompt containing `key`."""
+
+    def __init__(self, tokenizer: Tokenizer, by_char: bool) -> None:
+        self.tokenizer = tokenizer
+        self.by_char = by_char
+        self.prompts: list[str] = []
+
+    async def generate(self, prompt_ids: list[int], params: SamplingParams, request_id: str,
+                       prompt: str | None = None) -> AsyncIterator[RequestDelta]:
+        assert prompt is not None
+        self.prompts.append(prompt)
+        text = next(script for key, script in SCRIPTS.items() if key in prompt)
+        ids = self.tokenizer.encode(text)
+        pieces = list(text) if self.by_char else self._token_pieces(ids)
+        for i, piece in enumerate(pieces):
+            last = i == len(pieces) - 1
+            await asyncio.sleep(0)
+            output = None
+            if last:
+                output = RequestOutput(request_id, prompt, prompt_ids,
+                                       [CompletionOutput(0, text, ids, None, None, "stop")])
+            yield RequestDelta(request_id, [StreamDelta(0, piece, [ids[min(i, len(ids) - 1)]], "stop" if last else None)],
+                               last, output)
+
+    def _token_pieces(self, ids: list[int]) -> list[str]:
+        """Text per token as the engine's detokenizer emits it: nothing while a UTF-8 character is incomplete."""
+        pieces, sent = [], ""
+        for i in range(len(ids)):
+            text = self.tokenizer.decode(ids[:i + 1])
+            if text.endswith("\ufffd") and i < len(ids) - 1:
+                pieces.append("")
+                continue
+            pieces.append(text[len(sent):])
+            sent = text
+        return pieces
+
+    async def abort(self, request_id: str) -> None:
+        return None
+
+    def stats(self) -> None:
+        return None
+
+    async def shutdown(self) -> None:
+        return None
+
+    is_running = True
+    errored = False
+
+
+@pytest.fixture(scope="module", params=["by_token", "by_char"])
+def scripted(request, tokenizer_dir):
+    tokenizer = Tokenizer.from_pretrained(tokenizer_dir)
+    engine = ScriptedEngine(tokenizer, by_char=request.param == "by_char")
+    with serving(build_app(engine, MODEL, tokenizer=tokenizer, max_model_len=4096)) as running:
+        running.engine = engine
+        yield running
+
+
+def ask(key: str) -> list[dict]:
+    return [{"role": "user", "content": f"Please do: {key}"}]
+
+
+def test_a_tool_call_is_parsed_with_an_id_and_finish_reason(scripted):
+    reply = scripted.client().chat.completions.create(model=MODEL, messages=ask("one call"), tools=TOOLS)
+    choice = reply.choices[0]
+    assert choice.finish_reason == "tool_calls"
+    assert choice.message.content is None
+    assert choice.message.model_extra["reasoning_content"] == "The user wants weather."
+    (call,) = choice.message.tool_calls
+    assert call.type == "function" and call.id.startswith("call_") and call.function.name == "get_weather"
+    assert json.loads(call.function.arguments) == {"city": "Paris", "unit": "celsius"}
+
+
+def test_several_calls_and_leading_text(scripted):
+    client = scripted.client()
+    two = client.chat.completions.create(model=MODEL, messages=ask("two calls"), tools=TOOLS).choices[0].message
+    assert [c.function.name for c in two.tool_calls] == ["get_weather", "get_time"]
+    assert len({c.id for c in two.tool_calls}) == 2
+    text = client.chat.completions.create(model=MODEL, messages=ask("text then call"), tools=TOOLS).choices[0]
+    assert text.message.content == "Let me check." and text.finish_reason == "tool_calls"
+
+
+@pytest.mark.parametrize("key", ["malformed", "not json"])
+def test_malformed_tool_json_comes_back_as_content(scripted, key):
+    choice = scripted.client().chat.completions.create(model=MODEL, messages=ask(key), tools=TOOLS).choices[0]
+    assert choice.finish_reason == "stop" and choice.message.tool_calls is None
+    assert choice.message.content == SCRIPTS[key].split("</think>\n\n")[1]
+
+
+def test_a_call_whose_json_breaks_after_its_name_streams_as_far_as_it_went(scripted):
+    """A streamed name cannot be taken back (vLLM behaves the same): the call keeps its valid prefix."""
+    chunks = list(scripted.client().chat.completions.create(model=MODEL, messages=ask("malformed"), tools=TOOLS,
+                                                            stream=True))
+    calls = [call for c in chunks for call in c.choices[0].delta.tool_calls or []]
+    assert calls[0].function.name == "get_weather"
+    assert "".join(c.function.arguments for c in calls) == '{"city": '
+    assert chunks[-1].choices[0].finish_reason == "tool_calls"
+
+
+def test_without_tools_or_with_tool_choice_none_nothing_is_parsed(scripted):
+    client = scripted.client()
+    for extra in ({}, {"tools": TOOLS, "tool_choice": "none"}):
+        choice = client.chat.completions.create(model=MODEL, messages=ask("one call"), **extra).choices[0]
+        assert choice.finish_reason == "stop" and choice.message.content == CALL
+        assert "<tools>" not in scripted.engine.prompts[-1]
+    client.chat.completions.create(model=MODEL, messages=ask("one call"), tools=TOOLS)
+    assert "<tools>" in scripted.engine.prompts[-1]
+
+
+@pytest.mark.parametrize("key", [key for key in SCRIPTS if key != "malformed"])
+def test_streamed_deltas_assemble_to_the_non_streamed_message(scripted, key):
+    client = scripted.client()
+    whole = client.chat.completions.create(model=MODEL, messages=ask(key), tools=TOOLS).choices[0]
+    chunks = list(client.chat.completions.create(model=MODEL, messages=ask(key), tools=TOOLS, stream=True))
+    content, reasoning, calls = "", "", {}
+    for chunk in chunks:
+        delta = chunk.choices[0].delta
+        content += delta.content or ""
+        reasoning += (delta.model_extra or {}).get("reasoning_content") or ""
+        for call in delta.tool_calls or []:
+            if call.index not in calls:  # first delta of a call: id, type, name, empty arguments
+                assert call.id and call.type == "function" and call.function.name
+                assert call.function.arguments == ""
+                calls[call.index] = {"id": call.id, "name": call.function.name, "arguments": ""}
+            else:  # later deltas: index and an argument fragment only
+                assert call.id is None and call.type is None and call.function.name is None
+                calls[call.index]["arguments"] += call.function.arguments
+    assert chunks[-1].choices[0].finish_reason == whole.finish_reason
+    assert content == (whole.message.content or "")
+    assert reasoning == (whole.message.model_extra.get("reasoning_content") or "")
+    expected = [(c.function.name, json.loads(c.function.arguments)) for c in whole.message.tool_calls or []]
+    assert [(c["name"], json.loads(c["arguments"])) for c in calls.values()] == expected
+
+
+def test_the_sdk_stream_helper_accumulates_tool_calls(scripted):
+    with scripted.client().chat.completions.stream(model=MODEL, messages=ask("two calls"), tools=TOOLS) as stream:
+        final = stream.get_final_completion()
+    calls = final.choices[0].message.tool_calls
+    assert final.choices[0].finish_reason == "tool_calls"
+    assert [(c.function.name, json.loads(c.function.arguments)) for c in calls] == [
+        ("get_weather", {"city": "Paris", "unit": "celsius"}), ("get_time", {"zone": "Europe/Paris"})]
