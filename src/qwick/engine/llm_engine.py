@@ -150,6 +150,7 @@ class LLMEngine:
                 if logits is not None:
                     sampled.append((chunk.seq, logits))
         if batch.decodes:
+            batch.decodes.sort(key=lambda s: -s.total_len)  # similar contexts side by side: less gather padding
             logits = self.runner.decode(batch.decodes)
             sampled += list(zip(batch.decodes, logits, strict=True))
         for seq in [c.seq for c in batch.prefills] + batch.decodes:

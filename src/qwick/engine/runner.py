@@ -6,24 +6,14 @@ import torch
 
 from qwick.engine.scheduler import PrefillChunk
 from qwick.engine.sequence import Sequence
-from qwick.model.kv_cache import AttentionMetadata, PagedKVCache
+from qwick.model.kv_cache import AttentionMetadata, PagedKVCache, length_groups
 from qwick.model.qwen3 import Qwen3ForCausalLM
-
-MAX_PADDING = 0.25  # a prefill batch may hold at most this much padding (fraction of its real tokens)
 
 
 def group_chunks(chunks: list[PrefillChunk]) -> list[list[PrefillChunk]]:
     """Group chunks of similar length so one forward serves many prompts (weights are read once per group)."""
-    groups: list[list[PrefillChunk]] = []
-    for chunk in sorted(chunks, key=lambda c: -c.num_tokens):
-        group = groups[-1] if groups else None
-        if group is not None:
-            real = sum(c.num_tokens for c in group) + chunk.num_tokens
-            if group[0].num_tokens * (len(group) + 1) <= real * (1 + MAX_PADDING):
-                group.append(chunk)
-                continue
-        groups.append([chunk])
-    return groups
+    ordered = sorted(chunks, key=lambda c: -c.num_tokens)
+    return [ordered[rows] for rows in length_groups([c.num_tokens for c in ordered])]
 
 
 class ModelRunner:

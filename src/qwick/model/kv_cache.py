@@ -11,42 +11,67 @@ from dataclasses import dataclass
 
 import torch
 
+MAX_PADDING = 0.25  # a padded group may hold at most this much padding (fraction of its real entries)
+
+
+@dataclass
+class ContextGroup:
+    """Rows of the batch whose keys are gathered together, padded to the group's longest context."""
+
+    rows: slice
+    context_slots: torch.Tensor  # [b, S] slots of positions 0..S-1 per row
+    mask: torch.Tensor | None  # [b, 1, T, S] bool (True = attend); None when every position is visible
+
 
 @dataclass
 class AttentionMetadata:
     """Where a forward pass's tokens go in the cache and what each of them attends to."""
 
     slot_mapping: torch.Tensor  # [B * T] physical slot of each new token
-    context_slots: torch.Tensor | None  # [B, S] slots of positions 0..S-1 per row; None = only the new tokens
-    mask: torch.Tensor | None  # [B, 1, T, S] bool (True = attend); None when is_causal or everything is visible
-    is_causal: bool
+    groups: list[ContextGroup]  # empty: a fresh prompt, which attends causally to its own new tokens only
 
     @classmethod
     def build(cls, positions: torch.Tensor, block_tables: list[list[int]], block_size: int,
               num_new: list[int] | None = None, scratch_slot: int = -1) -> AttentionMetadata:
         """positions [B, T]: each row holds its consecutive positions. Rows with fewer new tokens (`num_new`)
-        are padded by repeating their last position; the padding writes its keys to `scratch_slot`."""
+        are padded by repeating their last position; the padding writes its keys to `scratch_slot`.
+        Rows sorted by context length (longest first) gather the least padding."""
         device = positions.device
         batch, new_tokens = positions.shape
         width = max(len(t) for t in block_tables)
         tables = torch.tensor([t + [0] * (width - len(t)) for t in block_tables], dtype=torch.long, device=device)
         slot_mapping = _slots(tables, positions, block_size)
-        padded = num_new is not None and min(num_new) < new_tokens
-        if padded:
-            assert num_new is not None and scratch_slot >= 0
+        if num_new is not None and min(num_new) < new_tokens:
+            assert scratch_slot >= 0
             is_pad = torch.arange(new_tokens, device=device)[None, :] >= torch.tensor(num_new, device=device)[:, None]
             slot_mapping = slot_mapping.masked_fill(is_pad, scratch_slot)
         slot_mapping = slot_mapping.reshape(-1)
         if batch == 1 and int(positions[0, 0]) == 0:  # a fresh prompt attends to its own keys: plain causal
-            return cls(slot_mapping, None, None, True)
-        ends = positions[:, -1] + 1  # [B] context length of each row
-        kv_len = int(ends.max())
-        cols = torch.arange(kv_len, device=device)
-        context_slots = _slots(tables, cols.expand(batch, kv_len), block_size)
-        mask = None
-        if new_tokens > 1 or bool((ends != kv_len).any()):
-            mask = (cols[None, None, :] <= positions[:, :, None]).unsqueeze(1)
-        return cls(slot_mapping, context_slots, mask, False)
+            return cls(slot_mapping, [])
+        ends = (positions[:, -1] + 1).tolist()  # context length of each row
+        groups = []
+        for rows in length_groups(ends):
+            kv_len = max(ends[rows])
+            cols = torch.arange(kv_len, device=device)
+            context_slots = _slots(tables[rows], cols.expand(rows.stop - rows.start, kv_len), block_size)
+            mask = None
+            if new_tokens > 1 or min(ends[rows]) != kv_len:
+                mask = (cols[None, None, :] <= positions[rows, :, None]).unsqueeze(1)
+            groups.append(ContextGroup(rows, context_slots, mask))
+        return cls(slot_mapping, groups)
+
+
+def length_groups(lengths: list[int]) -> list[slice]:
+    """Consecutive runs of rows whose padding to the run's longest length stays within MAX_PADDING
+    (lengths sorted longest first give the fewest runs)."""
+    groups: list[slice] = []
+    start = 0
+    for i in range(1, len(lengths) + 1):
+        run = lengths[start : i + 1]
+        if i == len(lengths) or max(run) * len(run) > sum(run) * (1 + MAX_PADDING):
+            groups.append(slice(start, i))
+            start = i
+    return groups
 
 
 def _slots(tables: torch.Tensor, positions: torch.Tensor, block_size: int) -> torch.Tensor:
@@ -72,17 +97,18 @@ class PagedKVCache:
     def nbytes(self) -> int:
         return sum(t.numel() * t.element_size() for t in self.keys + self.values)
 
-    def update(self, layer: int, k: torch.Tensor, v: torch.Tensor,
-               meta: AttentionMetadata) -> tuple[torch.Tensor, torch.Tensor]:
-        """Store k, v [B, kv_heads, T, D] at their slots; return the keys/values attended [B, kv_heads, S, D]."""
-        keys, values = self.keys[layer], self.values[layer]
+    def write(self, layer: int, k: torch.Tensor, v: torch.Tensor, slot_mapping: torch.Tensor) -> None:
+        """Store k, v [B, kv_heads, T, D] at their slots [B * T]."""
         kv_heads, head_dim = k.shape[1], k.shape[3]
-        keys.index_copy_(0, meta.slot_mapping, k.transpose(1, 2).reshape(-1, kv_heads, head_dim))
-        values.index_copy_(0, meta.slot_mapping, v.transpose(1, 2).reshape(-1, kv_heads, head_dim))
-        if meta.context_slots is None:
-            return k, v
-        batch, kv_len = meta.context_slots.shape
-        flat = meta.context_slots.reshape(-1)  # index_select: ~2x faster than advanced indexing on CPU
+        self.keys[layer].index_copy_(0, slot_mapping, k.transpose(1, 2).reshape(-1, kv_heads, head_dim))
+        self.values[layer].index_copy_(0, slot_mapping, v.transpose(1, 2).reshape(-1, kv_heads, head_dim))
+
+    def gather(self, layer: int, context_slots: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Keys and values at context_slots [b, S] -> [b, kv_heads, S, D], valid until the next gather."""
+        keys, values = self.keys[layer], self.values[layer]
+        batch, kv_len = context_slots.shape
+        kv_heads, head_dim = keys.shape[1], keys.shape[2]
+        flat = context_slots.reshape(-1)  # index_select: ~2x faster than advanced indexing on CPU
         # Gather into buffers reused by every layer: fresh 30+ MB tensors per layer come straight from mmap
         # and page-fault on every touch (measured: batch-64 decode 2x slower).
         if self._gather_k.shape[0] < flat.numel():  # grow geometrically, never shrink
@@ -93,4 +119,4 @@ class PagedKVCache:
         v_ctx = torch.index_select(values, 0, flat, out=self._gather_v[: flat.numel()])
         k_ctx = k_ctx.view(batch, kv_len, kv_heads, head_dim)
         v_ctx = v_ctx.view(batch, kv_len, kv_heads, head_dim)
-        return k_ctx.transpose(1, 2), v_ctx.transpose(1, 2)  # [B, kv_heads, S, D]
+        return k_ctx.transpose(1, 2), v_ctx.transpose(1, 2)  # [b, kv_heads, S, D]

@@ -38,14 +38,23 @@ class Attention(nn.Module):
         k = self.k_norm(self.k_proj(x).view(batch, seq, self.num_kv_heads, self.head_dim)).transpose(1, 2)
         v = self.v_proj(x).view(batch, seq, self.num_kv_heads, self.head_dim).transpose(1, 2)
         q, k = apply_rotary(q, cos, sin), apply_rotary(k, cos, sin)
-        if cache is None or meta is None:
-            mask, is_causal = None, True
+        if cache is not None and meta is not None:
+            cache.write(self.layer_index, k, v, meta.slot_mapping)
+        if cache is None or meta is None or not meta.groups:  # fresh prompt: its own keys, causal
+            out = self._attend(q, k, v, None, is_causal=True)
+        elif len(meta.groups) == 1:
+            out = self._attend(q, *cache.gather(self.layer_index, meta.groups[0].context_slots), meta.groups[0].mask)
         else:
-            k, v = cache.update(self.layer_index, k, v, meta)  # [B, kv_heads, kv_len, D]
-            mask, is_causal = meta.mask, meta.is_causal
-        out = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, is_causal=is_causal, scale=self.scale,
-                                             enable_gqa=self.num_heads != self.num_kv_heads)
+            out = torch.empty_like(q)
+            for group in meta.groups:
+                k_ctx, v_ctx = cache.gather(self.layer_index, group.context_slots)  # [b, kv_heads, S, D]
+                out[group.rows] = self._attend(q[group.rows], k_ctx, v_ctx, group.mask)
         return self.o_proj(out.transpose(1, 2).reshape(batch, seq, self.num_heads * self.head_dim))
+
+    def _attend(self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, mask: torch.Tensor | None,
+                is_causal: bool = False) -> torch.Tensor:
+        return F.scaled_dot_product_attention(q, k, v, attn_mask=mask, is_causal=is_causal, scale=self.scale,
+                                              enable_gqa=self.num_heads != self.num_kv_heads)
 
 
 class DecoderLayer(nn.Module):
