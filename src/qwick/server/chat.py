@@ -35,15 +35,8 @@ from qwick.server.protocol import (
     ToolDefinition,
     Usage,
 )
-from qwick.server.serving import (
-    SSE_DONE,
-    ServerContext,
-    merged,
-    new_id,
-    respond,
-    sampling_params,
-    sse,
-)
+from qwick.server.serving import ServerContext, aborted, new_id, sampling_params
+from qwick.server.streams import SSE_DONE, merged, respond, sse
 from qwick.tokenizer import (
     ReasoningStreamParser,
     Tokenizer,
@@ -130,7 +123,7 @@ class ChatServing:
             timer.observe(delta)
             final = delta.output or final
         if final is None or any(out.finish_reason == "abort" for out in final.outputs):
-            raise APIError(503, "the request was aborted: the server is shutting down", code="aborted")
+            raise aborted()
         choices = [self._choice(out, plan) for out in final.outputs]
         response = ChatCompletion(id=request_id, model=self.ctx.model_name, choices=choices,
                                   usage=_usage(final))
@@ -180,8 +173,7 @@ class ChatServing:
                 if final is None:
                     continue
                 if any(out.finish_reason == "abort" for out in final.outputs):
-                    yield sse(APIError(503, "the request was aborted: the server is shutting down",
-                                       code="aborted").body())
+                    yield sse(aborted().body())
                     break
                 for out in final.outputs:
                     finish = "tool_calls" if states[out.index].tool_called else out.finish_reason

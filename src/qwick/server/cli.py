@@ -18,6 +18,8 @@ def add_serve_args(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--api-key", default=os.environ.get(API_KEY_ENV),
                         help=f"require 'Authorization: Bearer KEY' on /v1 and /(de)tokenize (default: ${API_KEY_ENV})")
     parser.add_argument("--max-num-seqs", type=int, default=64, help="sequences run together (default 64)")
+    parser.add_argument("--max-num-batched-tokens", type=int, default=512,
+                        help="tokens per engine step; long prompts are prefilled in chunks of this (default 512)")
     parser.add_argument("--enable-prefix-caching", action=argparse.BooleanOptionalAction, default=True,
                         help="reuse the KV cache of shared prompt prefixes (default on)")
     parser.add_argument("--allowed-origins", nargs="*", default=[], metavar="ORIGIN",
@@ -43,7 +45,8 @@ def run_serve(args: argparse.Namespace, load_llm: Any) -> int:
     logging.basicConfig(level=args.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     sizes = {"max_body_bytes": args.max_body_bytes, "max_messages": args.max_messages}
     limits = ServerLimits(max_queue=args.max_queue, **{k: v for k, v in sizes.items() if v is not None})
-    llm = load_llm(args, max_num_seqs=args.max_num_seqs, enable_prefix_caching=args.enable_prefix_caching)
+    llm = load_llm(args, max_num_seqs=args.max_num_seqs, max_num_batched_tokens=args.max_num_batched_tokens,
+                   enable_prefix_caching=args.enable_prefix_caching)
     app = build_app(llm, args.served_model_name or args.model, args.api_key,
                     allowed_origins=_origins(args.allowed_origins), limits=limits)
     uvicorn.run(app, host=args.host, port=args.port, log_level=args.log_level, access_log=False,

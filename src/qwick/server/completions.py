@@ -20,15 +20,8 @@ from qwick.server.errors import APIError, bad_request, internal_error, not_suppo
 from qwick.server.logprobs import completion_logprobs
 from qwick.server.metrics import RequestTimer
 from qwick.server.protocol import Completion, CompletionChoice, CompletionLogprobs, CompletionRequest, Usage
-from qwick.server.serving import (
-    SSE_DONE,
-    ServerContext,
-    merged,
-    new_id,
-    respond,
-    sampling_params,
-    sse,
-)
+from qwick.server.serving import ServerContext, aborted, new_id, sampling_params
+from qwick.server.streams import SSE_DONE, merged, respond, sse
 
 logger = logging.getLogger("qwick.server")
 
@@ -103,7 +96,7 @@ class CompletionServing:
             if delta.output is not None:
                 finals[i] = delta.output
         if len(finals) < len(plans) or any(o.finish_reason == "abort" for f in finals.values() for o in f.outputs):
-            raise APIError(503, "the request was aborted: the server is shutting down", code="aborted")
+            raise aborted()
         choices = []
         for i, plan in enumerate(plans):
             echo = self._echo(plan, body)
@@ -143,14 +136,13 @@ class CompletionServing:
                 if final is None:
                     continue
                 if any(out.finish_reason == "abort" for out in final.outputs):
-                    yield sse(APIError(503, "the request was aborted: the server is shutting down",
-                                       code="aborted").body())
+                    yield sse(aborted().body())
                     break
                 finals[i] = final
                 offset = len(self._echo(plans[i], body))
                 for out in final.outputs:
                     yield chunk(i * body.n + out.index, "", out.finish_reason, self._logprobs(out, body, offset))
-            else:
+            else:  # no abort
                 if include_usage:
                     usage = Completion(id=request_id, created=created, model=self.ctx.model_name, choices=[],
                                        usage=_usage(plans, finals.values()))

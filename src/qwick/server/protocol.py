@@ -1,7 +1,8 @@
 """Request and response bodies, mirroring OpenAI's API (`openai-python` types) plus vLLM's extra fields.
 
 Requests accept unknown fields (clients send `user`, `metadata`, `store`...) and the server logs their names;
-types are checked here, value ranges by `SamplingParams`, so each rule lives in one place.
+types are checked here, strictly (`true` is not a temperature), value ranges by `SamplingParams`, so each
+rule lives in one place.
 Stream deltas drop their unset (None) fields, as OpenAI's chunks do.
 """
 
@@ -16,7 +17,7 @@ MAX_N = 128  # samples per prompt
 
 
 class OpenAIRequest(BaseModel):
-    model_config = ConfigDict(extra="allow")
+    model_config = ConfigDict(extra="allow", strict=True)
 
     def unknown_fields(self) -> list[str]:
         return sorted(self.model_extra or {})
@@ -35,7 +36,7 @@ class SamplingFields(OpenAIRequest):
     top_p: float | None = None
     presence_penalty: float | None = None
     frequency_penalty: float | None = None
-    seed: int | None = None
+    seed: int | None = Field(None, ge=-(2**63), lt=2**64)  # torch.Generator takes 64-bit seeds
     stop: str | list[str] | None = None
     max_tokens: int | None = None
     stream: bool = False
