@@ -213,9 +213,10 @@ class LLMEngine:
             if request.finished:
                 del self.requests[request_id]
                 final = self._final(request)
-                for seq in request.sequences:
-                    self._count_finished(seq.finish_reason or "abort")
-                    self.counters.e2e_seconds.append((seq.last_token_time or 0.0) - seq.arrival_time)
+                # one count per request (like an abort), by its first sample's reason
+                self._count_finished(request.sequences[0].finish_reason or "abort")
+                last = max(s.last_token_time or s.arrival_time for s in request.sequences)
+                self.counters.e2e_seconds.append(last - request.sequences[0].arrival_time)
             outputs.append(StepOutput(request_id, deltas, final))
         return outputs
 

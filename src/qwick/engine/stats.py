@@ -18,7 +18,7 @@ class EngineStats:
     prompt_tokens: int = 0  # tokens prefilled (computed, so cache hits excluded)
     generation_tokens: int = 0
     num_preemptions: int = 0
-    requests_finished: dict[str, int] = field(default_factory=dict)  # by finish reason
+    requests_finished: dict[str, int] = field(default_factory=dict)  # requests, by the first sample's reason
     ttft_seconds: deque[float] = field(default_factory=lambda: deque(maxlen=RECENT))
     itl_seconds: deque[float] = field(default_factory=lambda: deque(maxlen=RECENT))
     e2e_seconds: deque[float] = field(default_factory=lambda: deque(maxlen=RECENT))
