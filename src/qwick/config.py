@@ -30,22 +30,28 @@ class EngineConfig:
         if self.kv_cache_memory_bytes is not None and self.kv_cache_memory_bytes < 1:
             raise ValueError(f"kv_cache_memory_bytes must be positive, got {self.kv_cache_memory_bytes}")
 
-    def num_kv_blocks(self, model: Qwen3Config, dtype: torch.dtype, device: torch.device) -> int:
-        """Blocks that fit the KV budget (given, or a fraction of free memory), never more than can be used."""
-        bytes_per_block = (model.num_hidden_layers * 2 * model.num_key_value_heads * model.head_dim
-                           * dtype.itemsize * self.block_size)
+    def budget_blocks(self, model: Qwen3Config, dtype: torch.dtype, device: torch.device) -> int:
+        """KV blocks the memory budget pays for (given, or a fraction of free memory)."""
         budget = self.kv_cache_memory_bytes
         if budget is None:
             budget = int(_available_memory(device) * DEFAULT_KV_MEMORY_FRACTION)
             if device.type == "cpu":
                 budget = min(budget, DEFAULT_CPU_KV_BYTES)
+        return budget // self.bytes_per_block(model, dtype)
+
+    def bytes_per_block(self, model: Qwen3Config, dtype: torch.dtype) -> int:
+        return model.num_hidden_layers * 2 * model.num_key_value_heads * model.head_dim * dtype.itemsize * self.block_size
+
+    def num_kv_blocks(self, model: Qwen3Config, dtype: torch.dtype, device: torch.device) -> int:
+        """Blocks to allocate: what the budget pays for, never more than max_num_seqs full sequences use."""
         useful = -(-self.max_num_seqs * self.max_model_len // self.block_size)
-        blocks = min(budget // bytes_per_block, useful)
+        blocks = min(self.budget_blocks(model, dtype, device), useful)
         if blocks * self.block_size < self.max_model_len:
+            per_token = self.bytes_per_block(model, dtype) // self.block_size
             raise ValueError(
-                f"the KV cache budget ({budget} bytes = {blocks * self.block_size} tokens at "
-                f"{bytes_per_block // self.block_size} bytes/token) cannot hold one sequence of max_model_len="
-                f"{self.max_model_len}: raise kv_cache_memory_bytes or lower max_model_len"
+                f"the KV cache budget holds {blocks * self.block_size} tokens ({per_token} bytes/token), less "
+                f"than one sequence of max_model_len={self.max_model_len}: raise kv_cache_memory_bytes or lower "
+                "max_model_len"
             )
         return blocks
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import itertools
 import json
 from collections.abc import Iterator, Sequence
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -55,9 +56,13 @@ class LLM:
         if max_model_len is not None and not 0 < max_model_len <= limit:
             raise ValueError(f"max_model_len must be in [1, {limit}] (the model's max_position_embeddings), "
                              f"got {max_model_len}")
-        self.max_model_len = max_model_len or limit
-        self.engine_config = EngineConfig(self.max_model_len, max_num_seqs, max_num_batched_tokens, block_size,
-                                          kv_cache_memory_bytes, enable_prefix_caching)
+        engine_config = EngineConfig(max_model_len or limit, max_num_seqs, max_num_batched_tokens, block_size,
+                                     kv_cache_memory_bytes, enable_prefix_caching)
+        if max_model_len is None:  # like Ollama, fit the context to the KV budget rather than fail
+            fits = engine_config.budget_blocks(config, self.dtype, self.device) * block_size
+            engine_config = replace(engine_config, max_model_len=max(1, min(limit, fits)))
+        self.engine_config = engine_config
+        self.max_model_len = engine_config.max_model_len
         self.generation_defaults = _generation_defaults(self.model_path, self.tokenizer, config.eos_token_id)
         self.engine = LLMEngine(self.model, self.tokenizer, self.generation_defaults, self.engine_config,
                                 self.device, self.dtype, seed)

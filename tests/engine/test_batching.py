@@ -107,7 +107,7 @@ def test_abort_frees_every_block(tiny_model_dir):
 
 
 def test_kv_budget_too_small_for_one_sequence_is_a_clear_error(tiny_model_dir):
-    with pytest.raises(ValueError, match="cannot hold one sequence of max_model_len=256"):
+    with pytest.raises(ValueError, match="less than one sequence of max_model_len=256"):
         LLM(tiny_model_dir, dtype="float32", max_model_len=256, kv_cache_memory_bytes=1024)
 
 
