@@ -57,7 +57,9 @@ class QwickRunner:
     def __init__(self, folder: Path, dtype: str, decode_tokens: int) -> None:
         from qwick import LLM, SamplingParams
 
-        self.llm = LLM(folder, dtype=dtype, device="cpu", load_format="dummy", skip_tokenizer_init=True, seed=0)
+        # prefix caching off: every round re-sends the same prompt and must compute all of it
+        self.llm = LLM(folder, dtype=dtype, device="cpu", load_format="dummy", skip_tokenizer_init=True, seed=0,
+                       enable_prefix_caching=False)
         self.one = SamplingParams(max_tokens=1, temperature=0)
         self.decode_params = SamplingParams(max_tokens=decode_tokens + 1, temperature=0, ignore_eos=True)
         self.n = decode_tokens

@@ -127,3 +127,9 @@ def test_duplicate_request_id_is_rejected(tiny_model_dir):
     llm.engine.add_request("x", [1, 2, 3], GREEDY)
     with pytest.raises(ValueError, match="already in use"):
         llm.engine.add_request("x", [1, 2, 3], GREEDY)
+
+
+def test_default_context_length_shrinks_to_the_kv_budget(tiny_model_dir):
+    per_token = 2 * 2 * 2 * 32 * 4  # layers * (k, v) * kv_heads * head_dim * fp32 bytes
+    llm = LLM(tiny_model_dir, dtype="float32", kv_cache_memory_bytes=100 * 16 * per_token)
+    assert llm.max_model_len == 1600  # the checkpoint allows 2048
