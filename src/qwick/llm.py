@@ -107,10 +107,12 @@ class LLM:
         """Yield text deltas as tokens arrive; their concatenation equals the final text exactly."""
         request_id = self._submit(prompt, sampling_params or SamplingParams())
         try:
-            while self.engine.has_unfinished():
+            done = False
+            while not done and self.engine.has_unfinished():
                 for out in self.engine.step():
                     if out.request_id == request_id:
                         yield from (d for d in out.deltas if d.text or d.finish_reason or d.token_ids)
+                        done = out.finished_request is not None
         finally:
             self.engine.abort(request_id)
 

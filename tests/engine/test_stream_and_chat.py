@@ -93,3 +93,13 @@ def test_chat_renders_tools_into_the_system_turn(llm):
     prompt = llm.get_tokenizer().decode(out.prompt_token_ids)
     assert prompt == llm.get_tokenizer().apply_chat_template([{"role": "user", "content": "Weather?"}], tools=tools)
     assert '"name": "get_weather"' in prompt and "<tools>" in prompt
+
+
+def test_stream_returns_as_soon_as_its_own_request_is_done(llm):
+    llm.engine.add_request("other", [5, 6, 7], SamplingParams(max_tokens=50, ignore_eos=True))
+    try:
+        deltas = list(llm.stream("hi", SamplingParams(max_tokens=3, temperature=0.0, ignore_eos=True)))
+        assert deltas[-1].finish_reason == "length"
+        assert "other" in llm.engine.requests  # not run to completion on our behalf
+    finally:
+        llm.engine.abort("other")
