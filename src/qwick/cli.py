@@ -17,7 +17,8 @@ def _add_model_args(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--dtype", default="auto", choices=["auto", "float32", "bfloat16", "float16"],
                         help="weights/activations dtype; auto = bfloat16 on CPUs with bf16 math, else float32")
     parser.add_argument("--device", default="auto", help="auto, cpu or cuda")
-    parser.add_argument("--max-model-len", type=int, default=None, help="context length (default: the model's)")
+    parser.add_argument("--max-model-len", type=int, default=None,
+                        help="context length (default: the model's, lowered to what the KV cache budget holds)")
     parser.add_argument("--load-format", default="auto", choices=["auto", "dummy"],
                         help="dummy = random weights from config.json alone (benchmarks)")
     parser.add_argument("--seed", type=int, default=None, help="sampling seed (same seed, same output)")
