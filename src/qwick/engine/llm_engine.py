@@ -112,7 +112,8 @@ class LLMEngine:
                                                   self._closing_ids)
         return Sequence(
             request_id=request.request_id, index=index, prompt_ids=request.prompt_ids, params=params,
-            generator=torch.Generator().manual_seed(seed), detokenizer=self._detokenizer(params),
+            generator=torch.Generator(device=self.runner.device).manual_seed(seed),
+            detokenizer=self._detokenizer(params),
             stop_ids=frozenset(stop_ids), thinking=thinking, logprobs=[] if params.logprobs is not None else None,
             arrival_time=now,
         )

@@ -35,11 +35,12 @@ def apply_penalties(logits: torch.Tensor, rows: list[SamplingRow]) -> torch.Tens
     for i, row in enumerate(rows):
         p = row.params
         if p.repetition_penalty not in (None, 1.0):
-            seen = torch.tensor(sorted(set(row.prompt_ids) | set(row.output_ids)), dtype=torch.long)
+            seen = torch.tensor(sorted(set(row.prompt_ids) | set(row.output_ids)), dtype=torch.long,
+                                device=logits.device)
             values = logits[i, seen]
             logits[i, seen] = torch.where(values > 0, values / p.repetition_penalty, values * p.repetition_penalty)
         if (p.presence_penalty or p.frequency_penalty) and row.output_ids:
-            ids, counts = torch.tensor(row.output_ids, dtype=torch.long).unique(return_counts=True)
+            ids, counts = torch.tensor(row.output_ids, dtype=torch.long, device=logits.device).unique(return_counts=True)
             logits[i, ids] -= p.frequency_penalty * counts.to(logits.dtype) + p.presence_penalty
     return logits
 
