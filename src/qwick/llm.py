@@ -18,6 +18,7 @@ from qwick.model.cpu_packing import cpu_packing_supported, pack_linears_for_cpu
 from qwick.model.hub import resolve_model_path
 from qwick.model.loader import build_model, checkpoint_files, init_dummy_weights, load_config, load_weights
 from qwick.outputs import RequestOutput, StreamDelta
+from qwick.quant import quantize_model, validate_quantization
 from qwick.sampling_params import GenerationDefaults, SamplingParams
 from qwick.tokenizer import ReasoningStreamParser, Tokenizer, parse_reasoning
 
@@ -34,7 +35,8 @@ class LLM:
                  max_num_seqs: int = 64, max_num_batched_tokens: int = 512, block_size: int = 16,
                  kv_cache_memory_bytes: int | None = None, enable_prefix_caching: bool = True,
                  seed: int | None = None, load_format: str = "auto", revision: str | None = None,
-                 skip_tokenizer_init: bool = False) -> None:
+                 skip_tokenizer_init: bool = False, quantization: str | None = None) -> None:
+        validate_quantization(quantization)
         if load_format not in ("auto", "safetensors", "dummy"):
             raise ValueError(f"load_format must be 'auto', 'safetensors' or 'dummy', got {load_format!r}")
         self.model_path = resolve_model_path(model, revision)
@@ -48,6 +50,8 @@ class LLM:
             init_dummy_weights(self.model, seed=seed or 0)
         else:
             load_weights(self.model, files)
+        if quantization is not None:  # before packing: it needs dense weights, and packing skips quantized modules
+            quantize_model(self.model, quantization)
         if cpu_packing_supported(self.dtype, self.device):
             pack_linears_for_cpu(self.model)
         # skip_tokenizer_init (vLLM's flag): token ids in, token ids out, no text

@@ -1,0 +1,73 @@
+"""quantize_model swaps exactly the decoder projections; bad methods and group sizes fail before any change."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import pytest
+import torch
+
+from qwick import LLM, SamplingParams
+from qwick.model.cpu_packing import pack_linears_for_cpu
+from qwick.model.layers import Linear
+from qwick.model.qwen3 import Qwen3ForCausalLM
+from qwick.quant import Int4Linear, Int8Linear, quantize_model
+
+from checkpoints import write_tiny_checkpoint
+
+Loader = Callable[[str], Qwen3ForCausalLM]
+
+
+@pytest.mark.parametrize(("method", "cls"), [("int8", Int8Linear), ("int4", Int4Linear)])
+def test_only_decoder_projections_are_quantized(tiny_float_model: Loader, method: str, cls: type) -> None:
+    model = tiny_float_model("tied_gqa2")
+    assert quantize_model(model, method, group_size=32) == 14  # 2 layers x q/k/v/o/gate/up/down
+    layer = model.model.layers[0]
+    assert isinstance(layer.self_attn.q_proj, cls) and isinstance(layer.mlp.down_proj, cls)
+    assert not any(isinstance(m, Linear) for m in model.model.layers.modules())
+    assert isinstance(model.lm_head, Linear) and model.lm_head.weight is model.model.embed_tokens.weight
+    assert pack_linears_for_cpu(model) == 0  # packing leaves quantized modules alone
+
+
+def test_unknown_method_is_refused(tiny_float_model: Loader) -> None:
+    with pytest.raises(ValueError, match="'int8' or 'int4'"):
+        quantize_model(tiny_float_model("tied_gqa2"), "fp8")
+
+
+def test_unsupported_group_size_is_refused(tiny_float_model: Loader) -> None:
+    with pytest.raises(ValueError, match=r"group_size must be one of \(32, 64, 128\)"):
+        quantize_model(tiny_float_model("tied_gqa2"), "int4", group_size=16)
+
+
+def test_group_size_not_dividing_a_layer_fails_without_touching_the_model(tiny_float_model: Loader) -> None:
+    model = tiny_float_model("tied_gqa2")  # hidden 64: in_features 64 and 128
+    with pytest.raises(ValueError, match=r"does not divide the in_features \[64\].*group_size in \[32, 64\]"):
+        quantize_model(model, "int4", group_size=128)
+    assert not any(isinstance(m, Int4Linear) for m in model.modules())
+
+
+def test_int4_suggests_int8_when_no_group_size_fits(tiny_float_model: Loader) -> None:
+    with pytest.raises(ValueError, match="use int8"):  # hidden 48, o_proj in_features 54
+        quantize_model(tiny_float_model("untied_mha_odd"), "int4", group_size=32)
+
+
+def test_llm_refuses_an_unknown_quantization(tiny_model_dir) -> None:
+    with pytest.raises(ValueError, match="quantization must be None, 'int8' or 'int4'"):
+        LLM(tiny_model_dir, quantization="q4_0")
+
+
+@pytest.mark.parametrize("dtype", ["float32", "bfloat16"])
+def test_llm_generates_with_int8(tiny_model_dir, dtype: str) -> None:
+    llm = LLM(tiny_model_dir, quantization="int8", dtype=dtype, max_model_len=128)
+    assert isinstance(llm.model.model.layers[0].mlp.up_proj, Int8Linear)
+    out = llm.generate("Hello", SamplingParams(temperature=0, max_tokens=8, ignore_eos=True))[0].outputs[0]
+    assert len(out.token_ids) == 8 and torch.tensor(out.token_ids).lt(llm.model.config.vocab_size).all()
+
+
+def test_llm_generates_with_int4(tmp_path) -> None:
+    # default group size 128 needs in_features that are multiples of 128, like every real Qwen3
+    folder = write_tiny_checkpoint(tmp_path / "wide", "tied_gqa2", hidden_size=128, intermediate_size=256)
+    llm = LLM(folder, quantization="int4", dtype="bfloat16", max_model_len=128)
+    assert isinstance(llm.model.model.layers[1].self_attn.o_proj, Int4Linear)
+    out = llm.generate("Hello", SamplingParams(temperature=0, max_tokens=8, ignore_eos=True))[0].outputs[0]
+    assert len(out.token_ids) == 8
