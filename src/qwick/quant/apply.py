@@ -30,8 +30,8 @@ def quantize_model(model: Qwen3ForCausalLM, method: str, group_size: int = 128) 
     first and raises (model untouched) rather than silently leaving some layers in float. Every Qwen3
     release has sizes that are multiples of 128.
     Activations stay in the model dtype, fp32 included: torch's kernels take fp32 (exact against the float
-    reference), while bf16 is the fast path; the project notes measured fp32 activations 8-10x slower
-    for int8 on an AMX Xeon (1.3x on a 2-core non-AMX box), so pass dtype="bfloat16" for speed.
+    reference), while bf16 is the fast path (int8 with fp32 activations: 8-10x slower in the project's notes,
+    1.3x slower on its 2-core development VM), so pass dtype="bfloat16" for speed.
     Run before `pack_linears_for_cpu`: quantized modules are not `Linear`s, so packing skips them.
     """
     validate_quantization(method, group_size)
