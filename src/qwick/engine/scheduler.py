@@ -31,10 +31,6 @@ class SchedulerOutput:
     prefills: list[PrefillChunk]
     decodes: list[Sequence]
 
-    @property
-    def empty(self) -> bool:
-        return not (self.prefills or self.decodes)
-
 
 class Scheduler:
     def __init__(self, blocks: BlockManager, max_num_seqs: int, max_num_batched_tokens: int) -> None:
