@@ -68,6 +68,7 @@ def build_parser() -> argparse.ArgumentParser:
     from qwick.bench import add_bench_args
 
     add_bench_args(bench)
+    # Further commands live beside their code; each sets `handler` (args -> exit code) on its parser.
     return parser
 
 
@@ -171,6 +172,8 @@ def _stream_turn(llm: Any, messages: list[dict[str, str]], params: Any, thinking
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
+        if getattr(args, "handler", None) is not None:
+            return int(args.handler(args))
         if args.command == "generate":
             return run_generate(args, sys.stdout)
         if args.command == "chat":
