@@ -7,13 +7,15 @@ import json
 from collections.abc import Iterator, Sequence
 from dataclasses import replace
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 
 from qwick.config import EngineConfig
 from qwick.device import resolve_device, resolve_dtype
 from qwick.engine.llm_engine import LLMEngine
+from qwick.lora.manager import LoRAConfig, LoRAManager
+from qwick.lora.request import LoRARequest
 from qwick.model.cpu_packing import cpu_packing_supported, pack_linears_for_cpu
 from qwick.model.hub import resolve_model_path
 from qwick.model.loader import build_model, checkpoint_files, init_dummy_weights, load_config, load_weights
@@ -22,8 +24,12 @@ from qwick.quant import quantize_model, validate_quantization
 from qwick.sampling_params import GenerationDefaults, SamplingParams
 from qwick.tokenizer import ReasoningStreamParser, Tokenizer, parse_reasoning
 
+if TYPE_CHECKING:
+    from qwick.tasks.offline import OfflineTasks
+
 PromptInput = str | dict[str, Any]
 Message = dict[str, Any]
+LoRARequestInput = LoRARequest | Sequence[LoRARequest | None] | None
 DEFAULT_MODEL = "Qwen/Qwen3-0.6B"
 
 
@@ -35,12 +41,15 @@ class LLM:
                  max_num_seqs: int = 64, max_num_batched_tokens: int = 512, block_size: int = 16,
                  kv_cache_memory_bytes: int | None = None, enable_prefix_caching: bool = True,
                  seed: int | None = None, load_format: str = "auto", revision: str | None = None,
-                 skip_tokenizer_init: bool = False, quantization: str | None = None) -> None:
+                 skip_tokenizer_init: bool = False, quantization: str | None = None, enable_lora: bool = False,
+                 max_loras: int = 1, max_lora_rank: int = 16) -> None:
         validate_quantization(quantization)
+        lora_config = LoRAConfig(max_loras, max_lora_rank) if enable_lora else None
         if load_format not in ("auto", "safetensors", "dummy"):
             raise ValueError(f"load_format must be 'auto', 'safetensors' or 'dummy', got {load_format!r}")
         self.model_path = resolve_model_path(model, revision)
         self.model_name = str(model)
+        self.load_format, self.revision, self.seed = load_format, revision, seed  # the ledger's model identity
         config = load_config(self.model_path)
         self.device = resolve_device(device)
         self.dtype = resolve_dtype(dtype, self.device, config.torch_dtype)
@@ -54,6 +63,8 @@ class LLM:
             quantize_model(self.model, quantization)
         if cpu_packing_supported(self.dtype, self.device):
             pack_linears_for_cpu(self.model)
+        # last: LoRA wraps whatever the projections now are (packed, quantized or plain)
+        self.lora = LoRAManager(self.model, lora_config, self.dtype, self.device) if lora_config else None
         # skip_tokenizer_init (vLLM's flag): token ids in, token ids out, no text
         self.tokenizer = None if skip_tokenizer_init else Tokenizer.from_pretrained(tokenizer or self.model_path)
         limit = config.max_position_embeddings
@@ -69,7 +80,7 @@ class LLM:
         self.max_model_len = engine_config.max_model_len
         self.generation_defaults = _generation_defaults(self.model_path, self.tokenizer, config.eos_token_id)
         self.engine = LLMEngine(self.model, self.tokenizer, self.generation_defaults, self.engine_config,
-                                self.device, self.dtype, seed)
+                                self.device, self.dtype, seed, lora=self.lora)
         self._ids = itertools.count()
 
     def get_tokenizer(self) -> Tokenizer:
@@ -78,14 +89,18 @@ class LLM:
         return self.tokenizer
 
     def generate(self, prompts: PromptInput | Sequence[PromptInput],
-                 sampling_params: SamplingParams | Sequence[SamplingParams] | None = None) -> list[RequestOutput]:
-        """Generate for every prompt (text, or {"prompt_token_ids": [...]}) in one continuous batch."""
+                 sampling_params: SamplingParams | Sequence[SamplingParams] | None = None, *,
+                 lora_request: LoRARequestInput = None) -> list[RequestOutput]:
+        """Generate for every prompt (text, or {"prompt_token_ids": [...]}) in one continuous batch.
+
+        `lora_request`: one adapter for all prompts, or a list with one (or None) per prompt."""
         items = [prompts] if isinstance(prompts, str | dict) else list(prompts)
         params = _params_per_prompt(sampling_params, len(items))
+        loras = _loras_per_prompt(lora_request, len(items))
         request_ids: list[str] = []
         try:
-            for item, p in zip(items, params, strict=True):
-                request_ids.append(self._submit(item, p))
+            for item, p, lora in zip(items, params, loras, strict=True):
+                request_ids.append(self._submit(item, p, lora))
         except BaseException:  # a bad prompt in the list: nothing of this call stays queued
             for request_id in request_ids:
                 self.engine.abort(request_id)
@@ -95,21 +110,22 @@ class LLM:
     def chat(self, messages: list[Message] | list[list[Message]],
              sampling_params: SamplingParams | Sequence[SamplingParams] | None = None, *,
              tools: list[dict[str, Any]] | None = None, chat_template_kwargs: dict[str, Any] | None = None,
-             add_generation_prompt: bool = True) -> list[RequestOutput]:
+             add_generation_prompt: bool = True, lora_request: LoRARequestInput = None) -> list[RequestOutput]:
         """Render each conversation with the model's chat template, generate, split <think> into reasoning."""
         conversations = [messages] if messages and isinstance(messages[0], dict) else list(messages)
         kwargs = chat_template_kwargs or {}
         prompts = [self.render_chat(c, tools, kwargs, add_generation_prompt) for c in conversations]
-        outputs = self.generate([{"prompt": p} for p in prompts], sampling_params)
+        outputs = self.generate([{"prompt": p} for p in prompts], sampling_params, lora_request=lora_request)
         thinking = kwargs.get("enable_thinking", True) is not False
         for out in outputs:
             for completion in out.outputs:
                 completion.reasoning_content, completion.content = parse_reasoning(completion.text, thinking)
         return outputs
 
-    def stream(self, prompt: PromptInput, sampling_params: SamplingParams | None = None) -> Iterator[StreamDelta]:
+    def stream(self, prompt: PromptInput, sampling_params: SamplingParams | None = None, *,
+               lora_request: LoRARequest | None = None) -> Iterator[StreamDelta]:
         """Yield text deltas as tokens arrive; their concatenation equals the final text exactly."""
-        request_id = self._submit(prompt, sampling_params or SamplingParams())
+        request_id = self._submit(prompt, sampling_params or SamplingParams(), lora_request)
         try:
             done = False
             while not done and self.engine.has_unfinished():
@@ -122,14 +138,15 @@ class LLM:
 
     def stream_chat(self, messages: list[Message], sampling_params: SamplingParams | None = None, *,
                     tools: list[dict[str, Any]] | None = None,
-                    chat_template_kwargs: dict[str, Any] | None = None) -> Iterator[StreamDelta]:
+                    chat_template_kwargs: dict[str, Any] | None = None,
+                    lora_request: LoRARequest | None = None) -> Iterator[StreamDelta]:
         """Like `stream`, with each delta's text also split into `reasoning_content` and `content`."""
         kwargs = chat_template_kwargs or {}
         prompt = self.render_chat(messages, tools, kwargs, True)
         parsers: dict[int, ReasoningStreamParser] = {}
         thinking = kwargs.get("enable_thinking", True) is not False
         opened = prompt.rstrip().endswith("<think>")
-        for delta in self.stream({"prompt": prompt}, sampling_params):
+        for delta in self.stream({"prompt": prompt}, sampling_params, lora_request=lora_request):
             parser = parsers.setdefault(delta.index, ReasoningStreamParser(thinking, prompt_opened_think=opened))
             parts = [parser.feed(delta.text)]
             if delta.finish_reason is not None:
@@ -145,12 +162,44 @@ class LLM:
         assert isinstance(rendered, str)
         return rendered
 
-    def _submit(self, prompt: PromptInput, params: SamplingParams) -> str:
+    # ---- gates (qwick.tasks): exact label probabilities, relevance, embeddings; see README "Gates" ----
+    @property
+    def tasks(self) -> OfflineTasks:
+        """The gates over this LLM (built-in gates; `llm.tasks.load_gates(path)` adds a gates file)."""
+        if getattr(self, "_tasks", None) is None:
+            from qwick.tasks.offline import OfflineTasks
+
+            self._tasks = OfflineTasks(self)
+        return self._tasks
+
+    def classify(self, texts: str | list[str], labels: list[str] | None = None, *, gate: str | None = None) -> Any:
+        """P(label) for each label (exact, normalised over the labels) and the top label; one Decision per text."""
+        return self.tasks.classify(texts, labels, gate)
+
+    def score(self, query: str, items: list[str], *, instruction: str | None = None) -> list[float]:
+        """Relevance of each item to the query, P(yes) in Qwen3-Reranker's format, in item order."""
+        return self.tasks.score(query, items, instruction)
+
+    def embed(self, texts: str | list[str], *, dimensions: int | None = None) -> list[list[float]]:
+        """Last-token pooled, L2-normalised embeddings (Qwen3-Embedding); `dimensions` truncates (MRL)."""
+        return self.tasks.embed(texts, dimensions)
+
+    def gate(self, name: str, text: str) -> Any:
+        """Run the named gate (moderate, classify, rewrite or extract) on `text`; returns its Decision."""
+        return self.tasks.gate(name, text)
+
+    def add_lora(self, lora_request: LoRARequest) -> None:
+        """Load an adapter now (checking it) rather than on its first request; needs enable_lora=True."""
+        self.engine.add_lora(lora_request)
+
+    def _submit(self, prompt: PromptInput, params: SamplingParams, lora_request: LoRARequest | None = None) -> str:
         if not isinstance(params, SamplingParams):
             raise TypeError(f"sampling_params must be SamplingParams, got {type(params).__name__}")
+        if lora_request is not None and not isinstance(lora_request, LoRARequest):
+            raise TypeError(f"lora_request must be a LoRARequest, got {type(lora_request).__name__}")
         text, ids = self._prompt_ids(prompt)
         request_id = str(next(self._ids))
-        self.engine.add_request(request_id, ids, params, prompt=text)
+        self.engine.add_request(request_id, ids, params, prompt=text, lora_request=lora_request)
         return request_id
 
     def _prompt_ids(self, prompt: PromptInput) -> tuple[str | None, list[int]]:
@@ -188,6 +237,15 @@ def _params_per_prompt(params: SamplingParams | Sequence[SamplingParams] | None,
     if len(params) != count:
         raise ValueError(f"got {len(params)} SamplingParams for {count} prompts: pass one, or one per prompt")
     return params
+
+
+def _loras_per_prompt(lora_request: LoRARequestInput, count: int) -> list[LoRARequest | None]:
+    if lora_request is None or isinstance(lora_request, LoRARequest):
+        return [lora_request] * count
+    loras = list(lora_request)
+    if len(loras) != count:
+        raise ValueError(f"got {len(loras)} lora_requests for {count} prompts: pass one, or one (or None) per prompt")
+    return loras
 
 
 def _generation_defaults(folder: Path, tokenizer: Tokenizer | None,

@@ -48,3 +48,4 @@ class StreamDelta:
     finish_reason: str | None = None
     reasoning_content: str = ""  # chat streams: the part of `text` that is thinking
     content: str = ""  # chat streams: the part of `text` that is the answer
+    logprobs: list[TokenLogprobs] | None = None  # one entry per id in `token_ids` when logprobs were requested

@@ -7,6 +7,45 @@ from dataclasses import dataclass, field, replace
 from typing import Any
 
 MAX_LOGPROBS = 20
+STRUCTURED_KINDS = ("json", "regex", "choice", "grammar", "json_object")
+
+
+@dataclass(frozen=True)
+class StructuredOutputsParams:
+    """Constrain the output (vLLM's names): exactly one of a JSON schema, a regex, a list of choices, a
+    grammar (Lark or GBNF/EBNF), or `json_object=True` for any JSON object. On Qwen3 with thinking, the
+    constraint applies to the answer after `</think>`; the reasoning stays free."""
+
+    json: dict[str, Any] | str | None = None  # a JSON schema, as a dict or JSON text
+    regex: str | None = None
+    choice: list[str] | None = None
+    grammar: str | None = None
+    json_object: bool | None = None
+
+    def __post_init__(self) -> None:
+        given = [k for k in STRUCTURED_KINDS if getattr(self, k) not in (None, False)]
+        if len(given) != 1:
+            raise ValueError("structured_outputs needs exactly one of json, regex, choice, grammar or "
+                             f"json_object=True; got {given or 'none'}")
+        if self.json is not None and not isinstance(self.json, dict | str):
+            raise ValueError(f"structured_outputs.json must be a JSON schema (object or JSON text), "
+                             f"got {type(self.json).__name__}")
+        for name in ("regex", "grammar"):
+            value = getattr(self, name)
+            if value is not None and (not isinstance(value, str) or not value):
+                raise ValueError(f"structured_outputs.{name} must be a non-empty string, got {value!r}")
+        if self.choice is not None and (
+            not isinstance(self.choice, list | tuple) or not self.choice
+            or any(not isinstance(c, str) or not c for c in self.choice)
+        ):
+            raise ValueError(f"structured_outputs.choice must be a non-empty list of non-empty strings, "
+                             f"got {self.choice!r}")
+        if self.json_object not in (None, True, False):
+            raise ValueError(f"structured_outputs.json_object must be a boolean, got {self.json_object!r}")
+
+    @property
+    def kind(self) -> str:
+        return next(k for k in STRUCTURED_KINDS if getattr(self, k) not in (None, False))
 
 
 @dataclass(frozen=True)
@@ -58,6 +97,7 @@ class SamplingParams:
     logprobs: int | None = None  # top-k logprobs per generated token (the sampled token always included)
     skip_special_tokens: bool = True
     max_thinking_tokens: int | None = None  # thinking budget, see docs/thinking.md
+    structured_outputs: StructuredOutputsParams | None = None
     stop_strings: tuple[str, ...] = field(init=False, repr=False, default=())
 
     def __post_init__(self) -> None:
@@ -85,6 +125,9 @@ class SamplingParams:
         if any(not isinstance(s, str) or not s for s in stops):
             raise ValueError(f"stop must be a non-empty string or a list of non-empty strings, got {self.stop!r}")
         object.__setattr__(self, "stop_strings", tuple(stops))
+        if self.structured_outputs is not None and not isinstance(self.structured_outputs, StructuredOutputsParams):
+            raise ValueError("structured_outputs must be a StructuredOutputsParams, "
+                             f"got {type(self.structured_outputs).__name__}")
         for token in self.stop_token_ids or []:
             if not _is_int(token) or token < 0:
                 raise ValueError(f"stop_token_ids must be non-negative integers, got {self.stop_token_ids!r}")

@@ -113,9 +113,15 @@ def test_logprobs_are_in_openai_format(client):
 
 def test_streamed_logprobs_cover_every_token(client):
     chunks = list(client.chat.completions.create(model=MODEL, messages=USER, max_tokens=5, logprobs=True,
-                                                 top_logprobs=1, stream=True, extra_body=EXACT))
+                                                 top_logprobs=1, stream=True, extra_body=EXACT, temperature=0))
     entries = [e for c in chunks if c.choices[0].logprobs for e in c.choices[0].logprobs.content]
     assert len(entries) == 5 and all(len(e.top_logprobs) == 1 for e in entries)
+    # streamed as the tokens come (one token per chunk), not all at the end, and equal to the whole reply's
+    carrying = [c for c in chunks if c.choices and c.choices[0].logprobs]
+    assert len(carrying) == 5 and all(len(c.choices[0].logprobs.content) == 1 for c in carrying)
+    whole = client.chat.completions.create(model=MODEL, messages=USER, max_tokens=5, logprobs=True, top_logprobs=1,
+                                           extra_body=EXACT, temperature=0).choices[0].logprobs.content
+    assert [(e.token, round(e.logprob, 5)) for e in entries] == [(e.token, round(e.logprob, 5)) for e in whole]
 
 
 def test_seed_makes_sampling_repeatable(client):

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import pytest
 from serverkit import MODEL
 
 EXACT = {"ignore_eos": True}
@@ -66,3 +67,59 @@ def test_stream_with_usage_joins_to_the_full_text(client):
     assert chunks[-1].choices == [] and chunks[-1].usage == whole.usage
     finishes = [c.choices[0].finish_reason for c in chunks[:-1] if c.choices[0].finish_reason]
     assert finishes == ["length", "length"]
+
+
+def test_streamed_logprobs_come_per_token_with_running_offsets(client):
+    kwargs = dict(model=MODEL, prompt="Hello", max_tokens=6, logprobs=2, temperature=0.0)
+    whole = client.completions.create(**kwargs).choices[0].logprobs
+    chunks = [c for c in client.completions.create(stream=True, **kwargs) if c.choices and c.choices[0].logprobs]
+    assert len(chunks) == 6
+    tokens = [t for c in chunks for t in c.choices[0].logprobs.tokens]
+    offsets = [o for c in chunks for o in c.choices[0].logprobs.text_offset]
+    assert tokens == whole.tokens and offsets == whole.text_offset
+    assert [round(v, 5) for c in chunks for v in c.choices[0].logprobs.token_logprobs] == [
+        round(v, 5) for v in whole.token_logprobs]
+
+
+def test_echo_with_logprobs_scores_the_prompt_like_transformers(server, client, tiny_model_dir):
+    import torch
+    import transformers
+
+    prompt = "The quick brown fox jumps"
+    ids = server.llm.get_tokenizer().encode(prompt)
+    reply = client.completions.create(model=MODEL, prompt=prompt, max_tokens=3, logprobs=2, echo=True,
+                                      temperature=0.0, extra_body={"ignore_eos": True})
+    choice = reply.choices[0]
+    lp = choice.logprobs
+    assert choice.text.startswith(prompt)
+    assert len(lp.tokens) == len(ids) + 3 and "".join(lp.tokens[: len(ids)]) == prompt
+    assert lp.token_logprobs[0] is None and lp.top_logprobs[0] is None
+    hf = transformers.Qwen3ForCausalLM.from_pretrained(tiny_model_dir, dtype=torch.float32).eval()
+    with torch.no_grad():
+        logits = hf(torch.tensor([ids])).logits[0].float()  # [T, V]
+    logits[:, server.llm.get_tokenizer().vocab_size :] = float("-inf")  # embedding padding is no token
+    reference = torch.log_softmax(logits, dim=-1)
+    expected = [reference[i - 1, ids[i]].item() for i in range(1, len(ids))]
+    assert lp.token_logprobs[1 : len(ids)] == pytest.approx(expected, abs=1e-4)
+    for i in range(1, len(ids)):
+        top = lp.top_logprobs[i]
+        assert len(top) == 2 and max(top.values()) == pytest.approx(reference[i - 1].max().item(), abs=1e-4)
+    assert lp.text_offset[: len(ids)] == [len("".join(lp.tokens[:i])) for i in range(len(ids))]
+    assert lp.text_offset[len(ids)] == len(prompt)  # generated tokens continue after the echoed prompt
+    assert all(v is not None for v in lp.token_logprobs[len(ids):])
+
+
+def test_echo_with_logprobs_streamed(client):
+    kwargs = dict(model=MODEL, prompt="Hello there", max_tokens=2, logprobs=1, echo=True, temperature=0.0)
+    whole = client.completions.create(**kwargs).choices[0].logprobs
+    chunks = [c for c in client.completions.create(stream=True, **kwargs) if c.choices and c.choices[0].logprobs]
+    tokens = [t for c in chunks for t in c.choices[0].logprobs.tokens]
+    values = [v for c in chunks for v in c.choices[0].logprobs.token_logprobs]
+    assert tokens == whole.tokens
+    assert values[0] is None and values[1:] == pytest.approx(whole.token_logprobs[1:], abs=1e-5)
+
+
+def test_echo_with_logprobs_of_a_one_token_prompt(client):
+    reply = client.completions.create(model=MODEL, prompt=[9707], max_tokens=1, logprobs=0, echo=True)
+    lp = reply.choices[0].logprobs
+    assert lp.token_logprobs[0] is None and lp.top_logprobs[0] is None and len(lp.tokens) == 2

@@ -13,12 +13,14 @@ import logging
 import queue
 import threading
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
 
 from qwick.engine.llm_engine import LLMEngine
 from qwick.engine.protocol import EngineNotRunningError, RequestDelta, RequestFailedError
+from qwick.engine.scoring import EmbeddingOutput, PoolSpec, ScoreOutput, ScoreSpec, TaskOutput, TaskSpec
 from qwick.engine.stats import EngineStats
+from qwick.lora.request import LoRARequest
 from qwick.sampling_params import SamplingParams
 
 logger = logging.getLogger(__name__)
@@ -42,6 +44,13 @@ class _Add:
     prompt_ids: list[int]
     params: SamplingParams
     prompt: str | None
+    lora_request: LoRARequest | None = None
+
+
+@dataclass
+class _AddTask:
+    stream: _Stream
+    spec: TaskSpec
 
 
 @dataclass
@@ -54,7 +63,7 @@ class _Stop:
     graceful: bool  # True: finish the running requests first; False: abort them
 
 
-_Command = _Add | _Abort | _Stop
+_Command = _Add | _AddTask | _Abort | _Stop
 
 
 class AsyncLLMEngine:
@@ -79,9 +88,10 @@ class AsyncLLMEngine:
     # ---- EngineClient, called from coroutines ----
 
     async def generate(self, prompt_ids: list[int], params: SamplingParams, request_id: str,
-                       prompt: str | None = None) -> AsyncIterator[RequestDelta]:
+                       prompt: str | None = None,
+                       lora_request: LoRARequest | None = None) -> AsyncIterator[RequestDelta]:
         prompt_ids = list(prompt_ids)  # the caller may reuse its list
-        stream = self._submit(request_id, prompt_ids, params, prompt)
+        stream = self._submit(request_id, lambda s: _Add(s, prompt_ids, params, prompt, lora_request))
         finished = False
         try:
             while not finished:
@@ -92,6 +102,35 @@ class AsyncLLMEngine:
                 finished = item.finished
                 yield item
         finally:  # also on break, cancellation and client disconnect: free the request's cache
+            self._release(stream, still_running=not finished)
+
+    async def score(self, context_ids: list[int], continuations: list[list[int]], request_id: str,
+                    top_logprobs: int = 0) -> ScoreOutput:
+        spec = ScoreSpec(list(context_ids), [list(c) for c in continuations], top_logprobs)
+        result = await self._run_task(spec, request_id)
+        assert isinstance(result, ScoreOutput)
+        return result
+
+    async def embed(self, prompt_ids: list[int], request_id: str) -> EmbeddingOutput:
+        result = await self._run_task(PoolSpec(list(prompt_ids)), request_id)
+        assert isinstance(result, EmbeddingOutput)
+        return result
+
+    async def _run_task(self, spec: TaskSpec, request_id: str) -> TaskOutput:
+        """One scoring / pooling request; cancelling the awaiting task aborts it in the engine."""
+        stream = self._submit(request_id, lambda s: _AddTask(s, spec))
+        finished = False
+        try:
+            while not finished:
+                item = await stream.queue.get()
+                if isinstance(item, BaseException):
+                    finished = True
+                    raise item
+                finished = item.finished
+            if item.result is None:
+                raise RequestFailedError(f"request {request_id!r} was aborted before its result was ready")
+            return item.result
+        finally:
             self._release(stream, still_running=not finished)
 
     async def abort(self, request_id: str) -> None:
@@ -126,8 +165,7 @@ class AsyncLLMEngine:
     def errored(self) -> bool:
         return self._error is not None
 
-    def _submit(self, request_id: str, prompt_ids: list[int], params: SamplingParams,
-                prompt: str | None) -> _Stream:
+    def _submit(self, request_id: str, command: Callable[[_Stream], _Add | _AddTask]) -> _Stream:
         stream = _Stream(request_id, asyncio.get_running_loop())
         with self._lock:
             if not self._accepting:
@@ -136,7 +174,7 @@ class AsyncLLMEngine:
             if request_id in self._streams:
                 raise ValueError(f"request_id {request_id!r} is already running: give each request a unique id")
             self._streams[request_id] = stream
-            self._inbox.put(_Add(stream, prompt_ids, params, prompt))
+            self._inbox.put(command(stream))
         return stream
 
     def _release(self, stream: _Stream, still_running: bool) -> None:
@@ -175,7 +213,7 @@ class AsyncLLMEngine:
         return True
 
     def _apply(self, command: _Command) -> bool:
-        if isinstance(command, _Add):
+        if isinstance(command, _Add | _AddTask):
             self._add(command)
         elif isinstance(command, _Abort):
             stream = command.stream
@@ -190,10 +228,14 @@ class AsyncLLMEngine:
             return False
         return True
 
-    def _add(self, command: _Add) -> None:
+    def _add(self, command: _Add | _AddTask) -> None:
         stream = command.stream
         try:
-            self.engine.add_request(stream.request_id, command.prompt_ids, command.params, command.prompt)
+            if isinstance(command, _AddTask):
+                self.engine.add_task(stream.request_id, command.spec)
+            else:
+                self.engine.add_request(stream.request_id, command.prompt_ids, command.params, command.prompt,
+                                        command.lora_request)
         except Exception as exc:  # invalid request: its caller gets the error, the engine goes on
             self._send([(stream, exc)])
             return
@@ -210,10 +252,10 @@ class AsyncLLMEngine:
             stream = self._live.get(out.request_id)
             if stream is None:  # not submitted through this client
                 continue
-            done = out.finished_request is not None
+            done = out.finished
             if done:
                 del self._live[out.request_id]
-            replies.append((stream, RequestDelta(out.request_id, out.deltas, done, out.finished_request)))
+            replies.append((stream, RequestDelta(out.request_id, out.deltas, done, out.finished_request, out.result)))
         self._send(replies)
 
     def _aborted(self, request_id: str) -> RequestDelta:
@@ -245,7 +287,7 @@ class AsyncLLMEngine:
             with contextlib.suppress(queue.Empty):
                 while True:
                     pending.append(self._inbox.get_nowait())
-        streams = [*self._live.values(), *(c.stream for c in pending if isinstance(c, _Add))]
+        streams = [*self._live.values(), *(c.stream for c in pending if isinstance(c, _Add | _AddTask))]
         logger.critical("engine loop died; failing requests %s", sorted(s.request_id for s in streams),
                         exc_info=exc)
         for request_id in self._live:  # best effort: the engine may be broken too

@@ -22,6 +22,12 @@ def chain_hash(parent_hash: int, token_ids: tuple[int, ...]) -> int:
     return int.from_bytes(digest.digest(), "little")
 
 
+def root_hash(salt: int) -> int:
+    """The parent hash of a first block. A nonzero salt (a LoRA adapter id) starts its own chain: the same
+    tokens computed under another adapter have other keys/values, so they must never match (-1 is no token)."""
+    return chain_hash(_ROOT_HASH, (-1, salt)) if salt else _ROOT_HASH
+
+
 class NoFreeBlocksError(RuntimeError):
     """Not enough KV cache blocks; the scheduler should wait or preempt. Nothing was allocated."""
 
@@ -45,6 +51,7 @@ class _Block:
     ref_count: int = 0
     hash: int | None = None  # chain hash, set once the block is full and its KV computed
     token_ids: tuple[int, ...] = ()
+    salt: int = 0  # the chain's salt (LoRA adapter id, 0 = base model)
     parent: _Block | None = None  # block holding the KV just before this one (None: first block)
 
 
@@ -84,20 +91,22 @@ class BlockManager:
     def blocks_needed(self, num_tokens: int) -> int:
         return -(-num_tokens // self.block_size)
 
-    def can_allocate(self, token_ids: Sequence[int]) -> bool:
-        return self._fits(self._match_prefix(token_ids), self.blocks_needed(len(token_ids)))
+    def can_allocate(self, token_ids: Sequence[int], reuse_limit: int | None = None, salt: int = 0) -> bool:
+        return self._fits(self._match_prefix(token_ids, reuse_limit, salt), self.blocks_needed(len(token_ids)))
 
-    def allocate(self, token_ids: Sequence[int]) -> tuple[list[int], int]:
+    def allocate(self, token_ids: Sequence[int], reuse_limit: int | None = None,
+                 salt: int = 0) -> tuple[list[int], int]:
         """Block table for a new (or resumed-after-preemption) sequence whose known tokens are
         `token_ids`, and how many leading tokens already have their KV in the cache.
 
         The cached count is a multiple of block_size and at most `len(token_ids) - 1` rounded down to
         one: the engine must run the last token to get logits, and it may only write into private
         blocks, so a cached block holding the last token is not shared — a private block is
-        allocated in its place and recomputed. Counts stats (queries += len(token_ids), hits += cached
+        allocated in its place and recomputed. `reuse_limit` caps the cached count further (a scoring
+        sequence reads logits from that position on, so it must compute it). Counts stats (queries += len(token_ids), hits += cached
         count) only when prefix caching is on and the allocation succeeds.
         Raises NoFreeBlocksError, allocating nothing, if the sequence does not fit."""
-        hits = self._match_prefix(token_ids)
+        hits = self._match_prefix(token_ids, reuse_limit, salt)
         num_blocks = self.blocks_needed(len(token_ids))
         if not self._fits(hits, num_blocks):
             raise NoFreeBlocksError(
@@ -127,9 +136,11 @@ class BlockManager:
         grow = self.blocks_needed(num_tokens_before + num_new) - len(table)
         table.extend(self._take_fresh() for _ in range(grow))
 
-    def commit_full_blocks(self, table: list[int], token_ids: Sequence[int], num_computed: int) -> None:
+    def commit_full_blocks(self, table: list[int], token_ids: Sequence[int], num_computed: int,
+                           salt: int = 0) -> None:
         """After the engine wrote KV for the first `num_computed` tokens of `token_ids`, register every
         block that is now full and computed in the prefix cache so later requests can reuse it.
+        `salt` is the one the sequence was allocated with (its LoRA adapter id; see `root_hash`).
         Idempotent; a no-op when prefix caching is off."""
         if not self.enable_prefix_caching:
             return
@@ -144,10 +155,27 @@ class BlockManager:
             prev = self._blocks[table[i - 1]] if i else None
             block.parent = (self._cached_twin(prev) or prev) if prev else None
             block.token_ids = tuple(token_ids[i * size : (i + 1) * size])
-            block.hash = chain_hash(prev.hash if prev else _ROOT_HASH, block.token_ids)
+            block.salt = salt
+            block.hash = chain_hash(prev.hash if prev else root_hash(salt), block.token_ids)
             # First writer wins a hash; a block whose parent is not cached could never be reached.
             if block.hash not in self._cached and (block.parent is None or self._is_cached(block.parent)):
                 self._cached[block.hash] = table[i]
+
+    def fork(self, table: list[int], num_tokens: int) -> tuple[list[int], tuple[int, int] | None]:
+        """A new table for a sequence that starts with the first `num_tokens` tokens of `table`'s: full
+        blocks are shared (referenced again); a partial last block gets a fresh block, returned as
+        (source, copy) for the caller to copy its KV into (copy-on-write). Raises NoFreeBlocksError,
+        changing nothing, when no block is free for the copy."""
+        full, partial = divmod(num_tokens, self.block_size)
+        assert len(table) >= full + (1 if partial else 0), "fork beyond the table"
+        if partial and not self.num_free_blocks:
+            raise NoFreeBlocksError("forking a sequence needs one free KV block for its partial last block")
+        for block_id in table[:full]:
+            self._acquire(block_id)
+        if not partial:
+            return table[:full], None
+        fresh = self._take_fresh()
+        return [*table[:full], fresh], (table[full], fresh)
 
     def free(self, table: Sequence[int]) -> None:
         """Drop one sequence's references, tail first so a prefix's last blocks are evicted first.
@@ -177,13 +205,14 @@ class BlockManager:
             self._recycle(block_id)
         self._evictable.clear()
 
-    def _match_prefix(self, token_ids: Sequence[int]) -> list[int]:
-        """Cached blocks holding the longest reusable full-block prefix of `token_ids`."""
+    def _match_prefix(self, token_ids: Sequence[int], reuse_limit: int | None = None, salt: int = 0) -> list[int]:
+        """Cached blocks holding the longest reusable full-block prefix of `token_ids` (within reuse_limit)."""
         if not self.enable_prefix_caching:
             return []
         size, hits = self.block_size, []
-        parent_hash, parent = _ROOT_HASH, None
-        for i in range(max(len(token_ids) - 1, 0) // size):  # never the block with the last token
+        parent_hash, parent = root_hash(salt), None
+        usable = len(token_ids) - 1 if reuse_limit is None else min(len(token_ids) - 1, reuse_limit)
+        for i in range(max(usable, 0) // size):  # never the block with the last token
             tokens = tuple(token_ids[i * size : (i + 1) * size])
             parent_hash = chain_hash(parent_hash, tokens)
             block_id = self._cached.get(parent_hash)
@@ -191,7 +220,7 @@ class BlockManager:
                 break
             block = self._blocks[block_id]
             # Equal tokens and the very block we matched before: exact even if the hash collides.
-            if block.parent is not parent or block.token_ids != tokens:
+            if block.parent is not parent or block.token_ids != tokens or block.salt != salt:
                 break
             hits.append(block_id)
             parent = block
@@ -210,7 +239,8 @@ class BlockManager:
         """The cached block holding exactly the same KV as `block` (maybe itself), if any."""
         block_id = self._cached.get(block.hash) if block.hash is not None else None
         twin = self._blocks[block_id] if block_id is not None else None
-        if twin is not None and twin.parent is block.parent and twin.token_ids == block.token_ids:
+        if (twin is not None and twin.parent is block.parent and twin.token_ids == block.token_ids
+                and twin.salt == block.salt):
             return twin
         return None
 

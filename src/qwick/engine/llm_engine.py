@@ -9,23 +9,38 @@ from __future__ import annotations
 import random
 import time
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 import torch
 
 from qwick.config import EngineConfig
 from qwick.engine.block_manager import BlockManager
+from qwick.engine.constrained import MaskBuilder, SequenceConstraint, advance, feeds_grammar
+from qwick.engine.grammar import GrammarCompiler
+from qwick.engine.jobs import Jobs
 from qwick.engine.runner import ModelRunner, group_chunks
 from qwick.engine.sampler import SamplingRow, sample
 from qwick.engine.scheduler import Scheduler
+from qwick.engine.scoring import TaskOutput, TaskSpec
 from qwick.engine.sequence import Detokenizer, NullDetokenizer, Sequence
 from qwick.engine.stats import EngineStats
-from qwick.engine.stopping import append_token
-from qwick.engine.thinking import CLOSING_TEXT, ThinkingTracker
+from qwick.engine.stopping import append_token, finish
+from qwick.engine.thinking import (
+    ANSWER_SEPARATOR,
+    ASSISTANT_HEADER,
+    CLOSING_TEXT,
+    ThinkingTracker,
+    ThinkState,
+)
 from qwick.model.kv_cache import PagedKVCache
 from qwick.model.qwen3 import Qwen3ForCausalLM
 from qwick.outputs import CompletionOutput, Logprob, RequestOutput, StreamDelta
 from qwick.sampling_params import GenerationDefaults, SamplingParams
 from qwick.tokenizer import IncrementalDetokenizer, Tokenizer
+
+if TYPE_CHECKING:
+    from qwick.lora.manager import LoRAManager
+    from qwick.lora.request import LoRARequest
 
 
 class PromptTooLongError(ValueError):
@@ -50,11 +65,17 @@ class StepOutput:
     request_id: str
     deltas: list[StreamDelta]
     finished_request: RequestOutput | None  # set once the whole request is done
+    result: TaskOutput | None = None  # scoring / pooling requests: their result (no deltas, no finished_request)
+
+    @property
+    def finished(self) -> bool:
+        return self.finished_request is not None or self.result is not None
 
 
 class LLMEngine:
     def __init__(self, model: Qwen3ForCausalLM, tokenizer: Tokenizer | None, defaults: GenerationDefaults,
-                 config: EngineConfig, device: torch.device, dtype: torch.dtype, seed: int | None = None) -> None:
+                 config: EngineConfig, device: torch.device, dtype: torch.dtype, seed: int | None = None,
+                 lora: LoRAManager | None = None) -> None:
         self.model = model
         self.tokenizer = tokenizer
         self.defaults = defaults
@@ -66,21 +87,33 @@ class LLMEngine:
                                   cfg.head_dim, dtype, device)
         self.blocks = BlockManager(num_blocks, config.block_size, config.enable_prefix_caching)
         self.scheduler = Scheduler(self.blocks, config.max_num_seqs, config.max_num_batched_tokens)
-        self.runner = ModelRunner(model, self.cache, device)
+        self.lora = lora  # adapter slots, when the model carries the LoRA pass (LLM(enable_lora=True))
+        self.runner = ModelRunner(model, self.cache, device, lora)
         vocab = cfg.vocab_size
         self.valid_vocab = min(tokenizer.vocab_size, vocab) if tokenizer is not None else vocab
+        self.jobs = Jobs(self.scheduler, self.blocks, self.cache.copy_block, self.valid_vocab, vocab,
+                         self.max_model_len, model.has_lm_head)  # scoring / pooling requests
         self.rng = random.Random(seed)
         self.requests: dict[str, Request] = {}
         self.counters = EngineStats()
         self._closing_ids = tokenizer.encode(CLOSING_TEXT) if tokenizer is not None else []
+        self._separator_ids = tokenizer.encode(ANSWER_SEPARATOR) if tokenizer is not None else []
+        self._assistant_header = tokenizer.encode(ASSISTANT_HEADER) if tokenizer is not None else []
+        # structured output: grammars compile against the tokenizer; masks are as wide as the logits
+        llg_eos = (defaults.eos_token_ids or (tokenizer.eos_token_id or 0,))[0] if tokenizer is not None else 0
+        self.grammars = (GrammarCompiler.for_tokenizer(tokenizer, vocab, llg_eos) if tokenizer is not None
+                         else None)
+        self._masks = MaskBuilder(vocab, llg_eos, device)
 
     # ----------------------------------------------------------------------------------------- requests
     def add_request(self, request_id: str, prompt_ids: list[int], params: SamplingParams,
-                    prompt: str | None = None) -> None:
-        if request_id in self.requests:
+                    prompt: str | None = None, lora_request: LoRARequest | None = None) -> None:
+        if request_id in self.requests or request_id in self.jobs:
             raise ValueError(f"request id {request_id!r} is already in use")
         if not prompt_ids:
             raise ValueError("the prompt is empty: give at least one token")
+        if not self.model.has_lm_head:  # fail here, not in the step (which would fail its whole batch)
+            raise ValueError("this checkpoint (architecture Qwen3Model) has no lm_head: it can embed, not generate")
         if len(prompt_ids) >= self.max_model_len:
             raise PromptTooLongError(
                 f"the prompt has {len(prompt_ids)} tokens but max_model_len is {self.max_model_len}: "
@@ -91,13 +124,28 @@ class LLMEngine:
             raise ValueError(f"prompt token ids out of range [0, {self.model.config.vocab_size}): {bad[:5]}")
         if params.max_thinking_tokens is not None and (self.tokenizer is None or self.tokenizer.think_end_id is None):
             raise ValueError("max_thinking_tokens needs a tokenizer with <think> and </think> tokens")
+        if params.structured_outputs is not None:
+            if self.grammars is None:
+                raise ValueError("structured_outputs needs the tokenizer: not available with skip_tokenizer_init=True")
+            self.grammars.compile(params.structured_outputs)  # fail before any generation
+        if lora_request is not None:
+            self.add_lora(lora_request)
+        lora_id = lora_request.lora_int_id if lora_request is not None else 0
         params = params.resolved(self.defaults)
         request = Request(request_id, prompt, list(prompt_ids), params)
         now = time.perf_counter()
         request.sequences = [self._new_sequence(request, i, now) for i in range(params.n)]
         self.requests[request_id] = request
         for seq in request.sequences:
+            seq.lora_id = lora_id
             self.scheduler.add(seq)
+
+    def add_lora(self, lora_request: LoRARequest) -> None:
+        """Load (or keep) the adapter in a slot; it cannot be evicted while a live request uses it."""
+        if self.lora is None:
+            raise ValueError(f"LoRA adapter {lora_request.lora_name!r} requested but LoRA is not enabled: create the "
+                             "LLM with enable_lora=True (qwick serve: --lora-modules)")
+        self.lora.acquire(lora_request, {s.lora_id for r in self.requests.values() for s in r.sequences})
 
     def _new_sequence(self, request: Request, index: int, now: float) -> Sequence:
         params = request.params
@@ -105,29 +153,51 @@ class LLMEngine:
         stop_ids = set(params.stop_token_ids or [])
         if not params.ignore_eos:
             stop_ids.update(self.defaults.eos_token_ids)
-        thinking = None
-        if params.max_thinking_tokens is not None and self.tokenizer is not None:
-            thinking = ThinkingTracker.for_prompt(request.prompt_ids, self.tokenizer.think_start_id,
-                                                  self.tokenizer.think_end_id, params.max_thinking_tokens,
-                                                  self._closing_ids)
+        thinking, constraint = None, None
+        structured = params.structured_outputs
+        if structured is not None and self.grammars is not None:
+            constraint = SequenceConstraint(self.grammars.matcher(self.grammars.compile(structured)), structured.kind)
+        tok = self.tokenizer
+        if (params.max_thinking_tokens is not None or constraint is not None) and tok is not None and (
+            tok.think_start_id is not None and tok.think_end_id is not None
+        ):
+            thinking = ThinkingTracker.for_prompt(request.prompt_ids, tok.think_start_id, tok.think_end_id,
+                                                  params.max_thinking_tokens, self._closing_ids,
+                                                  self._separator_ids if constraint is not None else None)
+            if constraint is not None and thinking.state is ThinkState.EXPECT and not self._opens_assistant_turn(
+                request.prompt_ids
+            ):  # a raw completion prompt: the constrained text starts at once, no <think> block first
+                thinking.state = ThinkState.DONE
         return Sequence(
             request_id=request.request_id, index=index, prompt_ids=request.prompt_ids, params=params,
             generator=torch.Generator(device=self.runner.device).manual_seed(seed),
             detokenizer=self._detokenizer(params),
-            stop_ids=frozenset(stop_ids), thinking=thinking, logprobs=[] if params.logprobs is not None else None,
+            stop_ids=frozenset(stop_ids), thinking=thinking, constraint=constraint, logprobs=[] if params.logprobs is not None else None,
             arrival_time=now,
         )
+
+    def _opens_assistant_turn(self, prompt_ids: list[int]) -> bool:
+        header = self._assistant_header
+        return bool(header) and prompt_ids[-len(header):] == header
 
     def _detokenizer(self, params: SamplingParams) -> Detokenizer:
         if self.tokenizer is None:
             return NullDetokenizer()
         return IncrementalDetokenizer(self.tokenizer, skip_special_tokens=params.skip_special_tokens)
 
+    def add_task(self, request_id: str, spec: TaskSpec) -> None:
+        """A scoring or pooling request (no sampling); its result comes back as `StepOutput.result`."""
+        if request_id in self.requests or request_id in self.jobs:
+            raise ValueError(f"request id {request_id!r} is already in use")
+        self.jobs.add(request_id, spec)
+
     def has_unfinished(self) -> bool:
-        return bool(self.requests)
+        return bool(self.requests) or bool(self.jobs)
 
     def abort(self, request_id: str) -> StepOutput | None:
         """Drop a request now, freeing its KV blocks; returns its last deltas and final output (None if unknown)."""
+        if self.jobs.abort(request_id):
+            return StepOutput(request_id, [], None)
         request = self.requests.pop(request_id, None)
         if request is None:
             return None
@@ -144,6 +214,8 @@ class LLMEngine:
     def step(self) -> list[StepOutput]:
         """Schedule, run the model, sample; return the requests that advanced."""
         batch = self.scheduler.schedule()
+        # grammar masks for the rows that sample this step, computed while the model runs
+        masks = self._masks.submit([c.seq for c in batch.prefills if c.completes] + batch.decodes)
         sampled: list[tuple[Sequence, torch.Tensor]] = []
         for group in group_chunks(batch.prefills):
             self.counters.prompt_tokens += sum(c.num_tokens for c in group)
@@ -155,16 +227,18 @@ class LLMEngine:
             logits = self.runner.decode(batch.decodes)
             sampled += list(zip(batch.decodes, logits, strict=True))
         for seq in [c.seq for c in batch.prefills] + batch.decodes:
-            self.blocks.commit_full_blocks(seq.block_table, seq.all_ids, seq.num_cached)
-        self._sample_and_append(sampled)
-        return self._collect(sampled)
+            self.blocks.commit_full_blocks(seq.block_table, seq.all_ids, seq.num_cached, seq.lora_id)
+        done = self.jobs.finish_prefilled([c.seq for c in batch.prefills])
+        self._sample_and_append(sampled, masks.result() if masks is not None else {})
+        return self._collect(sampled) + [StepOutput(rid, [], None, result) for rid, result in done]
 
-    def _sample_and_append(self, pairs: list[tuple[Sequence, torch.Tensor]]) -> None:
+    def _sample_and_append(self, pairs: list[tuple[Sequence, torch.Tensor]], masks: dict[int, torch.Tensor]) -> None:
         if not pairs:
             return
         seqs = [s for s, _ in pairs]
         logits = torch.stack([row for _, row in pairs])  # [B, V]
-        rows = [SamplingRow(s.params, s.generator, s.prompt_ids, s.output_ids, s.banned_ids()) for s in seqs]
+        rows = [SamplingRow(s.params, s.generator, s.prompt_ids, s.output_ids, s.banned_ids(), masks.get(id(s)))
+                for s in seqs]
         result = sample(logits, rows, self.valid_vocab)
         now = time.perf_counter()
         for seq, token, logprobs in zip(seqs, result.token_ids, result.logprobs, strict=True):
@@ -173,7 +247,10 @@ class LLMEngine:
                 token = forced
             if logprobs is not None:
                 self._record_logprobs(seq, token, logprobs)
+            constrained = forced is None and feeds_grammar(seq, token)
             append_token(seq, token, self.max_model_len)
+            if constrained and advance(seq, token) and not seq.finished:
+                finish(seq, "stop")  # the grammar is complete: nothing but EOS could follow
             self._record_timing(seq, now)
             if seq.finished:
                 self.scheduler.remove(seq)
@@ -209,7 +286,8 @@ class LLMEngine:
         outputs = []
         for request_id, seqs in by_request.items():
             request = self.requests[request_id]
-            deltas = [StreamDelta(s.index, s.take_delta(), s.output_ids[-1:], s.finish_reason) for s in seqs]
+            deltas = [StreamDelta(s.index, s.take_delta(), s.output_ids[-1:], s.finish_reason,
+                                  logprobs=s.logprobs[-1:] if s.logprobs is not None else None) for s in seqs]
             final = None
             if request.finished:
                 del self.requests[request_id]
@@ -240,10 +318,11 @@ class LLMEngine:
         c = self.counters
         running = {s.request_id for s in self.scheduler.running}
         return EngineStats(
-            num_running=len(running), num_waiting=len(self.requests) - len(running),
+            num_running=len(running), num_waiting=len(self.requests) + len(self.jobs) - len(running),
             kv_cache_usage=self.blocks.usage, prefix_cache_queries=self.blocks.stats.queries,
             prefix_cache_hits=self.blocks.stats.hits, prompt_tokens=c.prompt_tokens,
             generation_tokens=c.generation_tokens, num_preemptions=self.scheduler.num_preemptions,
             requests_finished=dict(c.requests_finished), ttft_seconds=c.ttft_seconds.copy(),
             itl_seconds=c.itl_seconds.copy(), e2e_seconds=c.e2e_seconds.copy(),
+            lora=self.lora.stats(self.scheduler.running, self.scheduler.waiting) if self.lora is not None else None,
         )

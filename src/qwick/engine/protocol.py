@@ -6,6 +6,8 @@ from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from typing import Any, Protocol
 
+from qwick.engine.scoring import EmbeddingOutput, ScoreOutput, TaskOutput
+from qwick.lora.request import LoRARequest
 from qwick.outputs import RequestOutput, StreamDelta
 from qwick.sampling_params import SamplingParams
 
@@ -18,6 +20,7 @@ class RequestDelta:
     deltas: list[StreamDelta]  # one per sample that advanced this step
     finished: bool
     output: RequestOutput | None = None
+    result: TaskOutput | None = None  # scoring / pooling requests: their result, on the final delta
 
 
 class EngineNotRunningError(RuntimeError):
@@ -30,8 +33,20 @@ class RequestFailedError(RuntimeError):
 
 class EngineClient(Protocol):
     def generate(self, prompt_ids: list[int], params: SamplingParams, request_id: str,
-                 prompt: str | None = None) -> AsyncIterator[RequestDelta]:
-        """Stream a request's deltas. Stopping iteration early aborts the request in the engine."""
+                 prompt: str | None = None,
+                 lora_request: LoRARequest | None = None) -> AsyncIterator[RequestDelta]:
+        """Stream a request's deltas (with `lora_request`'s adapter, if given). Stopping iteration early aborts
+        the request in the engine."""
+        ...
+
+    async def score(self, context_ids: list[int], continuations: list[list[int]], request_id: str,
+                    top_logprobs: int = 0) -> ScoreOutput:
+        """Exact total logprob of each continuation after the context (the context is computed once); with
+        `top_logprobs`, also the most likely tokens at each scored position."""
+        ...
+
+    async def embed(self, prompt_ids: list[int], request_id: str) -> EmbeddingOutput:
+        """Prefill only: the last token's final hidden state (after the final norm)."""
         ...
 
     async def abort(self, request_id: str) -> None:

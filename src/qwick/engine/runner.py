@@ -2,12 +2,18 @@
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import torch
 
 from qwick.engine.scheduler import PrefillChunk
+from qwick.engine.scoring import read_task_outputs
 from qwick.engine.sequence import Sequence
 from qwick.model.kv_cache import AttentionMetadata, PagedKVCache, length_groups
 from qwick.model.qwen3 import Qwen3ForCausalLM
+
+if TYPE_CHECKING:
+    from qwick.lora.manager import LoRAManager
 
 
 def group_chunks(chunks: list[PrefillChunk]) -> list[list[PrefillChunk]]:
@@ -17,10 +23,12 @@ def group_chunks(chunks: list[PrefillChunk]) -> list[list[PrefillChunk]]:
 
 
 class ModelRunner:
-    def __init__(self, model: Qwen3ForCausalLM, cache: PagedKVCache, device: torch.device) -> None:
+    def __init__(self, model: Qwen3ForCausalLM, cache: PagedKVCache, device: torch.device,
+                 lora: LoRAManager | None = None) -> None:
         self.model = model
         self.cache = cache
         self.device = device
+        self.lora = lora  # set when the model carries the LoRA pass
 
     @torch.inference_mode()
     def prefill(self, chunks: list[PrefillChunk]) -> list[torch.Tensor | None]:
@@ -36,10 +44,13 @@ class ModelRunner:
         pos = torch.tensor(positions, device=self.device)
         meta = AttentionMetadata.build(pos, [c.seq.block_table for c in chunks], self.cache.block_size,
                                        [c.num_tokens for c in chunks], self.cache.scratch_slot)
-        hidden = self.model(input_ids, pos, self.cache, meta)  # [B, T, H]
-        rows = [i for i, c in enumerate(chunks) if c.completes]
-        logits = iter(self.model.compute_logits(hidden[rows, [chunks[i].num_tokens - 1 for i in rows]]))
-        results = [next(logits) if c.completes else None for c in chunks]
+        hidden = self._forward(input_ids, pos, meta, [c.seq for c in chunks])  # [B, T, H]
+        read_task_outputs(self.model, chunks, hidden)  # scoring / pooling rows: read here, never sampled
+        wants = [c.completes and c.seq.task is None for c in chunks]
+        rows = [i for i, want in enumerate(wants) if want]
+        last = [chunks[i].num_tokens - 1 for i in rows]
+        logits = iter(self.model.compute_logits(hidden[rows, last]) if rows else [])
+        results = [next(logits) if want else None for want in wants]
         for chunk in chunks:
             chunk.seq.num_cached += chunk.num_tokens
         return results
@@ -50,7 +61,15 @@ class ModelRunner:
         input_ids = torch.tensor([[s.last_token_id] for s in seqs], dtype=torch.long, device=self.device)  # [B, 1]
         positions = torch.tensor([[s.total_len - 1] for s in seqs], device=self.device)
         meta = AttentionMetadata.build(positions, [s.block_table for s in seqs], self.cache.block_size)
-        hidden = self.model(input_ids, positions, self.cache, meta)  # [B, 1, H]
+        hidden = self._forward(input_ids, positions, meta, seqs)  # [B, 1, H]
         for s in seqs:
             s.num_cached = s.total_len
         return self.model.compute_logits(hidden[:, -1])
+
+    def _forward(self, input_ids: torch.Tensor, positions: torch.Tensor, meta: AttentionMetadata,
+                 seqs: list[Sequence]) -> torch.Tensor:
+        """Hidden states [B, T, H]; row i adds the deltas of `seqs[i]`'s LoRA adapter, if it has one."""
+        if self.lora is None:
+            return self.model(input_ids, positions, self.cache, meta)
+        with self.lora.active([s.lora_id for s in seqs], input_ids.shape[1]):
+            return self.model(input_ids, positions, self.cache, meta)

@@ -22,6 +22,7 @@ class SamplingRow:
     prompt_ids: list[int]
     output_ids: list[int]
     banned_ids: list[int]  # e.g. EOS while min_tokens is not reached
+    allowed: torch.Tensor | None = None  # [V] bool: structured output's grammar mask (None = unconstrained)
 
 
 @dataclass
@@ -73,6 +74,8 @@ def sample(logits: torch.Tensor, rows: list[SamplingRow], valid_vocab: int) -> S
         for i, row in enumerate(rows)
     ]
     for i, row in enumerate(rows):
+        if row.allowed is not None:
+            logits[i].masked_fill_(~row.allowed, float("-inf"))
         if row.banned_ids:
             logits[i, row.banned_ids] = float("-inf")
     logits = apply_penalties(logits, rows)

@@ -44,6 +44,10 @@ class Scheduler:
     def add(self, seq: Sequence) -> None:
         self.waiting.append(seq)
 
+    def adopt(self, seq: Sequence) -> None:
+        """A sequence that already holds its KV blocks (forked from another) joins the running batch."""
+        self.running.append(seq)
+
     def remove(self, seq: Sequence) -> None:
         """A finished or aborted sequence leaves at once and its blocks are freed."""
         if seq in self.waiting:
@@ -64,7 +68,7 @@ class Scheduler:
             if not self._make_room(seq, todo):
                 continue
             self.blocks.append_slots(seq.block_table, seq.num_cached, todo)
-            if seq.total_len - seq.num_cached == 1:
+            if seq.total_len - seq.num_cached == 1 and seq.task is None:  # task rows are read at prefill
                 out.decodes.append(seq)
             else:
                 out.prefills.append(PrefillChunk(seq, todo))
@@ -72,9 +76,10 @@ class Scheduler:
         while self.waiting and budget > 0 and len(self.running) < self.max_num_seqs:
             seq = self.waiting[0]
             known = seq.all_ids
-            if not self.blocks.can_allocate(known):
+            limit = seq.task.first_position if seq.task is not None else None
+            if not self.blocks.can_allocate(known, limit, seq.lora_id):
                 break
-            seq.block_table, seq.num_cached = self.blocks.allocate(known)
+            seq.block_table, seq.num_cached = self.blocks.allocate(known, limit, seq.lora_id)
             self.waiting.popleft()
             self.running.append(seq)
             todo = min(seq.total_len - seq.num_cached, budget)

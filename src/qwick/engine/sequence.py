@@ -4,13 +4,17 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 from dataclasses import dataclass, field
-from typing import Protocol
+from typing import TYPE_CHECKING, Protocol
 
 import torch
 
 from qwick.engine.thinking import ThinkingTracker
 from qwick.outputs import TokenLogprobs
 from qwick.sampling_params import SamplingParams
+
+if TYPE_CHECKING:
+    from qwick.engine.constrained import SequenceConstraint
+    from qwick.engine.scoring import SequenceTask
 
 
 class Detokenizer(Protocol):
@@ -39,6 +43,9 @@ class Sequence:
     detokenizer: Detokenizer
     stop_ids: frozenset[int]  # EOS (unless ignore_eos) and stop_token_ids: end the sequence, not in the text
     thinking: ThinkingTracker | None = None
+    constraint: SequenceConstraint | None = None  # structured output: the grammar state of this sample
+    task: SequenceTask | None = None  # scoring / pooling: read at prefill, never sampled (engine/jobs.py)
+    lora_id: int = 0  # LoRA adapter (its lora_int_id; 0 = base model): picks its slot and salts its KV hashes
     output_ids: list[int] = field(default_factory=list)
     text: str = ""  # detokenized output, stop string removed once found
     emitted: int = 0  # characters of `text` already streamed

@@ -4,6 +4,10 @@ from __future__ import annotations
 
 from collections import deque
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from qwick.lora.manager import LoRAStats
 
 RECENT = 2048  # latency samples kept for percentiles
 
@@ -22,6 +26,7 @@ class EngineStats:
     ttft_seconds: deque[float] = field(default_factory=lambda: deque(maxlen=RECENT))
     itl_seconds: deque[float] = field(default_factory=lambda: deque(maxlen=RECENT))
     e2e_seconds: deque[float] = field(default_factory=lambda: deque(maxlen=RECENT))
+    lora: LoRAStats | None = None  # set when LoRA is enabled
 
     @property
     def prefix_cache_hit_rate(self) -> float:

@@ -29,6 +29,12 @@ def append_token(seq: Sequence, token: int, max_model_len: int) -> None:
         seq.finish_reason = "length"
 
 
+def finish(seq: Sequence, reason: str) -> None:
+    """End `seq` now (e.g. its grammar is complete), flushing text the detokenizer still holds."""
+    seq.text += seq.detokenizer.finish()
+    seq.finish_reason = reason
+
+
 def _check_stop_strings(seq: Sequence, previous_len: int) -> None:
     """Find the earliest stop string that ends in the new text (it may straddle token boundaries)."""
     longest = max(len(s) for s in seq.params.stop_strings)

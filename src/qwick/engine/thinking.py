@@ -21,6 +21,8 @@ class ThinkState(Enum):
 
 
 CLOSING_TEXT = "\n</think>\n\n"
+ANSWER_SEPARATOR = "\n\n"  # what Qwen3 writes between </think> and the answer
+ASSISTANT_HEADER = "<|im_start|>assistant\n"  # a chat prompt ends with it; the model may then open <think>
 
 
 @dataclass
@@ -29,16 +31,17 @@ class ThinkingTracker:
     end_id: int
     budget: int | None
     closing_ids: list[int]
+    separator_ids: list[int] = field(default_factory=list)  # forced after a block the model closes itself
     state: ThinkState = ThinkState.EXPECT
     thinking_tokens: int = 0
     forced: deque[int] = field(default_factory=deque)
 
     @classmethod
     def for_prompt(cls, prompt_ids: list[int], start_id: int, end_id: int, budget: int | None,
-                   closing_ids: list[int]) -> ThinkingTracker:
+                   closing_ids: list[int], separator_ids: list[int] | None = None) -> ThinkingTracker:
         last_start = max((i for i, t in enumerate(prompt_ids) if t == start_id), default=-1)
         last_end = max((i for i, t in enumerate(prompt_ids) if t == end_id), default=-1)
-        tracker = cls(start_id, end_id, budget, closing_ids)
+        tracker = cls(start_id, end_id, budget, closing_ids, list(separator_ids or []))
         if last_start > last_end:
             tracker.state = ThinkState.INSIDE
             tracker._maybe_force()
@@ -53,6 +56,8 @@ class ThinkingTracker:
         elif self.state is ThinkState.INSIDE:
             if token == self.end_id:  # closed by the model, or by our forced tokens (the rest still follows)
                 self.state = ThinkState.DONE
+                if not self.forced:  # the model closed it: a constrained answer starts after the separator
+                    self.forced.extend(self.separator_ids)
                 return
             if not self.forced:
                 self.thinking_tokens += 1

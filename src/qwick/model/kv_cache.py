@@ -97,6 +97,12 @@ class PagedKVCache:
     def nbytes(self) -> int:
         return sum(t.numel() * t.element_size() for t in self.keys + self.values)
 
+    def copy_block(self, src: int, dst: int) -> None:
+        """Copy one block's keys and values in every layer (copy-on-write of a shared partial block)."""
+        size = self.block_size
+        for cache in (*self.keys, *self.values):
+            cache[dst * size : (dst + 1) * size] = cache[src * size : (src + 1) * size]
+
     def write(self, layer: int, k: torch.Tensor, v: torch.Tensor, slot_mapping: torch.Tensor) -> None:
         """Store k, v [B, kv_heads, T, D] at their slots [B * T]."""
         kv_heads, head_dim = k.shape[1], k.shape[3]

@@ -20,11 +20,16 @@ from starlette.responses import JSONResponse, Response
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from qwick.engine.async_engine import AsyncLLMEngine
+from qwick.engine.grammar import GrammarCompiler
 from qwick.engine.protocol import EngineClient
 from qwick.llm import LLM
+from qwick.lora.modules import served_lora_modules
+from qwick.lora.request import LoRARequest
 from qwick.server.chat import ChatServing
 from qwick.server.completions import CompletionServing
+from qwick.server.embeddings import add_embedding_routes
 from qwick.server.errors import APIError, bad_request, internal_error
+from qwick.server.gates import GateOptions, add_gate_routes, setup_gates
 from qwick.server.metrics import ServerMetrics
 from qwick.server.protocol import (
     ChatCompletionRequest,
@@ -47,41 +52,56 @@ PUBLIC_PATHS = ("/health", "/metrics", "/docs", "/openapi.json")  # vLLM leaves 
 def build_app(engine: LLM | EngineClient, served_model_name: str | None = None, api_key: str | None = None, *,
               tokenizer: Tokenizer | None = None, max_model_len: int | None = None,
               max_num_seqs: int | None = None, allowed_origins: Sequence[str] = (),
-              limits: ServerLimits | None = None) -> FastAPI:
+              limits: ServerLimits | None = None, grammars: GrammarCompiler | None = None,
+              gates: GateOptions | None = None, lora_modules: Sequence[LoRARequest] = ()) -> FastAPI:
     """An OpenAI-compatible app over `engine`, which it owns from now on (it shuts it down on app shutdown).
 
     An `LLM` brings its tokenizer, context length and batch size; a bare `EngineClient` needs `tokenizer`,
     `max_model_len`, `served_model_name` and (only with `limits.max_queue`) `max_num_seqs`.
+    `lora_modules`: adapters served under their own model names (an LLM needs enable_lora=True; each is loaded
+    here, so a bad adapter fails at startup).
     """
     limits = limits or ServerLimits()
-    root = None
+    gates = gates or GateOptions()
+    root, llm = None, None
     if isinstance(engine, LLM):
         llm = engine
         tokenizer, max_model_len = llm.get_tokenizer(), llm.max_model_len
         max_num_seqs, root = llm.engine_config.max_num_seqs, str(llm.model_path)
         served_model_name = served_model_name or llm.model_name
+        for lora in served_lora_modules(lora_modules, served_model_name).values():  # before the engine thread
+            llm.add_lora(lora)  # owns the engine, and before it starts: a bad adapter leaves no thread behind
         client: EngineClient = AsyncLLMEngine(llm.engine)
+        grammars = llm.engine.grammars
     else:
         client = engine
     if tokenizer is None or max_model_len is None or not served_model_name:
         raise ValueError("build_app over an EngineClient needs tokenizer, max_model_len and served_model_name")
+    gate_service, client = setup_gates(gates, client, tokenizer, served_model_name, llm)
+    if grammars is None:  # validation only: masks are built by the engine's own compiler
+        grammars = GrammarCompiler.for_tokenizer(tokenizer, tokenizer.vocab_size, tokenizer.eos_token_id or 0)
     capacity = None
     if limits.max_queue is not None:
         if max_num_seqs is None:
             raise ValueError("limits.max_queue needs max_num_seqs (the engine's batch size)")
         capacity = max_num_seqs + limits.max_queue
     ctx = ServerContext(client, tokenizer, served_model_name, root, max_model_len, limits,
-                        ServerMetrics(served_model_name, client.stats), Admission(capacity))
+                        ServerMetrics(served_model_name, client.stats), Admission(capacity), grammars,
+                        served_lora_modules(lora_modules, served_model_name))
 
     @asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:
         yield
         logger.info("shutting down the engine")
         await client.shutdown()  # uvicorn has let in-flight requests finish by now
+        if gates.ledger is not None:
+            gates.ledger.close()  # commit what is still queued
 
     app = FastAPI(title="qwick", summary="OpenAI-compatible server for Qwen3", lifespan=lifespan)
     app.state.ctx = ctx
     _add_routes(app, ctx)
+    add_gate_routes(app, ctx, gate_service)
+    add_embedding_routes(app, ctx, gate_service)
     _add_error_handlers(app)
     app.add_middleware(HTTPGuard, api_key=api_key)
     if allowed_origins:
@@ -105,7 +125,10 @@ def _add_routes(app: FastAPI, ctx: ServerContext) -> None:
 
     @app.get("/v1/models")
     async def models() -> ModelList:
-        return ModelList(data=[ModelCard(id=ctx.model_name, root=ctx.model_root, max_model_len=ctx.max_model_len)])
+        base = ModelCard(id=ctx.model_name, root=ctx.model_root, max_model_len=ctx.max_model_len)
+        adapters = [ModelCard(id=name, root=lora.lora_path, parent=ctx.model_name, max_model_len=ctx.max_model_len)
+                    for name, lora in ctx.lora_modules.items()]
+        return ModelList(data=[base, *adapters])
 
     @app.post("/v1/chat/completions")
     async def chat_completions(request: Request) -> Response:

@@ -14,8 +14,8 @@ from starlette.responses import Response
 
 from qwick.engine.protocol import RequestDelta
 from qwick.outputs import CompletionOutput, RequestOutput, StreamDelta
-from qwick.sampling_params import SamplingParams
-from qwick.server.errors import APIError, bad_request, internal_error, not_supported
+from qwick.sampling_params import SamplingParams, StructuredOutputsParams
+from qwick.server.errors import APIError, bad_request, internal_error
 from qwick.server.logprobs import chat_logprobs
 from qwick.server.metrics import RequestTimer
 from qwick.server.protocol import (
@@ -35,8 +35,9 @@ from qwick.server.protocol import (
     ToolDefinition,
     Usage,
 )
-from qwick.server.serving import ServerContext, aborted, new_id, sampling_params
+from qwick.server.serving import ServerContext, aborted, adapter_kwargs, new_id, sampling_params
 from qwick.server.streams import SSE_DONE, merged, respond, sse
+from qwick.server.structured import check_structure, requested_structure, tool_call_structure
 from qwick.tokenizer import (
     ReasoningStreamParser,
     Tokenizer,
@@ -62,6 +63,14 @@ class ChatPlan:
     prompt_opened_think: bool  # the prompt itself ends inside <think>
     parse_tools: bool
     top_logprobs: int | None  # None: no logprobs requested
+    structured: bool = False  # constrained answer: an output that does not open <think> is all answer
+    model: str | None = None  # the served name the request used (a LoRA adapter's); None: the base model's
+
+    def thinks(self, output_start: str) -> bool:
+        """Whether the output holds a think block, judged from its start (the grammar never writes <think>)."""
+        if self.structured and self.thinking and not self.prompt_opened_think:
+            return output_start.startswith(THINK_START)
+        return self.thinking
 
 
 class ChatServing:
@@ -69,13 +78,15 @@ class ChatServing:
         self.ctx = ctx
 
     async def create(self, body: ChatCompletionRequest, request: Request) -> Response:
-        self.ctx.check_model(body.model)
+        lora = self.ctx.resolve_model(body.model)
         plan = self.plan(body)
+        plan.model = lora.lora_name if lora is not None else None
         request_id = new_id("chatcmpl")
         logger.info("request %s: %s, %d prompt tokens", request.state.request_id, request_id, len(plan.prompt_ids))
         release = self.ctx.admission.acquire(plan.params.n)
         timer = self.ctx.metrics.timer()
-        stream = merged([self.ctx.engine.generate(plan.prompt_ids, plan.params, request_id, plan.prompt)])
+        stream = merged([self.ctx.engine.generate(plan.prompt_ids, plan.params, request_id, plan.prompt,
+                                                  **adapter_kwargs(lora))])
         include_usage = body.stream_options is not None and body.stream_options.include_usage
         return await respond(
             request, stream, release, streaming=body.stream,
@@ -91,10 +102,7 @@ class ChatServing:
         if len(body.messages) > self.ctx.limits.max_messages:
             raise bad_request(f"'messages' holds {len(body.messages)} messages, more than this server's limit of "
                               f"{self.ctx.limits.max_messages}", param="messages", code="too_many_messages")
-        if body.tool_choice == "required" or (body.tool_choice is not None and not isinstance(body.tool_choice, str)):
-            raise not_supported("tool_choice 'required' or a named function (use 'auto' or 'none')", "tool_choice")
-        if body.response_format is not None and body.response_format.type != "text":
-            raise not_supported(f"response_format {body.response_format.type!r}", "response_format")
+        structure = self._structure(body)
         if body.top_logprobs is not None and not body.logprobs:
             raise bad_request("top_logprobs needs logprobs set to true", param="top_logprobs")
         parse_tools = bool(body.tools) and body.tool_choice != "none"
@@ -109,10 +117,24 @@ class ChatServing:
         top_logprobs = (body.top_logprobs or 0) if body.logprobs else None
         params = sampling_params(
             body, prompt_len=len(prompt_ids), max_model_len=self.ctx.max_model_len, max_tokens=max_tokens,
-            logprobs=top_logprobs, max_thinking_tokens=body.max_thinking_tokens,
+            logprobs=top_logprobs, max_thinking_tokens=body.max_thinking_tokens, structured_outputs=structure,
             fields={"prompt": "messages", "max_tokens": max_tokens_field, "logprobs": "top_logprobs"})
         return ChatPlan(prompt, prompt_ids, params, kwargs.get("enable_thinking", True) is not False,
-                        prompt.rstrip().endswith(THINK_START), parse_tools, top_logprobs)
+                        prompt.rstrip().endswith(THINK_START), parse_tools, top_logprobs, structure is not None)
+
+    def _structure(self, body: ChatCompletionRequest) -> StructuredOutputsParams | None:
+        """The answer's constraint: response_format / structured_outputs / guided_*, or forced tool calls."""
+        requested = requested_structure(body)
+        forced_tools = tool_call_structure(body.tools, body.tool_choice, body.parallel_tool_calls)
+        if requested is not None and forced_tools is not None:
+            raise bad_request(f"{requested[1]} cannot be combined with tool_choice {body.tool_choice!r}: the "
+                              "answer is either tool calls or the requested format", param=requested[1])
+        if forced_tools is not None:
+            requested = (forced_tools, "tool_choice")
+        if requested is None:
+            return None
+        check_structure(self.ctx.grammars, *requested)
+        return requested[0]
 
     # ---------------------------------------------------------------------------------- non-streaming
 
@@ -125,12 +147,12 @@ class ChatServing:
         if final is None or any(out.finish_reason == "abort" for out in final.outputs):
             raise aborted()
         choices = [self._choice(out, plan) for out in final.outputs]
-        response = ChatCompletion(id=request_id, model=self.ctx.model_name, choices=choices,
+        response = ChatCompletion(id=request_id, model=plan.model or self.ctx.model_name, choices=choices,
                                   usage=_usage(final))
         return Response(response.model_dump_json(), media_type="application/json")
 
     def _choice(self, out: CompletionOutput, plan: ChatPlan) -> ChatChoice:
-        reasoning, content = parse_reasoning(out.text, plan.thinking, plan.prompt_opened_think)
+        reasoning, content = parse_reasoning(out.text, plan.thinks(out.text), plan.prompt_opened_think)
         calls = []
         if plan.parse_tools and content:
             parsed = parse_tool_calls(content)
@@ -147,6 +169,11 @@ class ChatServing:
             return None
         return chat_logprobs(self.ctx.tokenizer, out.token_ids, out.logprobs, plan.top_logprobs)
 
+    def _delta_logprobs(self, delta: StreamDelta, plan: ChatPlan) -> ChatLogprobs | None:
+        if plan.top_logprobs is None or not delta.logprobs:
+            return None
+        return chat_logprobs(self.ctx.tokenizer, delta.token_ids, delta.logprobs, plan.top_logprobs)
+
     # -------------------------------------------------------------------------------------- streaming
 
     async def _stream(self, stream: AsyncIterator[tuple[int, RequestDelta]], plan: ChatPlan, request_id: str,
@@ -157,7 +184,7 @@ class ChatServing:
         def chunk(index: int, delta: ChatDelta, finish_reason: str | None = None,
                   logprobs: ChatLogprobs | None = None) -> str:
             choice = ChatChunkChoice(index=index, delta=delta, finish_reason=finish_reason, logprobs=logprobs)
-            body = ChatCompletionChunk(id=request_id, created=created, model=self.ctx.model_name, choices=[choice])
+            body = ChatCompletionChunk(id=request_id, created=created, model=plan.model or self.ctx.model_name, choices=[choice])
             return f"data: {body.model_dump_json(exclude=exclude)}\n\n"
 
         states = [_ChoiceStream(plan) for _ in range(plan.params.n)]
@@ -167,8 +194,12 @@ class ChatServing:
             async for _, request_delta in stream:
                 timer.observe(request_delta)
                 for delta in request_delta.deltas:
-                    for piece in states[delta.index].feed(delta):
-                        yield chunk(delta.index, piece)
+                    pieces = states[delta.index].feed(delta)
+                    logprobs = self._delta_logprobs(delta, plan)
+                    if logprobs is not None and not pieces:  # text held back (a possible stop string)
+                        pieces = [ChatDelta()]
+                    for n, piece in enumerate(pieces):
+                        yield chunk(delta.index, piece, logprobs=logprobs if n == 0 else None)
                 final = request_delta.output
                 if final is None:
                     continue
@@ -177,9 +208,9 @@ class ChatServing:
                     break
                 for out in final.outputs:
                     finish = "tool_calls" if states[out.index].tool_called else out.finish_reason
-                    yield chunk(out.index, ChatDelta(), finish, self._logprobs(out, plan))
+                    yield chunk(out.index, ChatDelta(), finish)
                 if include_usage:
-                    usage = ChatCompletionChunk(id=request_id, created=created, model=self.ctx.model_name,
+                    usage = ChatCompletionChunk(id=request_id, created=created, model=plan.model or self.ctx.model_name,
                                                 choices=[], usage=_usage(final))
                     yield sse(usage)
         except APIError as exc:
@@ -194,12 +225,18 @@ class _ChoiceStream:
     """One choice's text deltas -> OpenAI deltas: reasoning, content, then tool calls (name first, then args)."""
 
     def __init__(self, plan: ChatPlan) -> None:
-        self.reasoning = ReasoningStreamParser(plan.thinking, prompt_opened_think=plan.prompt_opened_think)
+        self.plan = plan
+        self.reasoning: ReasoningStreamParser | None = None  # made at the first text: see ChatPlan.thinks
         self.tools = ToolCallStreamParser() if plan.parse_tools else None
         self.tool_called = False
 
     def feed(self, delta: StreamDelta) -> list[ChatDelta]:
         last = delta.finish_reason is not None
+        if self.reasoning is None:
+            if not delta.text and not last:
+                return []
+            self.reasoning = ReasoningStreamParser(self.plan.thinks(delta.text),
+                                                   prompt_opened_think=self.plan.prompt_opened_think)
         parts = [self.reasoning.feed(delta.text), *([self.reasoning.finish()] if last else [])]
         reasoning = "".join(p.reasoning for p in parts)
         content = "".join(p.content for p in parts)

@@ -31,6 +31,22 @@ def add_serve_args(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--shutdown-timeout", type=float, default=30.0,
                         help="seconds in-flight requests get to finish on Ctrl-C / SIGTERM (default 30)")
     parser.add_argument("--log-level", default="info", choices=["debug", "info", "warning", "error"])
+    lora = parser.add_argument_group("LoRA adapters (served unmerged; a request's model = an adapter name uses it)")
+    lora.add_argument("--lora-modules", nargs="+", default=[], metavar="NAME=PATH",
+                      help='PEFT adapter folders, as name=path or JSON \'{"name": ..., "path": ...}\' (vLLM\'s flag)')
+    lora.add_argument("--max-loras", type=int, default=None,
+                      help="adapters resident at once (default: all of --lora-modules); a request for another one "
+                           "while all are busy gets a 400")
+    lora.add_argument("--max-lora-rank", type=int, default=None,
+                      help="largest adapter rank (default: the largest r among --lora-modules)")
+    gates = parser.add_argument_group("gates and ledger (POST /v1/moderate, /classify, /rewrite, /score, /embeddings)")
+    gates.add_argument("--gates", default=None, metavar="YAML",
+                       help="gates file: adds gates or redefines the built-in ones (checked before the model loads)")
+    gates.add_argument("--ledger", default=None, metavar="PATH",
+                       help="record every gate decision in this SQLite file (WAL; read it with `qwick ledger`)")
+    gates.add_argument("--ledger-all", action="store_true", help="with --ledger: also record every completion")
+    gates.add_argument("--ledger-raw-text", action="store_true",
+                       help="with --ledger: also store raw input and output texts (off by default: privacy)")
 
 
 def run_serve(args: argparse.Namespace, load_llm: Any) -> int:
@@ -43,15 +59,44 @@ def run_serve(args: argparse.Namespace, load_llm: Any) -> int:
     except ImportError as exc:
         raise ValueError(f"qwick serve needs the serve extra: pip install 'qwick[serve]' ({exc})") from exc
     logging.basicConfig(level=args.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    gate_options = _gate_options(args)  # a bad gates file or ledger path fails before the model loads
+    lora_modules, lora_options = _lora_options(args)  # likewise a bad --lora-modules entry
     sizes = {"max_body_bytes": args.max_body_bytes, "max_messages": args.max_messages}
     limits = ServerLimits(max_queue=args.max_queue, **{k: v for k, v in sizes.items() if v is not None})
     llm = load_llm(args, max_num_seqs=args.max_num_seqs, max_num_batched_tokens=args.max_num_batched_tokens,
-                   enable_prefix_caching=args.enable_prefix_caching)
+                   enable_prefix_caching=args.enable_prefix_caching, **lora_options)
     app = build_app(llm, args.served_model_name or args.model, args.api_key,
-                    allowed_origins=_origins(args.allowed_origins), limits=limits)
+                    allowed_origins=_origins(args.allowed_origins), limits=limits, gates=gate_options,
+                    lora_modules=lora_modules)
     uvicorn.run(app, host=args.host, port=args.port, log_level=args.log_level, access_log=False,
                 timeout_graceful_shutdown=args.shutdown_timeout)
     return 0
+
+
+def _lora_options(args: argparse.Namespace) -> tuple[list[Any], dict[str, Any]]:
+    """The served adapters and the LLM's LoRA settings (none without --lora-modules)."""
+    from qwick.lora.adapter import read_rank
+    from qwick.lora.modules import parse_lora_modules
+
+    modules = parse_lora_modules(args.lora_modules)
+    if not modules:
+        if args.max_loras is not None or args.max_lora_rank is not None:
+            raise ValueError("--max-loras and --max-lora-rank need --lora-modules")
+        return [], {}
+    max_rank = args.max_lora_rank or max(read_rank(m.lora_path) for m in modules)
+    return modules, {"enable_lora": True, "max_loras": args.max_loras or len(modules), "max_lora_rank": max_rank}
+
+
+def _gate_options(args: argparse.Namespace) -> Any:
+    from qwick.server.gates import GateOptions
+    from qwick.tasks.ledger import Ledger
+    from qwick.tasks.loader import load_gates
+
+    if (args.ledger_all or args.ledger_raw_text) and not args.ledger:
+        raise ValueError("--ledger-all and --ledger-raw-text need --ledger PATH")
+    gates = load_gates(args.gates)
+    ledger = Ledger(args.ledger, raw_text=args.ledger_raw_text) if args.ledger else None
+    return GateOptions(gates=gates, ledger=ledger, ledger_all=args.ledger_all)
 
 
 def _origins(values: list[str]) -> list[str]:

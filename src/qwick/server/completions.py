@@ -5,6 +5,8 @@ Each prompt is one engine request of `n` samples; choice `i * n + j` is sample j
 
 from __future__ import annotations
 
+import asyncio
+import itertools
 import logging
 import time
 from collections.abc import AsyncIterator, Iterable
@@ -20,8 +22,9 @@ from qwick.server.errors import APIError, bad_request, internal_error, not_suppo
 from qwick.server.logprobs import completion_logprobs
 from qwick.server.metrics import RequestTimer
 from qwick.server.protocol import Completion, CompletionChoice, CompletionLogprobs, CompletionRequest, Usage
-from qwick.server.serving import ServerContext, aborted, new_id, sampling_params
+from qwick.server.serving import ServerContext, aborted, adapter_kwargs, engine_error, new_id, sampling_params
 from qwick.server.streams import SSE_DONE, merged, respond, sse
+from qwick.server.structured import check_structure, requested_structure
 
 logger = logging.getLogger("qwick.server")
 
@@ -38,13 +41,13 @@ class CompletionServing:
         self.ctx = ctx
 
     async def create(self, body: CompletionRequest, request: Request) -> Response:
-        self.ctx.check_model(body.model)
+        lora = self.ctx.resolve_model(body.model)
         plans = self.plan(body)
         request_id = new_id("cmpl")
         logger.info("request %s: %s, %d prompt(s)", request.state.request_id, request_id, len(plans))
         release = self.ctx.admission.acquire(body.n * len(plans))
         timers = [self.ctx.metrics.timer() for _ in plans]
-        stream = merged([self.ctx.engine.generate(p.ids, p.params, f"{request_id}-{i}", p.text)
+        stream = merged([self.ctx.engine.generate(p.ids, p.params, f"{request_id}-{i}", p.text, **adapter_kwargs(lora))
                          for i, p in enumerate(plans)])
         return await respond(
             request, stream, release, streaming=body.stream,
@@ -56,14 +59,18 @@ class CompletionServing:
             raise not_supported("suffix", "suffix")
         if body.best_of is not None and body.best_of != body.n:
             raise not_supported("best_of other than n", "best_of")
-        if body.echo and body.logprobs is not None:
-            raise not_supported("echo together with logprobs (it needs prompt logprobs)", "echo")
+        if body.echo and body.logprobs is not None and body.model is not None and body.model != self.ctx.model_name:
+            raise not_supported("echo together with logprobs on a LoRA adapter (prompt logprobs come from the base "
+                                "model)", "echo")
         prompts = _prompt_list(body.prompt)
         if not prompts:
             raise bad_request("'prompt' is empty", param="prompt", code="invalid_value")
         if len(prompts) > self.ctx.limits.max_prompts:
             raise bad_request(f"'prompt' holds {len(prompts)} prompts, more than this server's limit of "
                               f"{self.ctx.limits.max_prompts}", param="prompt", code="too_many_prompts")
+        requested = requested_structure(body)
+        if requested is not None:
+            check_structure(self.ctx.grammars, *requested)
         plans = []
         for prompt in prompts:
             text, ids = (prompt, self.ctx.tokenizer.encode(prompt)) if isinstance(prompt, str) else (None, prompt)
@@ -74,7 +81,8 @@ class CompletionServing:
                                   param="prompt", code="invalid_value")
             params = sampling_params(body, prompt_len=len(ids), max_model_len=self.ctx.max_model_len,
                                      max_tokens=body.max_tokens, logprobs=body.logprobs,
-                                     fields={"prompt": "prompt", "max_tokens": "max_tokens", "logprobs": "logprobs"})
+                                     fields={"prompt": "prompt", "max_tokens": "max_tokens", "logprobs": "logprobs"},
+                                     structured_outputs=requested[0] if requested is not None else None)
             plans.append(PromptPlan(text, ids, params))
         return plans
 
@@ -82,6 +90,31 @@ class CompletionServing:
         if not body.echo:
             return ""
         return plan.text if plan.text is not None else self.ctx.tokenizer.decode(plan.ids)
+
+    async def _echo_logprobs(self, plans: list[PromptPlan], body: CompletionRequest,
+                             request_id: str) -> list[CompletionLogprobs | None]:
+        """Prompt token logprobs for `echo` + `logprobs` (the first token has none), through the scoring path."""
+        if not body.echo or body.logprobs is None:
+            return [None] * len(plans)
+        top_n = body.logprobs
+
+        async def one(i: int, ids: list[int]) -> CompletionLogprobs:
+            tokens = [self.ctx.tokenizer.decode([t]) for t in ids]
+            values: list[float | None] = [None]
+            tops: list[dict[str, float] | None] = [None]
+            if len(ids) > 1:
+                try:
+                    scored = await self.ctx.engine.score(ids[:1], [ids[1:]], f"{request_id}-echo-{i}", top_n)
+                except Exception as exc:
+                    raise engine_error(exc) or exc from None
+                values += scored.token_logprobs[0]
+                assert scored.top_logprobs is not None
+                tops += [{self.ctx.tokenizer.decode([t]): lp for t, lp in top[:top_n]}
+                         for top in scored.top_logprobs[0]]
+            offsets = list(itertools.accumulate((len(t) for t in tokens[:-1]), initial=0))
+            return CompletionLogprobs(tokens=tokens, token_logprobs=values, top_logprobs=tops, text_offset=offsets)
+
+        return list(await asyncio.gather(*(one(i, p.ids) for i, p in enumerate(plans))))
 
     def _logprobs(self, out: CompletionOutput, body: CompletionRequest, offset: int) -> CompletionLogprobs | None:
         if body.logprobs is None or out.logprobs is None:
@@ -91,6 +124,7 @@ class CompletionServing:
     async def _complete(self, stream: AsyncIterator[tuple[int, RequestDelta]], body: CompletionRequest,
                         plans: list[PromptPlan], request_id: str, timers: list[RequestTimer]) -> Response:
         finals: dict[int, RequestOutput] = {}
+        echoed = await self._echo_logprobs(plans, body, request_id)  # the generation runs meanwhile
         async for i, delta in stream:
             timers[i].observe(delta)
             if delta.output is not None:
@@ -102,9 +136,9 @@ class CompletionServing:
             echo = self._echo(plan, body)
             for out in finals[i].outputs:
                 choices.append(CompletionChoice(index=i * body.n + out.index, text=echo + out.text,
-                                                logprobs=self._logprobs(out, body, len(echo)),
+                                                logprobs=_joined(echoed[i], self._logprobs(out, body, len(echo))),
                                                 finish_reason=out.finish_reason))
-        response = Completion(id=request_id, model=self.ctx.model_name, choices=choices,
+        response = Completion(id=request_id, model=body.model or self.ctx.model_name, choices=choices,
                               usage=_usage(plans, finals.values()))
         return Response(response.model_dump_json(), media_type="application/json")
 
@@ -112,26 +146,34 @@ class CompletionServing:
                       plans: list[PromptPlan], request_id: str, timers: list[RequestTimer],
                       http_id: str) -> AsyncIterator[str]:
         created = int(time.time())
+        model = body.model or self.ctx.model_name  # a LoRA adapter's name, if the request used one
         include_usage = body.stream_options is not None and body.stream_options.include_usage
         exclude = None if include_usage else {"usage"}
 
         def chunk(index: int, text: str, finish_reason: str | None = None,
                   logprobs: CompletionLogprobs | None = None) -> str:
             choice = CompletionChoice(index=index, text=text, logprobs=logprobs, finish_reason=finish_reason)
-            body = Completion(id=request_id, created=created, model=self.ctx.model_name, choices=[choice])
+            body = Completion(id=request_id, created=created, model=model, choices=[choice])
             return f"data: {body.model_dump_json(exclude=exclude)}\n\n"
 
         finals: dict[int, RequestOutput] = {}
+        offsets = {i * body.n + j: len(self._echo(plan, body)) for i, plan in enumerate(plans) for j in range(body.n)}
         try:
             if body.echo:
+                echoed = await self._echo_logprobs(plans, body, request_id)
                 for i, plan in enumerate(plans):
                     for j in range(body.n):
-                        yield chunk(i * body.n + j, self._echo(plan, body))
+                        yield chunk(i * body.n + j, self._echo(plan, body), logprobs=echoed[i])
             async for i, request_delta in stream:
                 timers[i].observe(request_delta)
                 for delta in request_delta.deltas:
-                    if delta.text:
-                        yield chunk(i * body.n + delta.index, delta.text)
+                    index = i * body.n + delta.index
+                    logprobs = None
+                    if body.logprobs is not None and delta.logprobs:
+                        logprobs = completion_logprobs(delta.token_ids, delta.logprobs, body.logprobs, offsets[index])
+                        offsets[index] += sum(len(t) for t in logprobs.tokens)
+                    if delta.text or logprobs is not None:
+                        yield chunk(index, delta.text, logprobs=logprobs)
                 final = request_delta.output
                 if final is None:
                     continue
@@ -139,12 +181,11 @@ class CompletionServing:
                     yield sse(aborted().body())
                     break
                 finals[i] = final
-                offset = len(self._echo(plans[i], body))
                 for out in final.outputs:
-                    yield chunk(i * body.n + out.index, "", out.finish_reason, self._logprobs(out, body, offset))
+                    yield chunk(i * body.n + out.index, "", out.finish_reason)
             else:  # no abort
                 if include_usage:
-                    usage = Completion(id=request_id, created=created, model=self.ctx.model_name, choices=[],
+                    usage = Completion(id=request_id, created=created, model=model, choices=[],
                                        usage=_usage(plans, finals.values()))
                     yield sse(usage)
         except APIError as exc:
@@ -153,6 +194,15 @@ class CompletionServing:
             logger.exception("request %s (%s) failed mid-stream", http_id, request_id)
             yield sse(internal_error(http_id).body())
         yield SSE_DONE
+
+
+def _joined(first: CompletionLogprobs | None, second: CompletionLogprobs | None) -> CompletionLogprobs | None:
+    if first is None or second is None:
+        return first or second
+    return CompletionLogprobs(tokens=first.tokens + second.tokens,
+                              token_logprobs=first.token_logprobs + second.token_logprobs,
+                              top_logprobs=first.top_logprobs + second.top_logprobs,
+                              text_offset=first.text_offset + second.text_offset)
 
 
 def _prompt_list(prompt: str | list[str] | list[int] | list[list[int]]) -> list[str | list[int]]:

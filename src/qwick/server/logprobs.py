@@ -2,11 +2,10 @@
 
 from __future__ import annotations
 
-from functools import cache
-
 from qwick.outputs import Logprob, TokenLogprobs
 from qwick.server.protocol import ChatLogprobs, CompletionLogprobs, TokenLogprob, TopLogprob
 from qwick.tokenizer import Tokenizer
+from qwick.tokenizer.byte_level import byte_decoder
 
 
 def chat_logprobs(tokenizer: Tokenizer, token_ids: list[int], entries: list[TokenLogprobs],
@@ -42,21 +41,7 @@ def _top(entry: TokenLogprobs, top_n: int) -> list[tuple[int, Logprob]]:
 def token_bytes(tokenizer: Tokenizer, token_id: int, logprob: Logprob) -> list[int]:
     """The token's exact bytes: a token can hold part of a UTF-8 character, which its decoded text cannot show."""
     piece = tokenizer.id_to_token(token_id)
-    decoder = _byte_decoder()
+    decoder = byte_decoder()
     if piece is not None and all(char in decoder for char in piece):
         return [decoder[char] for char in piece]
     return list(logprob.decoded_token.encode("utf-8"))
-
-
-@cache
-def _byte_decoder() -> dict[str, int]:
-    """Inverse of GPT-2's byte-to-unicode map, which Qwen's byte-level BPE vocabulary is written in."""
-    printable = [*range(ord("!"), ord("~") + 1), *range(ord("¡"), ord("¬") + 1), *range(ord("®"), ord("ÿ") + 1)]
-    chars, extra = {}, 0
-    for byte in range(256):
-        if byte in printable:
-            chars[chr(byte)] = byte
-        else:
-            chars[chr(256 + extra)] = byte
-            extra += 1
-    return chars

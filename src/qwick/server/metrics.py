@@ -103,3 +103,9 @@ class _EngineCollector(Collector):
         for reason, count in sorted(stats.requests_finished.items()):
             success.add_metric([self.model_name, reason], count)
         yield success
+        if getattr(stats, "lora", None) is not None:  # vLLM's gauge: the value is the scrape time, the news in labels
+            lora = stats.lora
+            info = GaugeMetricFamily(PREFIX + "lora_requests_info", "Running stats on LoRA requests.",
+                                     labels=["max_lora", "running_lora_adapters", "waiting_lora_adapters"])
+            info.add_metric([str(lora.max_lora), ",".join(lora.running), ",".join(lora.waiting)], time.time())
+            yield info

@@ -5,13 +5,15 @@ from __future__ import annotations
 import logging
 import secrets
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
 from pydantic import BaseModel, ValidationError
 from starlette.requests import Request
 
+from qwick.engine.grammar import GrammarCompiler
 from qwick.engine.protocol import EngineClient, EngineNotRunningError
+from qwick.lora.request import LoRARequest
 from qwick.sampling_params import SamplingParams
 from qwick.server.errors import APIError, bad_request, from_validation_error, not_supported
 from qwick.server.metrics import ServerMetrics
@@ -73,11 +75,32 @@ class ServerContext:
     limits: ServerLimits
     metrics: ServerMetrics
     admission: Admission
+    grammars: GrammarCompiler  # checks structured-output constraints before a request reaches the engine
+    lora_modules: dict[str, LoRARequest] = field(default_factory=dict)  # served adapters, by model name
 
     def check_model(self, name: str | None) -> None:
-        if name is not None and name != self.model_name:
-            raise APIError(404, f"The model `{name}` does not exist. This server serves `{self.model_name}`.",
+        """For endpoints that run the base model only: an adapter's name is refused, not silently ignored."""
+        if name in self.lora_modules:
+            raise bad_request(f"`{name}` is a LoRA adapter; this endpoint runs the base model only: send "
+                              f"model `{self.model_name}`", param="model", code="invalid_value")
+        self.resolve_model(name)
+
+    def resolve_model(self, name: str | None) -> LoRARequest | None:
+        """The adapter a request's `model` names: None for the base model (or no name); 404 if unknown."""
+        if name is None or name == self.model_name:
+            return None
+        lora = self.lora_modules.get(name)
+        if lora is None:
+            served = ", ".join(f"`{n}`" for n in [self.model_name, *self.lora_modules])
+            raise APIError(404, f"The model `{name}` does not exist. This server serves {served}.",
                            param="model", code="model_not_found")
+        return lora
+
+
+def adapter_kwargs(lora: LoRARequest | None) -> dict[str, LoRARequest]:
+    """`EngineClient.generate` keywords for a request's adapter: none for the base model, so clients that predate
+    LoRA (wrappers, test doubles) serve base requests unchanged."""
+    return {"lora_request": lora} if lora is not None else {}
 
 
 def new_id(prefix: str) -> str:

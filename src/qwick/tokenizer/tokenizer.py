@@ -67,6 +67,10 @@ class Tokenizer:
         return cls(tokenizers.Tokenizer.from_file(str(tokenizer_file)), chat_template=chat_template,
                    special_tokens_map=roles)
 
+    def to_json(self) -> str:
+        """The tokenizer as `tokenizer.json` text (grammar backends build their own index from it)."""
+        return self._backend.to_str()
+
     def encode(self, text: str) -> list[int]:
         """Token ids of `text`; added tokens written in the text (`<|im_start|>`, `<think>`) are recognised."""
         return self._backend.encode(text, add_special_tokens=False).ids

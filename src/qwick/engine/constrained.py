@@ -1,0 +1,107 @@
+"""Constrained decoding inside the engine: a grammar matcher per sequence, token masks per step.
+
+Masks for the next step are filled by llguidance on a worker thread while the model runs (they depend only on
+the tokens so far), then applied in the sampler. Sequences without a constraint are never touched.
+
+Qwen3 thinking: the grammar governs the answer only. While the model thinks (or a forced token is due) the
+row is unconstrained; before the first token it may also open a `<think>` block; after the model closes the
+block itself, the engine forces the "\\n\\n" separator Qwen3 writes there, then the grammar starts.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterable
+from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass
+from enum import Enum
+
+import llguidance as llg
+import torch
+
+from qwick.engine.sequence import Sequence
+from qwick.engine.thinking import ThinkState
+
+logger = logging.getLogger(__name__)
+
+
+class Phase(Enum):
+    FREE = "free"  # thinking, or a forced token is due: no mask
+    EXPECT = "expect"  # first token: grammar tokens or <think>
+    ON = "on"
+
+
+@dataclass(eq=False)
+class SequenceConstraint:
+    matcher: llg.LLMatcher
+    kind: str
+
+
+def phase(seq: Sequence) -> Phase:
+    tracker = seq.thinking
+    if tracker is None:
+        return Phase.ON
+    if tracker.forced or tracker.state is ThinkState.INSIDE:
+        return Phase.FREE
+    return Phase.EXPECT if tracker.state is ThinkState.EXPECT else Phase.ON
+
+
+def feeds_grammar(seq: Sequence, token: int) -> bool:
+    """Whether `token`, about to be appended, belongs to the constrained answer (call before appending)."""
+    if seq.constraint is None or token in seq.stop_ids:
+        return False
+    current = phase(seq)
+    if current is Phase.FREE:
+        return False
+    return not (current is Phase.EXPECT and seq.thinking is not None and token == seq.thinking.start_id)
+
+
+def advance(seq: Sequence, token: int) -> bool:
+    """Feed an appended token to the sequence's grammar; True when the grammar is now complete."""
+    assert seq.constraint is not None
+    matcher = seq.constraint.matcher
+    if not matcher.consume_token(token):
+        # masks make this unreachable; log it and end the sequence rather than emit unchecked text
+        logger.error("request %s: grammar rejected token %d: %s", seq.request_id, token, matcher.get_error())
+        return True
+    return matcher.is_stopped()
+
+
+class MaskBuilder:
+    """Computes allowed-token masks for the constrained rows of a step, off the main thread."""
+
+    def __init__(self, vocab_size: int, llg_eos_id: int, device: torch.device) -> None:
+        self.vocab_size = vocab_size
+        self.llg_eos_id = llg_eos_id
+        self.device = device
+        self._executor = llg.LLExecutor()
+        self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="qwick-grammar")
+        self._shifts = torch.arange(32, dtype=torch.int32)
+
+    def submit(self, seqs: Iterable[Sequence]) -> Future[dict[int, torch.Tensor]] | None:
+        rows = [s for s in seqs if s.constraint is not None and phase(s) is not Phase.FREE]
+        if not rows:
+            return None
+        return self._pool.submit(self.compute, rows)
+
+    def compute(self, rows: list[Sequence]) -> dict[int, torch.Tensor]:
+        """id(seq) -> allowed [V] bool on the model's device."""
+        words = (self.vocab_size + 31) // 32
+        bitmask = torch.full((len(rows), words), -1, dtype=torch.int32)  # [R, ceil(V/32)], contiguous on CPU
+        pairs = [(s.constraint.matcher, i) for i, s in enumerate(rows) if s.constraint is not None]
+        # what llguidance.torch.fill_next_token_bitmask_par does; that module imports torch._dynamo (~2 s)
+        self._executor.unsafe_compute_mask_ptr(pairs, bitmask.data_ptr(), words * 4, len(rows))
+        # bit j of word w allows token 32*w + j
+        allowed = ((bitmask.unsqueeze(-1) >> self._shifts) & 1).bool().view(len(rows), -1)[:, : self.vocab_size]
+        for i, seq in enumerate(rows):
+            assert seq.constraint is not None
+            allowed[i, self.llg_eos_id] = False  # llguidance's single EOS; the sequence's own stop ids instead
+            if seq.constraint.matcher.is_accepting() and seq.stop_ids:
+                allowed[i, sorted(seq.stop_ids)] = True
+            if phase(seq) is Phase.EXPECT and seq.thinking is not None:
+                allowed[i, seq.thinking.start_id] = True
+        allowed = allowed.to(self.device)
+        return {id(seq): allowed[i] for i, seq in enumerate(rows)}
+
+    def close(self) -> None:
+        self._pool.shutdown(wait=False)

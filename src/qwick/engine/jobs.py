@@ -1,0 +1,192 @@
+"""Scoring and pooling requests inside the engine: their sequences, and their results once prefilled.
+
+A scoring request runs in two waves so its context is computed once:
+1. the context alone, reading the logprob of every continuation's first token at its last position;
+   its full KV blocks are committed to the prefix cache as it finishes;
+2. for each continuation of two or more tokens, a sequence `context + continuation[:-1]` forked from the
+   context's sequence: it shares the context's full KV blocks, gets a copy of its partial last block, and
+   computes only its own tokens but the last, reading the logprob of each later token. The forks join the
+   running batch together, so they run in the same batched step.
+Single-token continuations (the usual label sets) need no second wave. A fork that finds no free block (or
+is preempted later) queues as an ordinary prompt instead: it then reuses the context through the prefix
+cache and recomputes the context's partial last block.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+import torch
+
+from qwick.engine.block_manager import BlockManager, NoFreeBlocksError
+from qwick.engine.scheduler import Scheduler
+from qwick.engine.scoring import (
+    EmbeddingOutput,
+    PoolSpec,
+    ScoreOutput,
+    ScoreSpec,
+    SequenceTask,
+    TaskOutput,
+    TaskSpec,
+    TopTokens,
+)
+from qwick.engine.sequence import NullDetokenizer, Sequence
+from qwick.sampling_params import MAX_LOGPROBS, SamplingParams
+
+_NO_SAMPLING = SamplingParams(max_tokens=1, temperature=0.0)  # task sequences are never sampled
+
+
+@dataclass(eq=False)
+class Job:
+    request_id: str
+    spec: TaskSpec
+    arrival_time: float
+    live: dict[Sequence, tuple[int, ...] | None] = field(default_factory=dict)  # queued/running -> continuation
+    first: dict[int, float] = field(default_factory=dict)  # first-token id -> logprob (scoring)
+    later: dict[tuple[int, ...], list[float]] = field(default_factory=dict)  # continuation -> logprobs after the first
+    first_top: TopTokens = field(default_factory=list)  # top tokens where every first token is read
+    later_top: dict[tuple[int, ...], list[TopTokens]] = field(default_factory=dict)
+    hidden: torch.Tensor | None = None  # pooling
+
+
+class Jobs:
+    """The engine's scoring and pooling requests; the engine calls `finish_prefilled` after each step."""
+
+    def __init__(self, scheduler: Scheduler, blocks: BlockManager, copy_block: Callable[[int, int], None],
+                 valid_vocab: int, vocab_size: int, max_model_len: int, can_score: bool = True) -> None:
+        self.scheduler = scheduler
+        self.blocks = blocks
+        self.copy_block = copy_block  # KV copy of one block (the forks' partial block)
+        self.can_score = can_score  # False for Qwen3Model backbones: no lm_head, pooling only
+        self.valid_vocab = valid_vocab  # largest id + 1 a continuation may name
+        self.vocab_size = vocab_size
+        self.max_model_len = max_model_len
+        self.jobs: dict[str, Job] = {}
+
+    def __contains__(self, request_id: str) -> bool:
+        return request_id in self.jobs
+
+    def __len__(self) -> int:
+        return len(self.jobs)
+
+    def add(self, request_id: str, spec: TaskSpec) -> None:
+        prompt = spec.context_ids if isinstance(spec, ScoreSpec) else spec.prompt_ids
+        self._check(prompt, spec)
+        job = Job(request_id, spec, time.perf_counter())
+        if isinstance(spec, ScoreSpec):
+            firsts = sorted({c[0] for c in spec.continuations})
+            task = SequenceTask({len(prompt) - 1: firsts} if firsts else {}, self.valid_vocab,
+                                top_k=spec.top_logprobs)
+        else:
+            task = SequenceTask({}, self.valid_vocab, pool=True)
+        seq = self._sequence(job, prompt, task)
+        job.live[seq] = None
+        self.scheduler.add(seq)
+        self.jobs[request_id] = job
+
+    def abort(self, request_id: str) -> bool:
+        """Drop a job and free its KV blocks; False if unknown."""
+        job = self.jobs.pop(request_id, None)
+        if job is None:
+            return False
+        for seq in job.live:
+            self.scheduler.remove(seq)
+        return True
+
+    def finish_prefilled(self, seqs: list[Sequence]) -> list[tuple[str, TaskOutput]]:
+        """Task sequences whose prefill completed this step leave the scheduler; return finished jobs' results."""
+        results = []
+        for seq in seqs:
+            if seq.task is None or seq.num_cached < seq.total_len or seq.finished:
+                continue
+            seq.finish_reason = "stop"
+            job = self.jobs.get(seq.request_id)
+            if job is None or seq not in job.live:  # its job was aborted
+                self.scheduler.remove(seq)
+                continue
+            self._absorb(job, seq, job.live.pop(seq))  # before its blocks are freed: forks share them
+            self.scheduler.remove(seq)
+            if not job.live:
+                del self.jobs[job.request_id]
+                results.append((job.request_id, self._result(job)))
+        return results
+
+    def _absorb(self, job: Job, seq: Sequence, cont: tuple[int, ...] | None) -> None:
+        task = seq.task
+        assert task is not None
+        if isinstance(job.spec, PoolSpec):
+            job.hidden = task.hidden
+            return
+        if cont is None:  # wave 1 done: first tokens known; wave 2 for longer continuations
+            for position, ids in task.targets.items():
+                job.first = dict(zip(ids, task.logprobs[position], strict=True))
+                job.first_top = task.top.get(position, [])
+            longer = sorted({tuple(c) for c in job.spec.continuations if len(c) > 1})
+            for c in longer:
+                child = self._continuation(job, c)
+                job.live[child] = c
+                self._fork(seq, child)
+            return
+        job.later[cont] = [task.logprobs[p][0] for p in sorted(task.targets)]
+        job.later_top[cont] = [task.top.get(p, []) for p in sorted(task.targets)]
+
+    def _fork(self, parent: Sequence, child: Sequence) -> None:
+        """Start `child` on the parent's KV (its first `parent.total_len` tokens are the parent's)."""
+        try:
+            child.block_table, copy = self.blocks.fork(parent.block_table, parent.total_len)
+        except NoFreeBlocksError:  # queue first in line; the prefix cache still holds the full blocks
+            self.scheduler.waiting.appendleft(child)
+            return
+        if copy is not None:
+            self.copy_block(*copy)
+        child.num_cached = parent.total_len
+        self.scheduler.adopt(child)
+
+    def _continuation(self, job: Job, cont: tuple[int, ...]) -> Sequence:
+        assert isinstance(job.spec, ScoreSpec)
+        n = len(job.spec.context_ids)
+        # position n + j - 1 holds cont[j - 1]; its logits give cont[j]
+        targets = {n + j - 1: [cont[j]] for j in range(1, len(cont))}
+        return self._sequence(job, job.spec.context_ids + list(cont[:-1]),
+                              SequenceTask(targets, self.valid_vocab, top_k=job.spec.top_logprobs))
+
+    def _result(self, job: Job) -> TaskOutput:
+        if isinstance(job.spec, PoolSpec):
+            assert job.hidden is not None
+            return EmbeddingOutput(job.request_id, job.hidden, len(job.spec.prompt_ids))
+        per_token = [[job.first[c[0]], *job.later.get(tuple(c), [])] for c in job.spec.continuations]
+        top = None
+        if job.spec.top_logprobs:
+            top = [[job.first_top, *job.later_top.get(tuple(c), [])] for c in job.spec.continuations]
+        return ScoreOutput(job.request_id, [sum(t) for t in per_token], per_token, len(job.spec.context_ids), top)
+
+    def _sequence(self, job: Job, prompt: list[int], task: SequenceTask) -> Sequence:
+        return Sequence(request_id=job.request_id, index=0, prompt_ids=prompt, params=_NO_SAMPLING,
+                        generator=torch.Generator(), detokenizer=NullDetokenizer(), stop_ids=frozenset(),
+                        task=task, arrival_time=job.arrival_time)
+
+    def _check(self, prompt: list[int], spec: TaskSpec) -> None:
+        if not prompt:
+            raise ValueError("the prompt (context) is empty: give at least one token")
+        bad = [t for t in prompt if not 0 <= t < self.vocab_size]
+        if bad:
+            raise ValueError(f"prompt token ids out of range [0, {self.vocab_size}): {bad[:5]}")
+        if isinstance(spec, ScoreSpec) and not self.can_score:
+            raise ValueError("this checkpoint (architecture Qwen3Model) has no lm_head: it can embed, not score")
+        if isinstance(spec, PoolSpec):
+            if len(prompt) > self.max_model_len:
+                raise ValueError(f"the input has {len(prompt)} tokens but max_model_len is {self.max_model_len}")
+            return
+        longest = max((len(c) for c in spec.continuations), default=0)
+        if len(prompt) + longest > self.max_model_len:
+            raise ValueError(f"context ({len(prompt)} tokens) + longest continuation ({longest}) exceeds "
+                             f"max_model_len {self.max_model_len}")
+        if not 0 <= spec.top_logprobs <= MAX_LOGPROBS:
+            raise ValueError(f"top_logprobs must be between 0 and {MAX_LOGPROBS}, got {spec.top_logprobs}")
+        for c in spec.continuations:
+            if not c:
+                raise ValueError("a continuation is empty: each needs at least one token")
+            if not all(0 <= t < self.valid_vocab for t in c):
+                raise ValueError(f"continuation token ids must be in [0, {self.valid_vocab}), got {c[:5]}")

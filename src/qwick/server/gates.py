@@ -1,0 +1,133 @@
+"""POST /v1/moderate, /v1/classify, /v1/rewrite, /v1/extract, /v1/score: the gates (qwick.tasks) over HTTP.
+
+Routes validate the body, take one admission slot, call the GateService and shape its Decision; every
+failure is the server's one error shape (unknown gate 404, bad input 400, engine down 503).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+from fastapi import FastAPI
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
+
+from qwick.engine.protocol import EngineClient
+from qwick.server.errors import APIError, bad_request
+from qwick.server.gate_protocol import (
+    ClassifyRequest,
+    GateRequest,
+    ModerateRequest,
+    RewriteRequest,
+    ScoreRequest,
+)
+from qwick.server.serving import ServerContext, engine_error, read_body
+from qwick.tasks.decisions import Decision
+from qwick.tasks.identity import ModelIdentity
+from qwick.tasks.ledger import Ledger
+from qwick.tasks.loader import Gates, load_gates
+from qwick.tasks.recording import RecordingClient
+from qwick.tasks.service import GateNotFoundError, GateService
+from qwick.tasks.spec import GateError
+from qwick.tokenizer import Tokenizer
+
+if TYPE_CHECKING:
+    from qwick.llm import LLM
+
+
+@dataclass
+class GateOptions:
+    """`qwick serve --gates/--ledger/--ledger-all`: the gates file, the ledger, what it records."""
+
+    gates: Gates | None = None  # None: the built-in gates
+    ledger: Ledger | None = None
+    ledger_all: bool = False  # also record every chat/text completion
+    identity: ModelIdentity | None = None  # default: from the LLM (weights hashed once) when there is a ledger
+
+
+def setup_gates(options: GateOptions, client: EngineClient, tokenizer: Tokenizer, model_name: str,
+                llm: LLM | None) -> tuple[GateService, EngineClient]:
+    """The gate service, and the client the other endpoints should use (recording, with --ledger-all)."""
+    gates = options.gates or load_gates(None)
+    gates.check_tokens(tokenizer)
+    identity = options.identity
+    if identity is None:
+        identity = ModelIdentity.of(llm) if llm is not None and options.ledger else ModelIdentity(model_name, None, "")
+    service = GateService(client, tokenizer, gates, identity, options.ledger)
+    if options.ledger is not None and options.ledger_all:
+        client = RecordingClient(client, options.ledger, identity, tokenizer)  # type: ignore[assignment]
+    return service, client
+
+
+def add_gate_routes(app: FastAPI, ctx: ServerContext, service: GateService) -> None:
+    @app.post("/v1/moderate")
+    async def moderate(request: Request) -> Response:
+        body = await read_body(request, ModerateRequest, ctx.limits)
+        d = await _decide(ctx, body, lambda: service.moderate(body.text, body.gate, user_id=body.user_id,
+                                                               request_id=request.state.request_id))
+        return _json(d, allow=d.allow, reason=d.reason, escalate=d.escalate, scores=d.scores)
+
+    @app.post("/v1/classify")
+    async def classify(request: Request) -> Response:
+        body = await read_body(request, ClassifyRequest, ctx.limits)
+        d = await _decide(ctx, body, lambda: service.classify(body.text, body.labels, body.gate,
+                                                               request_id=request.state.request_id))
+        return _json(d, label=None if d.timed_out else d.label, scores=d.scores, escalate=d.escalate)
+
+    @app.post("/v1/rewrite")
+    async def rewrite(request: Request) -> Response:
+        body = await read_body(request, RewriteRequest, ctx.limits)
+        d = await _decide(ctx, body, lambda: service.rewrite(body.text, body.gate, request_id=request.state.request_id))
+        output = d.output if d.schema_valid else None
+        # without a valid answer (timeout, invalid output) the query passes through unchanged
+        return _json(d, rewrite=output.get("rewrite", body.text) if output else body.text,
+                     reason_code=output.get("reason_code") if output else ("timeout" if d.timed_out else "invalid_output"),
+                     output=output, schema_valid=d.schema_valid, escalate=d.escalate)
+
+    @app.post("/v1/extract")
+    async def extract(request: Request) -> Response:
+        body = await read_body(request, RewriteRequest, ctx.limits)
+        if body.gate is None:
+            raise bad_request("'gate' is required: name an extract gate from the gates file", param="gate")
+        d = await _decide(ctx, body, lambda: service.rewrite(body.text, body.gate, request_id=request.state.request_id))
+        return _json(d, data=d.output if d.schema_valid else None, schema_valid=d.schema_valid, escalate=d.escalate)
+
+    @app.post("/v1/score")
+    async def score(request: Request) -> Response:
+        body = await read_body(request, ScoreRequest, ctx.limits)
+        d = await _decide(ctx, body, lambda: service.score(body.query, body.items, body.gate,
+                                                            instruction=body.instruction,
+                                                            request_id=request.state.request_id))
+        return _json(d, scores=d.item_scores)
+
+
+async def _decide(ctx: ServerContext, body: GateRequest, call: Callable[[], Awaitable[Decision]]) -> Decision:
+    ctx.check_model(body.model)
+    release = ctx.admission.acquire(1)
+    try:
+        return await call()
+    except Exception as exc:
+        raise gate_error(exc) from exc
+    finally:
+        release()
+
+
+def gate_error(exc: Exception) -> Exception:
+    """The client-facing error for what a gate raised (the exception itself when it is our bug: a 500)."""
+    if isinstance(exc, APIError):
+        return exc
+    if isinstance(exc, GateNotFoundError):
+        return APIError(404, str(exc), param="gate", code="gate_not_found")
+    if isinstance(exc, GateError):
+        return bad_request(str(exc), param=exc.field, code="invalid_value")
+    if isinstance(exc, ValueError) and "max_model_len" in str(exc):
+        return bad_request(str(exc), code="context_length_exceeded")
+    return engine_error(exc) or exc
+
+
+def _json(d: Decision, **fields: Any) -> JSONResponse:
+    common = {"gate": d.gate, "timed_out": d.timed_out, "latency_ms": round(d.latency_ms, 3),
+              "request_id": d.request_id}
+    return JSONResponse({**fields, **common})

@@ -1,0 +1,131 @@
+"""`qwick ledger tail | query | stats | replay ID`: read the decision ledger, re-run a recorded decision."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import time
+from datetime import datetime
+from typing import Any
+
+LEDGER_ENV = "QWICK_LEDGER"
+
+
+def register_ledger_commands(subparsers: Any) -> None:
+    ledger = subparsers.add_parser("ledger", help="read the gate decision ledger, replay a decision",
+                                   description="Read the SQLite decision ledger written by `qwick serve --ledger`.")
+    sub = ledger.add_subparsers(dest="ledger_command", required=True)
+
+    def common(parser: argparse.ArgumentParser) -> None:
+        parser.add_argument("--ledger", default=os.environ.get(LEDGER_ENV), metavar="PATH",
+                            help=f"the ledger file (default: ${LEDGER_ENV})")
+
+    tail = sub.add_parser("tail", help="the last N decisions, oldest first (JSON lines)")
+    common(tail)
+    tail.add_argument("-n", type=int, default=20, help="how many (default 20)")
+    tail.set_defaults(handler=_tail)
+
+    q = sub.add_parser("query", help="decisions matching filters, newest first (JSON lines)")
+    common(q)
+    q.add_argument("--gate")
+    q.add_argument("--kind", help="moderate, classify, rewrite, score, extract or completion")
+    q.add_argument("--decision", help="e.g. allow, deny, a label, timeout:escalate")
+    q.add_argument("--request-id")
+    q.add_argument("--since", help="unix time, ISO date/time, or an age like 15m / 2h / 1d")
+    q.add_argument("--escalated", action="store_true")
+    q.add_argument("--timed-out", action="store_true")
+    q.add_argument("--limit", type=int, default=100)
+    q.set_defaults(handler=_query)
+
+    st = sub.add_parser("stats", help="counts, decisions, escalations, timeouts and latency per gate (JSON)")
+    common(st)
+    st.set_defaults(handler=_stats)
+
+    rp = sub.add_parser("replay", help="re-run a recorded decision; exit 0 if it still matches, 1 if not",
+                        description="Re-run the recorded request REQUEST_ID (needs --ledger-raw-text at record time) "
+                                    "with the recorded gate definition, no deadline, and report whether the decision "
+                                    "still matches (e.g. after a model or adapter change).")
+    common(rp)
+    rp.add_argument("request_id")
+    rp.add_argument("--model", default=None, help="model folder or hub id (default: the recorded model)")
+    rp.add_argument("--dtype", default="auto", choices=["auto", "float32", "bfloat16", "float16"])
+    rp.add_argument("--device", default="auto")
+    rp.add_argument("--load-format", default="auto", choices=["auto", "dummy"])
+    rp.add_argument("--max-model-len", type=int, default=None)
+    rp.add_argument("--tolerance", type=float, default=1e-3, help="largest score difference that still matches")
+    rp.set_defaults(handler=_replay)
+
+
+def _conn(args: argparse.Namespace) -> Any:
+    from qwick.tasks.ledger_query import connect
+
+    if not args.ledger:
+        raise ValueError(f"give the ledger file with --ledger PATH (or set ${LEDGER_ENV})")
+    return connect(args.ledger)
+
+
+def _print(rows: list[dict[str, Any]]) -> None:
+    for row in rows:
+        sys.stdout.write(json.dumps(row, ensure_ascii=False) + "\n")
+
+
+def _tail(args: argparse.Namespace) -> int:
+    from qwick.tasks.ledger_query import tail
+
+    _print(tail(_conn(args), args.n))
+    return 0
+
+
+def _query(args: argparse.Namespace) -> int:
+    from qwick.tasks.ledger_query import Filters, query
+
+    filters = Filters(args.gate, args.kind, args.decision, args.request_id, _since(args.since), args.escalated,
+                      args.timed_out, args.limit)
+    _print(query(_conn(args), filters))
+    return 0
+
+
+def _stats(args: argparse.Namespace) -> int:
+    from qwick.tasks.ledger_query import stats
+
+    sys.stdout.write(json.dumps(stats(_conn(args)), indent=2) + "\n")
+    return 0
+
+
+def _replay(args: argparse.Namespace) -> int:
+    from qwick import LLM
+    from qwick.tasks.identity import ModelIdentity
+    from qwick.tasks.ledger_query import find
+    from qwick.tasks.replay import replay
+
+    row = find(_conn(args), args.request_id)
+    if row is None:
+        raise ValueError(f"no ledger row with request id {args.request_id!r}")
+    if row["input"] is None:
+        raise ValueError(f"request {args.request_id!r} was recorded without its text (raw text storage is off by "
+                         "default); replay needs records written with `qwick serve --ledger-raw-text`")
+    llm = LLM(args.model or row["model"], dtype=args.dtype, device=args.device, load_format=args.load_format,
+              max_model_len=args.max_model_len)
+    report = replay(llm, row, args.tolerance)
+    report["same_weights"] = ModelIdentity.of(llm).weights_sha256 == row["weights_sha256"]
+    sys.stdout.write(json.dumps(report, indent=2, ensure_ascii=False) + "\n")
+    return 0 if report["match"] else 1
+
+
+def _since(value: str | None) -> float | None:
+    if value is None:
+        return None
+    units = {"s": 1, "m": 60, "h": 3600, "d": 86400}
+    if value[-1:] in units and value[:-1].replace(".", "", 1).isdigit():
+        return time.time() - float(value[:-1]) * units[value[-1]]
+    try:
+        return float(value)
+    except ValueError:
+        pass
+    try:
+        return datetime.fromisoformat(value).timestamp()
+    except ValueError:
+        raise ValueError(f"--since must be unix time, an ISO date/time or an age like 15m, got {value!r}") from None
+

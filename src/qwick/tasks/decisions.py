@@ -1,0 +1,82 @@
+"""Decision rules: label logprobs -> probabilities -> allow / label / escalate, and the timeout fallback."""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from typing import Any
+
+from qwick.tasks.spec import GateSpec
+
+
+@dataclass
+class Decision:
+    """One gate answer. Fields a kind does not use stay None (e.g. `allow` outside moderation)."""
+
+    gate: str
+    kind: str
+    request_id: str
+    scores: dict[str, float] = field(default_factory=dict)  # label -> probability (label gates)
+    label: str | None = None  # top label
+    allow: bool | None = None  # moderate
+    reason: str | None = None  # moderate: top unsafe category, "none" when allowed, "timeout" on a timeout
+    escalate: bool = False
+    timed_out: bool = False
+    item_scores: list[float] | None = None  # score: P(yes) per item
+    output: dict[str, Any] | None = None  # rewrite / extract: the parsed JSON answer
+    output_text: str | None = None  # rewrite / extract: the raw answer
+    schema_valid: bool | None = None  # rewrite / extract: the answer validates against the gate's schema
+    latency_ms: float = 0.0
+    prompt_tokens: int = 0
+    output_tokens: int = 0
+    prompt_sha256: str = ""  # of the rendered prompt(s)
+
+    @property
+    def summary(self) -> str:
+        """The decision in one word, as the ledger records it."""
+        if self.timed_out:
+            return "timeout:" + ("escalate" if self.escalate else self.allow_word() or "none")
+        if self.kind == "moderate":
+            return self.allow_word() or ""
+        if self.kind == "classify":
+            return self.label or ""
+        if self.kind == "score":
+            return "scored"
+        return "valid" if self.schema_valid else "invalid"
+
+    def allow_word(self) -> str | None:
+        return None if self.allow is None else ("allow" if self.allow else "deny")
+
+
+def normalise(labels: tuple[str, ...], logprobs: list[float]) -> dict[str, float]:
+    """Softmax over the labels' total sequence logprobs: P(label | the answer is one of the labels)."""
+    top = max(logprobs)
+    weights = [math.exp(lp - top) for lp in logprobs]
+    total = sum(weights)
+    return {label: w / total for label, w in zip(labels, weights, strict=True)}
+
+
+def margin(scores: dict[str, float]) -> float:
+    ordered = sorted(scores.values(), reverse=True)
+    return ordered[0] - ordered[1] if len(ordered) > 1 else 1.0
+
+
+def decide_labels(spec: GateSpec, decision: Decision, scores: dict[str, float]) -> Decision:
+    decision.scores = scores
+    decision.label = max(scores, key=scores.__getitem__)
+    decision.escalate = margin(scores) < spec.escalate_margin
+    if spec.kind == "moderate":
+        decision.allow = scores[spec.safe_label] >= spec.threshold
+        unsafe = {k: v for k, v in scores.items() if k != spec.safe_label}
+        decision.reason = "none" if decision.allow else max(unsafe, key=unsafe.__getitem__)
+    return decision
+
+
+def timed_out(spec: GateSpec, decision: Decision) -> Decision:
+    """The gate's `on_timeout` policy: allow, deny, or escalate (not allowed, sent to the slow path)."""
+    decision.timed_out = True
+    decision.escalate = spec.on_timeout == "escalate"
+    if spec.kind == "moderate":
+        decision.allow = spec.on_timeout == "allow"
+        decision.reason = "timeout"
+    return decision

@@ -1,0 +1,53 @@
+"""Replay: run a recorded gate request again (same gate definition, same inputs) and compare decisions."""
+
+from __future__ import annotations
+
+from dataclasses import replace
+from typing import TYPE_CHECKING, Any
+
+from qwick.tasks.decisions import Decision
+from qwick.tasks.loader import Gates
+from qwick.tasks.offline import OfflineTasks, run_sync
+from qwick.tasks.spec import GateSpec
+
+if TYPE_CHECKING:
+    from qwick.llm import LLM
+
+
+def replay(llm: LLM, row: dict[str, Any], tolerance: float = 1e-3) -> dict[str, Any]:
+    """Re-run the ledger row's request on `llm`; the deadline is lifted (replay may run on other hardware).
+
+    Matches when the decision word is equal and every score is within `tolerance`."""
+    if row["kind"] == "completion":
+        raise ValueError("completions are recorded, not replayed: replay works on gate decisions")
+    spec = replace(GateSpec.from_dict(row["gate_config"]), deadline_ms=None)
+    service = OfflineTasks(llm, Gates([spec])).service
+    inputs = row["input"]
+    if spec.kind == "score":
+        coroutine = service.score(inputs["query"], inputs["items"], spec.name, instruction=inputs.get("instruction"))
+    elif spec.kind in ("rewrite", "extract"):
+        coroutine = service.generate_gate(spec, inputs["text"])
+    else:
+        coroutine = service.label_gate(spec, inputs["text"], None)
+    decision: Decision = run_sync(coroutine)
+    new_scores: Any = decision.item_scores if decision.item_scores is not None else decision.scores
+    diff = _score_diff(row["scores"], new_scores)
+    return {
+        "request_id": row["request_id"], "gate": row["gate"], "kind": row["kind"],
+        "recorded": {"decision": row["decision"], "scores": row["scores"], "model": row["model"]},
+        "replayed": {"decision": decision.summary, "scores": new_scores, "model": llm.model_name},
+        "max_score_diff": diff,
+        "match": decision.summary == row["decision"] and (diff is None or diff <= tolerance),
+    }
+
+
+def _score_diff(old: Any, new: Any) -> float | None:
+    if not old or not new:
+        return None
+    if isinstance(old, dict):
+        if set(old) != set(new):
+            return float("inf")
+        return max(abs(old[k] - new[k]) for k in old)
+    if len(old) != len(new):
+        return float("inf")
+    return max(abs(a - b) for a, b in zip(old, new, strict=True))
