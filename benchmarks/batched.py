@@ -22,7 +22,6 @@ import statistics
 import sys
 import tempfile
 import time
-from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -33,6 +32,7 @@ from qwick import LLM, SamplingParams
 from qwick.bench import dummy_model_folder
 from qwick.model.config import Qwen3Config
 from qwick.model.cpu_packing import dense_state_dict
+from timing import best_seconds
 
 PARTS = ("peak", "throughput", "gate", "memory")
 FULL = {"num_prompts": 64, "output_tokens": 64, "decode_batch": 32, "decode_steps": 32, "gate_requests": 30}
@@ -120,24 +120,14 @@ def greedy(max_tokens: int) -> SamplingParams:
 
 
 # ------------------------------------------------------------------------------------------------- peak
-def _best_seconds(fn: Callable[[], Any], reps: int) -> float:
-    fn()  # warm-up
-    best = float("inf")
-    for _ in range(reps):
-        start = time.perf_counter()
-        fn()
-        best = min(best, time.perf_counter() - start)
-    return best
-
-
 def measure_peak(dtype: torch.dtype, reps: int = 20, quiet: bool = False) -> dict[str, Any]:
     """Compute peak (a big square-ish GEMM) and the decode-like rate: batch 32 against lm_head-sized weights
     (311 MB in bf16, far beyond the caches), which is bound by streaming the weights from memory."""
     m, k, n = 2048, 2048, 8192
     a, b = torch.randn(m, k).to(dtype), torch.randn(k, n).to(dtype)
-    gemm = _best_seconds(lambda: torch.mm(a, b), reps)
+    gemm = best_seconds(lambda: torch.mm(a, b), reps)
     x, w = torch.randn(32, 1024).to(dtype), torch.randn(151936, 1024).to(dtype)
-    stream = _best_seconds(lambda: torch.nn.functional.linear(x, w), reps)
+    stream = best_seconds(lambda: torch.nn.functional.linear(x, w), reps)
     out = {"shape": [m, k, n], "seconds": gemm, "gflops": 2 * m * k * n / gemm / 1e9,
            "stream_gflops": 2 * x.numel() * w.shape[0] / stream / 1e9,
            "stream_gb_s": w.numel() * w.element_size() / stream / 1e9}

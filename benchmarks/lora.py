@@ -40,6 +40,7 @@ from qwick.lora.request import LoRARequest
 from qwick.model.config import Qwen3Config
 from qwick.model.cpu_packing import cpu_packing_supported
 from qwick.model.layers import Linear
+from timing import best_seconds
 
 PARTS = ("kernels", "throughput")
 BAR = 0.8
@@ -105,16 +106,6 @@ def build_llm(folder: Path, args: argparse.Namespace, lora: bool) -> LLM:
 
 
 # --------------------------------------------------------------------------------------------- kernels
-def _best(fn: Callable[[], Any], reps: int) -> float:
-    fn()
-    best = float("inf")
-    for _ in range(reps):
-        start = time.perf_counter()
-        fn()
-        best = min(best, time.perf_counter() - start)
-    return best
-
-
 def strategies(layer: LoRALinear, context: LoRAContext, x: torch.Tensor,
                row_slots: list[int]) -> dict[str, Callable[[], torch.Tensor]]:
     """The same y = base(x) + per-row LoRA delta, three ways; `layer` holds the slots' A/B stacked."""
@@ -162,7 +153,7 @@ def measure_kernels(cfg: Qwen3Config, args: argparse.Namespace) -> list[dict[str
         for tokens in (32, 512):
             x = torch.randn(tokens, fan_in).to(dtype)
             with torch.inference_mode():
-                times = {k: _best(fn, args.reps) for k, fn in
+                times = {k: best_seconds(fn, args.reps) for k, fn in
                          strategies(layer, context, x, [i % slots for i in range(tokens)]).items()}
             base_s = times.pop("base")
             rows.append({"projection": name, "shape": [fan_in, fan_out], "tokens": tokens, "base_ms": base_s * 1e3,
