@@ -31,6 +31,13 @@ class Phase(Enum):
     ON = "on"
 
 
+@dataclass
+class PendingMasks:
+    rows: list[Sequence]
+    bitmask: torch.Tensor  # [R, ceil(V/32)] int32, filled by `fill`
+    fill: Future[None]
+
+
 @dataclass(eq=False)
 class SequenceConstraint:
     matcher: llg.LLMatcher
@@ -78,21 +85,30 @@ class MaskBuilder:
         self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="qwick-grammar")
         self._shifts = torch.arange(32, dtype=torch.int32)
 
-    def submit(self, seqs: Iterable[Sequence]) -> Future[dict[int, torch.Tensor]] | None:
+    def submit(self, seqs: Iterable[Sequence]) -> PendingMasks | None:
+        """Start filling the masks of the constrained rows among `seqs`; None when there are none."""
         rows = [s for s in seqs if s.constraint is not None and phase(s) is not Phase.FREE]
         if not rows:
             return None
-        return self._pool.submit(self.compute, rows)
-
-    def compute(self, rows: list[Sequence]) -> dict[int, torch.Tensor]:
-        """id(seq) -> allowed [V] bool on the model's device."""
         words = (self.vocab_size + 31) // 32
         bitmask = torch.full((len(rows), words), -1, dtype=torch.int32)  # [R, ceil(V/32)], contiguous on CPU
         pairs = [(s.constraint.matcher, i) for i, s in enumerate(rows) if s.constraint is not None]
-        # what llguidance.torch.fill_next_token_bitmask_par does; that module imports torch._dynamo (~2 s)
-        self._executor.unsafe_compute_mask_ptr(pairs, bitmask.data_ptr(), words * 4, len(rows))
+        # Only the Rust fill runs on the worker, and it drops the GIL throughout: Python work there would
+        # fight the forward pass for the GIL (up to 5 ms per switch). What llguidance.torch's
+        # fill_next_token_bitmask_par does; that module imports torch._dynamo (~2 s), so it is not used.
+        future = self._pool.submit(self._executor.unsafe_compute_mask_ptr, pairs, bitmask.data_ptr(), words * 4,
+                                   len(rows))
+        return PendingMasks(rows, bitmask, future)
+
+    def collect(self, pending: PendingMasks | None) -> dict[int, torch.Tensor]:
+        """id(seq) -> allowed [V] bool on the model's device, once the fill is done."""
+        if pending is None:
+            return {}
+        pending.fill.result()
+        rows = pending.rows
         # bit j of word w allows token 32*w + j
-        allowed = ((bitmask.unsqueeze(-1) >> self._shifts) & 1).bool().view(len(rows), -1)[:, : self.vocab_size]
+        allowed = ((pending.bitmask.unsqueeze(-1) >> self._shifts) & 1).bool().view(len(rows), -1)
+        allowed = allowed[:, : self.vocab_size]
         for i, seq in enumerate(rows):
             assert seq.constraint is not None
             allowed[i, self.llg_eos_id] = False  # llguidance's single EOS; the sequence's own stop ids instead

@@ -229,7 +229,7 @@ class LLMEngine:
         for seq in [c.seq for c in batch.prefills] + batch.decodes:
             self.blocks.commit_full_blocks(seq.block_table, seq.all_ids, seq.num_cached, seq.lora_id)
         done = self.jobs.finish_prefilled([c.seq for c in batch.prefills])
-        self._sample_and_append(sampled, masks.result() if masks is not None else {})
+        self._sample_and_append(sampled, self._masks.collect(masks))
         return self._collect(sampled) + [StepOutput(rid, [], None, result) for rid, result in done]
 
     def _sample_and_append(self, pairs: list[tuple[Sequence, torch.Tensor]], masks: dict[int, torch.Tensor]) -> None:
