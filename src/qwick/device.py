@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import torch
@@ -51,3 +52,20 @@ def resolve_dtype(dtype: str | torch.dtype, device: torch.device, config_dtype: 
             return torch.float16
         return wanted
     return torch.bfloat16 if cpu_has_native_bf16() else torch.float32
+
+
+def resolve_threads(threads: int | None) -> int:
+    """Intra-op threads: `threads`, else torch's default (physical cores) capped by the CPUs this process may
+    use (affinity mask, cgroup quota): more threads than CPUs makes OpenMP threads wait for each other."""
+    if threads is not None:
+        if threads < 1:
+            raise ValueError(f"threads must be >= 1, got {threads}")
+        return threads
+    available = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    try:  # cgroup v2: "max 100000" or "<quota> <period>"
+        quota, period = Path("/sys/fs/cgroup/cpu.max").read_text().split()
+        if quota != "max":
+            available = min(available, max(1, -(-int(quota) // int(period))))
+    except (OSError, ValueError):
+        pass
+    return max(1, min(torch.get_num_threads(), available))

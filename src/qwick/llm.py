@@ -12,15 +12,17 @@ from typing import TYPE_CHECKING, Any
 import torch
 
 from qwick.config import EngineConfig
-from qwick.device import resolve_device, resolve_dtype
+from qwick.device import resolve_device, resolve_dtype, resolve_threads
 from qwick.engine.llm_engine import LLMEngine
 from qwick.lora.manager import LoRAConfig, LoRAManager
 from qwick.lora.request import LoRARequest
+from qwick.model.compiled import compile_decode as compile_decode_pass
 from qwick.model.cpu_packing import cpu_packing_supported, pack_linears_for_cpu
 from qwick.model.hub import resolve_model_path
-from qwick.model.loader import build_model, checkpoint_files, init_dummy_weights, load_config, load_weights
+from qwick.model.loader import load_config
 from qwick.outputs import RequestOutput, StreamDelta
-from qwick.quant import quantize_model, validate_quantization
+from qwick.quant import validate_quantization
+from qwick.quant.checkpoint import load_model
 from qwick.sampling_params import GenerationDefaults, SamplingParams
 from qwick.tokenizer import ReasoningStreamParser, Tokenizer, parse_reasoning
 
@@ -42,8 +44,12 @@ class LLM:
                  kv_cache_memory_bytes: int | None = None, enable_prefix_caching: bool = True,
                  seed: int | None = None, load_format: str = "auto", revision: str | None = None,
                  skip_tokenizer_init: bool = False, quantization: str | None = None, enable_lora: bool = False,
-                 max_loras: int = 1, max_lora_rank: int = 16) -> None:
-        validate_quantization(quantization)
+                 max_loras: int = 1, max_lora_rank: int = 16, quantization_group_size: int | None = None,
+                 threads: int | None = None, compile_decode: bool = False) -> None:
+        validate_quantization(quantization, quantization_group_size or 128)
+        if compile_decode and enable_lora:
+            raise ValueError("compile_decode does not support enable_lora yet: use one or the other")
+        torch.set_num_threads(resolve_threads(threads))  # process-wide: torch has one intra-op pool
         lora_config = LoRAConfig(max_loras, max_lora_rank) if enable_lora else None
         if load_format not in ("auto", "safetensors", "dummy"):
             raise ValueError(f"load_format must be 'auto', 'safetensors' or 'dummy', got {load_format!r}")
@@ -53,16 +59,11 @@ class LLM:
         config = load_config(self.model_path)
         self.device = resolve_device(device)
         self.dtype = resolve_dtype(dtype, self.device, config.torch_dtype)
-        files = [] if load_format == "dummy" else checkpoint_files(self.model_path)
-        self.model = build_model(config, self.dtype, self.device)
-        if load_format == "dummy":
-            init_dummy_weights(self.model, seed=seed or 0)
-        else:
-            load_weights(self.model, files)
-        if quantization is not None:  # before packing: it needs dense weights, and packing skips quantized modules
-            quantize_model(self.model, quantization)
-        if cpu_packing_supported(self.dtype, self.device):
-            pack_linears_for_cpu(self.model)
+        # float, FP8 or qwick-quantized checkpoint; `quantization` quantizes a float one now (qwick/quant)
+        self.model = load_model(self.model_path, config, self.dtype, self.device, load_format=load_format,
+                                quantization=quantization, group_size=quantization_group_size, seed=seed)
+        if cpu_packing_supported(self.dtype, self.device) and not compile_decode:  # inductor cannot take
+            pack_linears_for_cpu(self.model)  # oneDNN-packed weights as graph inputs: compiled bf16 stays plain
         # last: LoRA wraps whatever the projections now are (packed, quantized or plain)
         self.lora = LoRAManager(self.model, lora_config, self.dtype, self.device) if lora_config else None
         # skip_tokenizer_init (vLLM's flag): token ids in, token ids out, no text
@@ -81,6 +82,8 @@ class LLM:
         self.generation_defaults = _generation_defaults(self.model_path, self.tokenizer, config.eos_token_id)
         self.engine = LLMEngine(self.model, self.tokenizer, self.generation_defaults, self.engine_config,
                                 self.device, self.dtype, seed, lora=self.lora)
+        if compile_decode:  # after the engine: the warm-up compiles on its KV cache's scratch slot
+            compile_decode_pass(self.model).warm_up(self.engine.runner.cache, max_num_seqs)
         self._ids = itertools.count()
 
     def get_tokenizer(self) -> Tokenizer:

@@ -1,18 +1,22 @@
-"""The quantization pass: swap the decoder layers' projection Linears for int8 or int4 weight-only modules."""
+"""The quantization pass: swap the projection Linears (and lm_head) for int8 or int4 weight-only modules."""
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
+import torch
 from torch import nn
 
 from qwick.model.qwen3 import Qwen3ForCausalLM
 from qwick.quant.int4 import INT4_GROUP_SIZES, Int4Linear
-from qwick.quant.int8 import Int8Linear
+from qwick.quant.int8 import Int8Embedding, Int8Linear
 
 QUANTIZATION_METHODS = ("int8", "int4")
 PROJECTIONS = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj")
+DEFAULT_GROUP_SIZE = 128
 
 
-def validate_quantization(method: str | None, group_size: int = 128) -> None:
+def validate_quantization(method: str | None, group_size: int = DEFAULT_GROUP_SIZE) -> None:
     """Raise a ValueError for an unknown method or int4 group size (call before loading any weights)."""
     if method is not None and method not in QUANTIZATION_METHODS:
         raise ValueError(f"quantization must be None, 'int8' or 'int4', got {method!r}")
@@ -20,31 +24,57 @@ def validate_quantization(method: str | None, group_size: int = 128) -> None:
         raise ValueError(f"int4 group_size must be one of {INT4_GROUP_SIZES}, got {group_size!r}")
 
 
-def quantize_model(model: Qwen3ForCausalLM, method: str, group_size: int = 128) -> int:
-    """Replace every q/k/v/o/gate/up/down projection of the decoder layers; returns how many were replaced.
+def projection_slots(model: Qwen3ForCausalLM) -> list[tuple[nn.Module, str, nn.Module]]:
+    """(parent, attribute, module) of every q/k/v/o/gate/up/down projection in the decoder layers."""
+    return [(parent, name, getattr(parent, name)) for parent in model.model.layers.modules()
+            for name in PROJECTIONS if isinstance(getattr(parent, name, None), nn.Module)]
 
-    Kept in the model dtype, by choice: the embedding, and lm_head (tied to the embedding in the small Qwen3
-    models, so quantizing it would mean a second copy; it is also where quantization error hurts accuracy
-    most, since it maps straight to logits). Norms stay float too.
-    int4 needs every projection's in_features to be a multiple of `group_size`: the pass checks all layers
-    first and raises (model untouched) rather than silently leaving some layers in float. Every Qwen3
-    release has sizes that are multiples of 128.
-    Activations stay in the model dtype, fp32 included: torch's kernels take fp32 (exact against the float
-    reference), while bf16 is the fast path (int8 with fp32 activations: 8-10x slower in the project's notes,
-    1.3x slower on its 2-core development VM), so pass dtype="bfloat16" for speed.
+
+def check_group_size(in_features: list[int], group_size: int) -> None:
+    """int4 needs every in_features to be a multiple of the group size; say which sizes would fit."""
+    misfits = sorted({k for k in in_features if k % group_size})
+    if misfits:
+        fitting = [g for g in INT4_GROUP_SIZES if all(k % g == 0 for k in in_features)]
+        hint = f"use group_size in {fitting}" if fitting else "use int8 for this model"
+        raise ValueError(f"int4 group_size {group_size} does not divide the in_features {misfits} of some "
+                         f"projections: {hint}")
+
+
+def quantize_model(model: Qwen3ForCausalLM, method: str, group_size: int = DEFAULT_GROUP_SIZE, *,
+                   lm_head: bool = True, kernel: str = "auto") -> int:
+    """Replace every decoder projection (int8 or int4) and, with `lm_head`, the output projection (int8);
+    returns how many decoder projections were replaced.
+
+    lm_head is int8 per-channel in both modes, never int4: it maps straight to logits, where int4's error is
+    most visible, and at 151936 x hidden it is a quarter of Qwen3-0.6B's weights, so int8 already halves the
+    bytes every decode step reads (llama.cpp's Q4_0 makes the same call, with Q6_K). With tied embeddings the
+    embedding lookup then reads the same int8 rows (Int8Embedding), so no float copy of the matrix remains;
+    an untied embedding stays in the model dtype (a lookup reads one row per token: memory, not bandwidth).
+    Norms stay float. int4 checks every layer before touching any (model untouched on error).
     Run before `pack_linears_for_cpu`: quantized modules are not `Linear`s, so packing skips them.
     """
     validate_quantization(method, group_size)
-    targets = [(parent, name, getattr(parent, name)) for parent in model.model.layers.modules()
-               for name in PROJECTIONS if isinstance(getattr(parent, name, None), nn.Linear)]
+    targets = [slot for slot in projection_slots(model) if isinstance(slot[2], nn.Linear)]
     if method == "int4":
-        misfits = sorted({linear.in_features for _, _, linear in targets if linear.in_features % group_size})
-        if misfits:
-            fitting = [g for g in INT4_GROUP_SIZES if all(t[2].in_features % g == 0 for t in targets)]
-            hint = f"use group_size in {fitting}" if fitting else "use int8 for this model"
-            raise ValueError(f"int4 group_size {group_size} does not divide the in_features {misfits} of some "
-                             f"projections: {hint}")
+        check_group_size([linear.in_features for _, _, linear in targets], group_size)
+    make: Callable[[nn.Linear], nn.Module] = (
+        (lambda linear: Int8Linear.from_linear(linear, kernel)) if method == "int8"
+        else (lambda linear: Int4Linear.from_linear(linear, group_size, kernel)))
     for parent, name, linear in targets:
-        quantized = Int8Linear.from_linear(linear) if method == "int8" else Int4Linear.from_linear(linear, group_size)
-        setattr(parent, name, quantized)
+        setattr(parent, name, make(linear))
+    if lm_head and model.has_lm_head and isinstance(model.lm_head, nn.Linear):
+        quantize_lm_head(model, kernel)
     return len(targets)
+
+
+def quantize_lm_head(model: Qwen3ForCausalLM, kernel: str = "auto") -> None:
+    dtype = model.model.norm.weight.dtype
+    head = Int8Linear.from_linear(model.lm_head, kernel, out_dtype=torch.float32)
+    attach_lm_head(model, head, dtype)
+
+
+def attach_lm_head(model: Qwen3ForCausalLM, head: Int8Linear, dtype: torch.dtype) -> None:
+    """Install an int8 lm_head; with tied embeddings the embedding lookup is served from its rows."""
+    model.lm_head = head
+    if model.config.tie_word_embeddings:
+        model.model.embed_tokens = Int8Embedding(head, dtype)

@@ -1,4 +1,4 @@
-"""Weight-only int4: group-wise asymmetric 4-bit weights (w ≈ (q - 8) * scale + zero), torch's CPU kernel."""
+"""Weight-only int4: group-wise asymmetric 4-bit weights, w ≈ q * scale + min with q in 0..15 per group."""
 
 from __future__ import annotations
 
@@ -6,111 +6,118 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from qwick.quant.int8 import dense_weight
+from qwick.quant.kernels import resolve_kernel
+from qwick.quant.layout import block_int4, pack_nibbles, unpack_nibbles
+
 INT4_GROUP_SIZES = (32, 64, 128)
+CLIP_RATIOS = (1.0, 0.95, 0.9, 0.85, 0.8, 0.75, 0.7)
 _CPU_N_MULTIPLE = 16  # `_convert_weight_to_int4pack_for_cpu` rejects out_features not divisible by 16
 
 
-CLIP_RATIOS = (1.0, 0.95, 0.9, 0.85, 0.8, 0.75, 0.7)
-
-
-def quantize_int4(weight: torch.Tensor, group_size: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """[N, K] float -> (q int32 [N, K] in 0..15, float32 scales_and_zeros [K/g, N, 2]).
+def quantize_int4(weight: torch.Tensor, group_size: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """[N, K] float -> (q uint8 [N, K] in 0..15, scale float16 [N, K/g], min float16 [N, K/g]).
 
     Per group of `group_size` input columns, the min/max range shrunk by whichever of CLIP_RATIOS gives the
     least squared error (clipping a few outliers buys finer steps for the rest; KL -3% at g32, -12% at g64
-    on the tiny test models). Layout and the "q - 8" offset are what `_weight_int4pack_mm_for_cpu` expects
-    (checked against a dequantized reference in tests/quant).
+    on the tiny test models). Scale and min are rounded to float16 (what is stored and what every kernel
+    reads) before q is chosen, so q is the best code for the stored scale and min.
     """
     n, k = weight.shape
     groups = weight.float().view(n, k // group_size, group_size)  # [N, K/g, g]
     best: tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor] | None = None
     for ratio in CLIP_RATIOS:
         lo, hi = groups.amin(dim=-1) * ratio, groups.amax(dim=-1) * ratio  # [N, K/g]
-        scales = ((hi - lo) / 15).clamp(min=1e-8)
-        q = torch.round((groups - lo[..., None]) / scales[..., None]).clamp(0, 15)  # [N, K/g, g]
-        err = (q * scales[..., None] + lo[..., None] - groups).pow(2).sum(dim=-1)  # [N, K/g]
+        scale = ((hi - lo) / 15).clamp(min=1e-6).half().float()  # fp16 keeps ~1e-7 as a subnormal: stay above
+        lo = lo.half().float()
+        q = torch.round((groups - lo[..., None]) / scale[..., None]).clamp(0, 15)  # [N, K/g, g]
+        err = (q * scale[..., None] + lo[..., None] - groups).pow(2).sum(dim=-1)  # [N, K/g]
         if best is None:
-            best = (err, q, scales, lo)
+            best = (err, q, scale, lo)
             continue
         better = err < best[0]
         best = (torch.where(better, err, best[0]), torch.where(better[..., None], q, best[1]),
-                torch.where(better, scales, best[2]), torch.where(better, lo, best[3]))
+                torch.where(better, scale, best[2]), torch.where(better, lo, best[3]))
     assert best is not None
-    _, q, scales, lo = best
-    zeros = lo + 8 * scales  # the kernel subtracts 8 from q, so fold it into the zero point
-    return q.to(torch.int32).view(n, k), torch.stack([scales.t(), zeros.t()], dim=-1).contiguous()  # [K/g, N, 2]
+    _, q, scale, lo = best
+    return q.to(torch.uint8).view(n, k), scale.half(), lo.half()
 
 
-def dequantize_int4(q: torch.Tensor, scales_and_zeros: torch.Tensor, group_size: int) -> torch.Tensor:
-    """Inverse of `quantize_int4`: q int [N, K] 0..15 -> [N, K] in scales_and_zeros' dtype."""
+def dequantize_int4(q: torch.Tensor, scale: torch.Tensor, mins: torch.Tensor) -> torch.Tensor:
+    """Inverse of `quantize_int4`: q [N, K] 0..15 with scale/min [N, K/g] -> float32 [N, K]."""
     n, k = q.shape
-    scales, zeros = scales_and_zeros[..., 0].t(), scales_and_zeros[..., 1].t()  # [N, K/g] each
-    groups = (q.view(n, k // group_size, group_size).to(scales.dtype) - 8) * scales[..., None] + zeros[..., None]
+    g = k // scale.shape[1]
+    groups = q.view(n, k // g, g).float() * scale.float()[..., None] + mins.float()[..., None]
     return groups.view(n, k)
 
 
-def _pack_nibbles(q: torch.Tensor) -> torch.Tensor:
-    # [N, K] int 0..15 -> uint8 [N, K/2], even column in the low nibble
-    q = q.to(torch.uint8)
-    return q[:, ::2] | (q[:, 1::2] << 4)
-
-
-def _unpack_nibbles(packed: torch.Tensor) -> torch.Tensor:
-    # uint8 [N, K/2] -> uint8 [N, K]
-    return torch.stack([packed & 15, packed >> 4], dim=-1).view(packed.shape[0], -1)
-
-
 class Int4Linear(nn.Module):
-    """Drop-in for a bias-free Linear with int4 weights (a quarter of bf16's bytes, plus 2 values per group).
+    """Drop-in for a bias-free Linear with int4 weights (a quarter of bf16's bytes, plus 4 bytes per group).
 
-    On CPU with out_features % 16 == 0 the weight is stored in the kernel's own packed layout; otherwise
-    (other devices, odd shapes) as plain nibbles and dequantized per call. Not a `qwick.model.layers.Linear`,
-    so `pack_linears_for_cpu` skips it.
+    kernel "qwick": qwick's AVX-512 op on the blocked layout (float16 scale/min). kernel "torch": on CPU with
+    out_features % 16 == 0, `_weight_int4pack_mm_for_cpu` (its convention: (q - 8) * scale + zero, zero =
+    min + 8 * scale, in the activation dtype); otherwise (other devices, odd shapes) plain nibbles dequantized
+    per call. Not a `qwick.model.layers.Linear`, so `pack_linears_for_cpu` skips it.
     """
 
-    def __init__(self, packed: torch.Tensor, scales_and_zeros: torch.Tensor, in_features: int, group_size: int,
-                 uses_cpu_kernel: bool) -> None:
+    def __init__(self, q: torch.Tensor, scale: torch.Tensor, mins: torch.Tensor, dtype: torch.dtype,
+                 kernel: str = "auto") -> None:
         super().__init__()
-        self.in_features, self.out_features = in_features, scales_and_zeros.shape[1]
-        self.group_size = group_size
-        self.uses_cpu_kernel = uses_cpu_kernel
-        self.register_buffer("weight_int4", packed)  # uint8 [N, K/2], kernel layout or plain nibbles
-        self.register_buffer("scales_and_zeros", scales_and_zeros)  # [K/g, N, 2], model dtype
+        self.out_features, self.in_features = q.shape
+        self.group_size = self.in_features // scale.shape[1]
+        self.kernel = resolve_kernel(kernel, q.device)
+        if self.kernel == "qwick":
+            self.layout = "qwick"
+            self.register_buffer("weight_packed", block_int4(q))  # [ceil(N/4), ceil(K/64), 4, 32]
+            self.register_buffer("scale", scale.half().contiguous())  # [N, K/g]
+            self.register_buffer("mins", mins.half().contiguous())
+        elif q.device.type == "cpu" and self.out_features % _CPU_N_MULTIPLE == 0:
+            self.layout = "int4pack"
+            self.register_buffer("weight_packed", torch.ops.aten._convert_weight_to_int4pack_for_cpu(q.int(), 1))
+            zeros = mins.float() + 8 * scale.float()  # the kernel computes (q - 8) * scale + zero
+            self.register_buffer("scales_and_zeros", torch.stack([scale.float().t(), zeros.t()], dim=-1)
+                                 .to(dtype).contiguous())  # [K/g, N, 2]
+        else:
+            self.layout = "nibbles"
+            self.register_buffer("weight_packed", pack_nibbles(q))  # [N, ceil(K/2)]
+            self.register_buffer("scale", scale.to(dtype))
+            self.register_buffer("mins", mins.to(dtype))
 
     @classmethod
-    def from_linear(cls, linear: nn.Linear, group_size: int = 128) -> Int4Linear:
+    def from_linear(cls, linear: nn.Linear, group_size: int = 128, kernel: str = "auto") -> Int4Linear:
         if linear.bias is not None:
             raise ValueError("Int4Linear supports bias-free Linear layers only (Qwen3 has no projection biases)")
         if group_size not in INT4_GROUP_SIZES or linear.in_features % group_size:
             raise ValueError(f"int4 group_size must be one of {INT4_GROUP_SIZES} and divide in_features "
                              f"({linear.in_features}), got {group_size}")
-        weight = linear.weight.detach()
-        weight = weight.to_dense() if weight.is_mkldnn else weight
-        q, scales_and_zeros = quantize_int4(weight, group_size)
-        use_kernel = weight.device.type == "cpu" and linear.out_features % _CPU_N_MULTIPLE == 0
-        packed = torch.ops.aten._convert_weight_to_int4pack_for_cpu(q, 1) if use_kernel else _pack_nibbles(q)
-        return cls(packed, scales_and_zeros.to(weight.dtype), linear.in_features, group_size, use_kernel)
+        weight = dense_weight(linear)
+        return cls(*quantize_int4(weight, group_size), weight.dtype, kernel)
 
     def dequantize(self) -> torch.Tensor:
-        # [N, K] in the model dtype (the fallback path; also what tests compare the kernel against)
-        if self.uses_cpu_kernel:  # the kernel layout is opaque: recover it by multiplying the identity
-            eye = torch.eye(self.in_features, dtype=self.scales_and_zeros.dtype, device=self.weight_int4.device)
-            return self(eye).t().contiguous()
-        return dequantize_int4(_unpack_nibbles(self.weight_int4), self.scales_and_zeros, self.group_size)
+        # [N, K] float32 (the nibble fallback's path; also what tests compare the kernels against)
+        if self.layout == "qwick":
+            return torch.ops.qwick.int4_dequantize(self.weight_packed, self.scale, self.mins, self.group_size,
+                                                   self.in_features, torch.float32)
+        if self.layout == "int4pack":  # an opaque layout: recover it by multiplying the identity
+            eye = torch.eye(self.in_features, dtype=self.scales_and_zeros.dtype, device=self.weight_packed.device)
+            return self(eye).t().float().contiguous()
+        return dequantize_int4(unpack_nibbles(self.weight_packed, self.in_features), self.scale, self.mins)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         x2d = x.reshape(-1, self.in_features)  # [M, K]
-        if self.uses_cpu_kernel:
+        if self.layout == "qwick":
+            out = torch.ops.qwick.int4_linear(x2d, self.weight_packed, self.scale, self.mins, self.group_size)
+        elif self.layout == "int4pack":
             if x2d.device.type != "cpu":
                 raise RuntimeError("this Int4Linear holds torch's CPU-only packed layout: move the model to its "
                                    "device first, then quantize")
-            dtype = self.scales_and_zeros.dtype
-            out = torch.ops.aten._weight_int4pack_mm_for_cpu(x2d.to(dtype).contiguous(), self.weight_int4,
-                                                             self.group_size, self.scales_and_zeros)
+            out = torch.ops.aten._weight_int4pack_mm_for_cpu(x2d.to(self.scales_and_zeros.dtype).contiguous(),
+                                                             self.weight_packed, self.group_size,
+                                                             self.scales_and_zeros)
         else:
             out = F.linear(x2d, self.dequantize().to(x2d.dtype))
         return out.to(x.dtype).view(*x.shape[:-1], self.out_features)  # [..., N]
 
     def extra_repr(self) -> str:
         return (f"in_features={self.in_features}, out_features={self.out_features}, int4 asymmetric, "
-                f"group_size={self.group_size}, cpu_kernel={self.uses_cpu_kernel}")
+                f"group_size={self.group_size}, layout={self.layout}")

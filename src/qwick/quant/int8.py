@@ -6,6 +6,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from qwick.quant.kernels import resolve_kernel
+from qwick.quant.layout import block_int8, gather_int8_rows
+
 
 def quantize_int8(weight: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """[N, K] float -> (int8 [N, K] in -127..127, float32 scales [N]) with weight ≈ q * scale[:, None]."""
@@ -15,39 +18,81 @@ def quantize_int8(weight: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     return q, scales
 
 
-class Int8Linear(nn.Module):
-    """Drop-in for a bias-free Linear. On CPU it runs torch's `_weight_int8pack_mm` kernel.
+def dense_weight(linear: nn.Linear) -> torch.Tensor:
+    weight = linear.weight.detach()
+    return weight.to_dense() if weight.is_mkldnn else weight
 
-    Deliberately not a `qwick.model.layers.Linear`, so `pack_linears_for_cpu` leaves it alone. The matmul runs
-    in the model dtype (scales are stored in it); `quantize_model`'s docstring says why fp32 is not recast.
+
+class Int8Linear(nn.Module):
+    """Drop-in for a bias-free Linear holding int8 weights q [N, K] and float32 scales [N].
+
+    kernel "qwick": qwick's AVX-512 op on the blocked layout; "torch": `_weight_int8pack_mm` on CPU (scales in
+    the activation dtype, as it requires), an int8 -> dtype matmul elsewhere. `out_dtype` fixes the output dtype
+    (float32 for lm_head: the logits are wanted in float32 anyway). Deliberately not a
+    `qwick.model.layers.Linear`, so `pack_linears_for_cpu` leaves it alone.
     """
 
-    def __init__(self, weight_int8: torch.Tensor, scales: torch.Tensor) -> None:
+    def __init__(self, q: torch.Tensor, scales: torch.Tensor, dtype: torch.dtype, kernel: str = "auto",
+                 out_dtype: torch.dtype | None = None) -> None:
         super().__init__()
-        self.out_features, self.in_features = weight_int8.shape
-        self.register_buffer("weight_int8", weight_int8)  # [N, K] int8
-        self.register_buffer("scales", scales)  # [N], model dtype: the kernel wants scales in the activation dtype
+        self.out_features, self.in_features = q.shape
+        self.kernel = resolve_kernel(kernel, q.device)
+        self.out_dtype = out_dtype
+        if self.kernel == "qwick":
+            self.register_buffer("weight_packed", block_int8(q))  # [ceil(N/4), ceil(K/32), 4, 32]
+            self.register_buffer("scale", scales.float())  # [N]
+        else:
+            self.register_buffer("weight_int8", q.contiguous())  # [N, K]
+            self.register_buffer("scale", scales.to(dtype))  # [N], the activation dtype
 
     @classmethod
-    def from_linear(cls, linear: nn.Linear) -> Int8Linear:
+    def from_linear(cls, linear: nn.Linear, kernel: str = "auto", out_dtype: torch.dtype | None = None) -> Int8Linear:
         if linear.bias is not None:
             raise ValueError("Int8Linear supports bias-free Linear layers only (Qwen3 has no projection biases)")
-        weight = linear.weight.detach()
-        weight = weight.to_dense() if weight.is_mkldnn else weight
+        weight = dense_weight(linear)
         q, scales = quantize_int8(weight)
-        return cls(q, scales.to(weight.dtype))
+        return cls(q, scales, weight.dtype, kernel, out_dtype)
+
+    def int8_rows(self, ids: torch.Tensor) -> torch.Tensor:
+        # int8 [*ids.shape, K]: the rows an embedding lookup needs
+        if self.kernel == "qwick":
+            return gather_int8_rows(self.weight_packed, ids, self.in_features)
+        return self.weight_int8[ids]
 
     def dequantize(self) -> torch.Tensor:
-        # [N, K] in the scales' dtype
-        return self.weight_int8.to(self.scales.dtype) * self.scales[:, None]
+        # [N, K] float32
+        ids = torch.arange(self.out_features, device=self.scale.device)
+        return self.int8_rows(ids).float() * self.scale.float()[:, None]
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         x2d = x.reshape(-1, self.in_features)  # [M, K]
-        if x2d.device.type == "cpu":
-            out = torch.ops.aten._weight_int8pack_mm(x2d.to(self.scales.dtype), self.weight_int8, self.scales)
+        if self.kernel == "qwick":
+            out = torch.ops.qwick.int8_linear(x2d, self.weight_packed, self.scale, self.out_dtype)
+        elif x2d.device.type == "cpu":
+            out = torch.ops.aten._weight_int8pack_mm(x2d.to(self.scale.dtype), self.weight_int8, self.scale)
         else:  # no fused kernel: int8 -> activation dtype is exact, scale the [M, N] output (cheaper than [N, K])
-            out = F.linear(x2d, self.weight_int8.to(x2d.dtype)) * self.scales.to(x2d.dtype)
-        return out.to(x.dtype).view(*x.shape[:-1], self.out_features)  # [..., N]
+            out = F.linear(x2d, self.weight_int8.to(x2d.dtype)) * self.scale.to(x2d.dtype)
+        return out.to(self.out_dtype or x.dtype).view(*x.shape[:-1], self.out_features)  # [..., N]
 
     def extra_repr(self) -> str:
-        return f"in_features={self.in_features}, out_features={self.out_features}, int8 per-channel"
+        return (f"in_features={self.in_features}, out_features={self.out_features}, int8 per-channel, "
+                f"kernel={self.kernel}")
+
+
+class Int8Embedding(nn.Module):
+    """Embedding lookup served from an Int8Linear's rows: a tied lm_head quantized once serves both roles,
+    so the model holds no float copy of the 151936 x hidden matrix (311 MB for Qwen3-0.6B in bf16)."""
+
+    def __init__(self, head: Int8Linear, dtype: torch.dtype) -> None:
+        super().__init__()
+        self.dtype = dtype
+        self.num_embeddings, self.embedding_dim = head.out_features, head.in_features
+        self._head = [head]  # a list: not a submodule, so the tensors are not registered twice
+
+    def forward(self, ids: torch.Tensor) -> torch.Tensor:
+        head = self._head[0]
+        rows = head.int8_rows(ids).to(self.dtype)  # [*ids.shape, K]
+        return rows * head.scale[ids].to(self.dtype).unsqueeze(-1)
+
+    def extra_repr(self) -> str:
+        return f"{self.num_embeddings}, {self.embedding_dim}, int8 rows of the tied lm_head"

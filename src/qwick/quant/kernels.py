@@ -1,0 +1,80 @@
+"""Which CPU kernel the quantized layers run: qwick's AVX-512 VNNI ops (csrc/woq_avx512.cpp) or torch's own.
+
+Measured on this project's 2-vCPU AMX Xeon (torch 2.13, weights streamed from DRAM, 2026-11-23, machine shared
+with other jobs, so ratios within one run only), [151936 x 1024], batch 1:
+    one thread:   int8  torch `_weight_int8pack_mm` 6.1 GB/s, qwick 11.4 GB/s;  int4 g128  torch 7.0, qwick 9.1
+    two threads:  int8  torch 11.2 GB/s, qwick 20.8-24.9 GB/s;                   int4 g128  torch 20.5, qwick 23
+    (bf16 `torch.mv`, same shape: 13.9 GB/s on one thread, 26-29 on two: torch's int8 kernel is compute-bound)
+So on CPUs with AVX-512 BW + VNNI qwick builds its own ops once (torch.utils.cpp_extension, ~20 s, cached in
+~/.cache/torch_extensions) and uses them; elsewhere, or when no C++ compiler is found, torch's kernels.
+`QWICK_CPU_KERNELS=torch` forces torch's kernels (benchmarks compare the two).
+"""
+
+from __future__ import annotations
+
+import functools
+import logging
+import os
+from pathlib import Path
+
+import torch
+
+KERNELS = ("auto", "qwick", "torch")
+_REQUIRED_FLAGS = ("avx512f", "avx512bw", "avx512vl", "avx512_vnni", "f16c", "fma")
+_CFLAGS = ["-O3", "-fopenmp", "-mavx512f", "-mavx512bw", "-mavx512vl", "-mavx512vnni", "-mf16c", "-mfma"]
+_SOURCE = Path(__file__).parent / "csrc" / "woq_avx512.cpp"
+log = logging.getLogger(__name__)
+
+
+def resolve_kernel(kernel: str, device: torch.device) -> str:
+    """"qwick" or "torch" for quantized layers on `device` (non-CPU devices always get "torch")."""
+    if kernel not in KERNELS:
+        raise ValueError(f"kernel must be one of {KERNELS}, got {kernel!r}")
+    if device.type != "cpu":
+        return "torch"
+    if kernel == "auto":
+        kernel = "torch" if os.environ.get("QWICK_CPU_KERNELS") == "torch" else "qwick"
+        return kernel if kernel == "torch" or qwick_kernels_available() else "torch"
+    if kernel == "qwick" and not qwick_kernels_available():
+        raise RuntimeError("qwick's CPU kernels are unavailable here (they need AVX-512 BW + VNNI and a C++ "
+                           "compiler; see the log): use kernel='auto' or 'torch'")
+    return kernel
+
+
+def cpu_supports_qwick_kernels() -> bool:
+    try:
+        flags = set(Path("/proc/cpuinfo").read_text().split())
+    except OSError:
+        return False
+    return all(flag in flags for flag in _REQUIRED_FLAGS)
+
+
+@functools.cache  # the ops land in torch's process-wide registry: build and load them once per process
+def qwick_kernels_available() -> bool:
+    if not cpu_supports_qwick_kernels():
+        return False
+    try:
+        from torch.utils.cpp_extension import load
+
+        # -fopenmp: at::parallel_for is inlined here and needs it to run threads (torch's libgomp is reused)
+        load(name="qwick_woq_avx512", sources=[str(_SOURCE)], extra_cflags=_CFLAGS, extra_ldflags=["-fopenmp"],
+             is_python_module=False)
+    except Exception as exc:  # no compiler, no ninja, a failed build: torch's kernels still work
+        log.warning("qwick CPU kernels unavailable, using torch's (%s)", exc)
+        return False
+    _register_fakes()
+    return True
+
+
+def _register_fakes() -> None:
+    """Shape-only versions of the ops, so torch.compile can trace through them."""
+
+    @torch.library.register_fake("qwick::int8_linear")
+    def _int8_linear(x: torch.Tensor, weight: torch.Tensor, scale: torch.Tensor,
+                     out_dtype: torch.dtype | None = None) -> torch.Tensor:
+        return x.new_empty((x.shape[0], scale.shape[0]), dtype=out_dtype or x.dtype)
+
+    @torch.library.register_fake("qwick::int4_linear")
+    def _int4_linear(x: torch.Tensor, weight: torch.Tensor, scale: torch.Tensor, minimum: torch.Tensor,
+                     group_size: int, out_dtype: torch.dtype | None = None) -> torch.Tensor:
+        return x.new_empty((x.shape[0], scale.shape[0]), dtype=out_dtype or x.dtype)
