@@ -107,6 +107,13 @@ def test_an_adapter_on_a_base_model_only_endpoint_is_a_400(server):
     assert "is a LoRA adapter" in response.json()["error"]["message"]
 
 
+def test_echo_with_logprobs_on_an_adapter_is_a_400(server):
+    response = server.post("/v1/completions", json={"model": "sql", "prompt": "Hi", "max_tokens": 1, "echo": True,
+                                                     "logprobs": 1})
+    assert response.status_code == 400, response.text
+    assert response.json()["error"]["param"] == "echo"
+
+
 def test_metrics_report_lora_requests_info(server, client):
     client.completions.create(model="sql", prompt=IDS, max_tokens=2)
     assert wait_until(lambda: 'qwick:lora_requests_info{max_lora="2"' in server.get("/metrics").text)

@@ -42,6 +42,9 @@ class CompletionServing:
 
     async def create(self, body: CompletionRequest, request: Request) -> Response:
         lora = self.ctx.resolve_model(body.model)
+        if body.echo and body.logprobs is not None and lora is not None:
+            raise not_supported("echo together with logprobs on a LoRA adapter (prompt logprobs come from the base "
+                                "model)", "echo")
         plans = self.plan(body)
         request_id = new_id("cmpl")
         logger.info("request %s: %s, %d prompt(s)", request.state.request_id, request_id, len(plans))
@@ -59,9 +62,6 @@ class CompletionServing:
             raise not_supported("suffix", "suffix")
         if body.best_of is not None and body.best_of != body.n:
             raise not_supported("best_of other than n", "best_of")
-        if body.echo and body.logprobs is not None and body.model is not None and body.model != self.ctx.model_name:
-            raise not_supported("echo together with logprobs on a LoRA adapter (prompt logprobs come from the base "
-                                "model)", "echo")
         prompts = _prompt_list(body.prompt)
         if not prompts:
             raise bad_request("'prompt' is empty", param="prompt", code="invalid_value")
