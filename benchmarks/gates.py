@@ -40,6 +40,7 @@ from batched import HFPeer, matmul_params, measure_peak
 from qwick import LLM
 from qwick.bench import dummy_model_folder
 from qwick.engine.async_engine import AsyncLLMEngine
+from qwick.llm import start_async_engine
 from qwick.model.cpu_packing import dense_state_dict
 from qwick.tasks.decisions import Decision
 from qwick.tasks.identity import ModelIdentity
@@ -137,8 +138,8 @@ def floor(llm: LLM, spec: GateSpec, text: str, peak: dict[str, Any]) -> dict[str
             "memory_floor_ms": weight_bytes / (peak["stream_gb_s"] * 1e9) * 1e3}
 
 
-async def qwick_runs(llm: LLM, spec: GateSpec, args: argparse.Namespace, rng: random.Random) -> dict[str, Any]:
-    engine = AsyncLLMEngine(llm.engine)
+async def qwick_runs(llm: LLM, engine: AsyncLLMEngine, spec: GateSpec, args: argparse.Namespace,
+                     rng: random.Random) -> dict[str, Any]:
     gates = Gates([spec])
     service = GateService(engine, llm.get_tokenizer(), gates, ModelIdentity("bench", None, "dummy"))
     mod_texts = texts(llm, args.requests, 32, rng)
@@ -235,19 +236,22 @@ def main(argv: list[str] | None = None) -> int:
     rng = random.Random(args.seed)
     with tempfile.TemporaryDirectory() as tmp:
         folder = model_folder(args, Path(tmp))
-        llm = LLM(folder, dtype=args.dtype, device=args.device, load_format="dummy", seed=0, max_model_len=2048,
-                  max_num_seqs=64, max_num_batched_tokens=args.max_num_batched_tokens,
-                  kv_cache_memory_bytes=int(args.kv_cache_gib * 1024**3))
+        # qwick first, built and stepped on the engine's own thread as `qwick serve` does; the main thread runs
+        # no torch op until that thread has exited (two threads with OpenMP pools slow both: async_engine.py)
+        llm, engine = start_async_engine(lambda: LLM(
+            folder, dtype=args.dtype, device=args.device, load_format="dummy", seed=0, max_model_len=2048,
+            max_num_seqs=64, max_num_batched_tokens=args.max_num_batched_tokens,
+            kv_cache_memory_bytes=int(args.kv_cache_gib * 1024**3)))
         spec = moderation_gate(llm, args.instruction_tokens)
+        qwick_result = asyncio.run(qwick_runs(llm, engine, spec, args, rng))  # shuts the engine down
         peak = measure_peak(llm.dtype, reps=5 if args.tiny else 20) if args.device == "cpu" else {
             "gflops": float("nan"), "stream_gb_s": float("nan")}
         results: dict[str, Any] = {
             "settings": {"shape": "tiny" if args.tiny else "Qwen3-0.6B", "dtype": args.dtype, "device": args.device,
                          "requests": args.requests, "items": args.items, "instruction_tokens": args.instruction_tokens},
             "peak": peak, "floor": floor(llm, spec, texts(llm, 1, 32, random.Random(1))[0], peak)}
-        naive_result = None if args.no_transformers else naive(llm, spec, args, rng)
-        results["qwick"] = asyncio.run(qwick_runs(llm, spec, args, rng))
-        results["naive"] = naive_result
+        results["qwick"] = qwick_result
+        results["naive"] = None if args.no_transformers else naive(llm, spec, args, rng)
     report(results)
     if args.json:
         Path(args.json).write_text(json.dumps(results, indent=2))

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import itertools
 import json
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -27,6 +27,7 @@ from qwick.sampling_params import GenerationDefaults, SamplingParams
 from qwick.tokenizer import ReasoningStreamParser, Tokenizer, parse_reasoning
 
 if TYPE_CHECKING:
+    from qwick.engine.async_engine import AsyncLLMEngine
     from qwick.tasks.offline import OfflineTasks
 
 PromptInput = str | dict[str, Any]
@@ -229,6 +230,22 @@ class LLM:
                 if request_id not in finished:
                     self.engine.abort(request_id)
         return [finished[r] for r in request_ids]
+
+
+def start_async_engine(make_llm: Callable[[], LLM]) -> tuple[LLM, AsyncLLMEngine]:
+    """Build an LLM with `make_llm` on the loop thread of the AsyncLLMEngine that then steps it, so every torch op
+    runs on one thread: an LLM built on the main thread and stepped by the loop thread runs 1.3-1.7x slower
+    on CPU (qwick.engine.async_engine says why). `make_llm`'s error is raised here."""
+    from qwick.engine.async_engine import AsyncLLMEngine
+
+    built: list[LLM] = []
+
+    def build() -> LLMEngine:
+        built.append(make_llm())
+        return built[0].engine
+
+    client = AsyncLLMEngine(build)
+    return built[0], client
 
 
 def _params_per_prompt(params: SamplingParams | Sequence[SamplingParams] | None, count: int) -> list[SamplingParams]:

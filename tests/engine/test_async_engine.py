@@ -310,3 +310,33 @@ def test_stats_pass_the_engines_snapshot_through(llm, ids):
         return client.stats()  # the loop took an exact snapshot when it went idle
 
     assert run(main()) == llm.engine.stats()
+
+
+def test_a_factory_builds_the_engine_on_the_loop_thread(llm, ids):
+    built_on: list[str] = []
+
+    def build():
+        built_on.append(threading.current_thread().name)
+        return llm.engine
+
+    async def main() -> list[RequestDelta]:
+        client = AsyncLLMEngine(build)
+        try:
+            assert client.engine is llm.engine
+            return await collect(client, ids, SamplingParams(max_tokens=4, temperature=0.0), "r")
+        finally:
+            await client.shutdown(timeout=5.0)
+
+    deltas = run(main())
+    assert built_on == ["qwick-engine-loop"]  # every torch op of the engine on one thread (module docstring)
+    assert deltas[-1].finished and deltas[-1].output.outputs[0].token_ids == llm.generate(
+        [{"prompt_token_ids": ids}], SamplingParams(max_tokens=4, temperature=0.0))[0].outputs[0].token_ids
+
+
+def test_a_failing_factory_raises_in_the_constructor_and_leaves_no_thread():
+    def build():
+        raise ValueError("no such model: /nowhere")
+
+    with pytest.raises(ValueError, match="no such model"):
+        AsyncLLMEngine(build)
+    assert not [t for t in threading.enumerate() if t.name == "qwick-engine-loop"]

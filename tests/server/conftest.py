@@ -13,12 +13,13 @@ import pytest
 from serverkit import MODEL, RunningServer, serving, tiny_llm
 
 from qwick.server import build_app
+from qwick.server.app import start_llm
 
 
 @pytest.fixture(scope="session")
 def server(tiny_model_dir) -> Iterator[RunningServer]:
-    llm = tiny_llm(tiny_model_dir)
-    with serving(build_app(llm, MODEL), llm) as running:
+    llm, engine = start_llm(lambda: tiny_llm(tiny_model_dir))  # as `qwick serve` does: built on the loop thread
+    with serving(build_app(llm, MODEL, client=engine), llm) as running:
         yield running
 
 

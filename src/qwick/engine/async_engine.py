@@ -3,6 +3,12 @@
 LLMEngine is not thread-safe, so only the loop thread touches it. Coroutines hand it commands through a
 thread-safe queue, applied between steps; results go back to each request's asyncio.Queue through
 `loop.call_soon_threadsafe`. Torch releases the GIL inside its kernels, so the event loop stays responsive.
+
+Build the engine on the loop thread (pass a factory, not an engine) when you can. torch's CPU ops run on
+OpenMP, whose thread pool belongs to the thread that first ran a parallel op; once two threads own pools, the
+CPU is oversubscribed and OpenMP stops spinning between ops: every op then sleeps and wakes its workers
+(measured on a 2-vCPU VM: a small op 7 us -> 70 us, a 0.6B prefill step 145 ms -> 247 ms). Loading the model
+on the main thread and stepping it here creates exactly that; a factory keeps every torch op on one thread.
 """
 
 from __future__ import annotations
@@ -69,8 +75,9 @@ _Command = _Add | _AddTask | _Abort | _Stop
 class AsyncLLMEngine:
     """An EngineClient over one LLMEngine, which it owns from now on: nothing else may step or change it."""
 
-    def __init__(self, engine: LLMEngine, stats_interval: float = 0.5) -> None:
-        self.engine = engine
+    def __init__(self, engine: LLMEngine | Callable[[], LLMEngine], stats_interval: float = 0.5) -> None:
+        """`engine`, or a factory the loop thread calls first (see the module docstring); a factory's error is
+        raised here, and then no thread is left behind."""
         self.stats_interval = stats_interval
         self._inbox: queue.SimpleQueue[_Command] = queue.SimpleQueue()
         self._lock = threading.Lock()  # guards _streams and _accepting, and orders puts to the inbox
@@ -80,10 +87,27 @@ class AsyncLLMEngine:
         # owned by the loop thread
         self._live: dict[str, _Stream] = {}  # requests the engine holds
         self._draining = False
-        self._stats = self._read_stats()
         self._stats_time = time.monotonic()
-        self._thread = threading.Thread(target=self._run, name="qwick-engine-loop", daemon=True)
+        built = threading.Event()
+        failure: list[BaseException] = []
+
+        def run() -> None:
+            try:
+                self.engine = engine if isinstance(engine, LLMEngine) else engine()
+                self._stats = self._read_stats()
+            except BaseException as exc:  # handed to the constructor, which raises it
+                failure.append(exc)
+                return
+            finally:
+                built.set()
+            self._run()
+
+        self._thread = threading.Thread(target=run, name="qwick-engine-loop", daemon=True)
         self._thread.start()
+        built.wait()
+        if failure:
+            self._thread.join()
+            raise failure[0]
 
     # ---- EngineClient, called from coroutines ----
 

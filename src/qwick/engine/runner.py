@@ -9,6 +9,7 @@ import torch
 from qwick.engine.scheduler import PrefillChunk
 from qwick.engine.scoring import read_task_outputs
 from qwick.engine.sequence import Sequence
+from qwick.model.cpu_attention import paged_decode_available
 from qwick.model.kv_cache import AttentionMetadata, PagedKVCache, length_groups
 from qwick.model.qwen3 import Qwen3ForCausalLM
 
@@ -16,10 +17,15 @@ if TYPE_CHECKING:
     from qwick.lora.manager import LoRAManager
 
 
+# Padding a group's chunks with up to this many tokens in all is cheaper than a second forward: a forward of a
+# few tokens costs one read of the weights whatever its width (e.g. a scoring request's 1- and 2-token forks).
+CHUNK_PADDING_SLACK = 32
+
+
 def group_chunks(chunks: list[PrefillChunk]) -> list[list[PrefillChunk]]:
     """Group chunks of similar length so one forward serves many prompts (weights are read once per group)."""
     ordered = sorted(chunks, key=lambda c: -c.num_tokens)
-    return [ordered[rows] for rows in length_groups([c.num_tokens for c in ordered])]
+    return [ordered[rows] for rows in length_groups([c.num_tokens for c in ordered], CHUNK_PADDING_SLACK)]
 
 
 class ModelRunner:
@@ -29,6 +35,8 @@ class ModelRunner:
         self.cache = cache
         self.device = device
         self.lora = lora  # set when the model carries the LoRA pass
+        # decode steps read the cache in place (model/cpu_attention.py) where qwick's CPU op is available
+        self.paged_decode = paged_decode_available(device, cache.keys[0].dtype)
 
     @torch.inference_mode()
     def prefill(self, chunks: list[PrefillChunk]) -> list[torch.Tensor | None]:
@@ -60,7 +68,8 @@ class ModelRunner:
         """Feed each sequence's last token; logits [B, V] float32."""
         input_ids = torch.tensor([[s.last_token_id] for s in seqs], dtype=torch.long, device=self.device)  # [B, 1]
         positions = torch.tensor([[s.total_len - 1] for s in seqs], device=self.device)
-        meta = AttentionMetadata.build(positions, [s.block_table for s in seqs], self.cache.block_size)
+        meta = AttentionMetadata.build(positions, [s.block_table for s in seqs], self.cache.block_size,
+                                       paged_decode=self.paged_decode)
         hidden = self._forward(input_ids, positions, meta, seqs)  # [B, 1, H]
         for s in seqs:
             s.num_cached = s.total_len

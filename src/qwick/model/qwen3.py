@@ -7,6 +7,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from qwick.model.config import Qwen3Config
+from qwick.model.cpu_attention import paged_decode
 from qwick.model.kv_cache import AttentionMetadata, PagedKVCache
 from qwick.model.layers import MLP, Linear, RMSNorm
 from qwick.model.rope import RotaryEmbedding, apply_rotary
@@ -40,7 +41,11 @@ class Attention(nn.Module):
         q, k = apply_rotary(q, cos, sin), apply_rotary(k, cos, sin)
         if cache is not None and meta is not None:
             cache.write(self.layer_index, k, v, meta.slot_mapping)
-        if cache is None or meta is None or not meta.groups:  # fresh prompt: its own keys, causal
+        if cache is not None and meta is not None and meta.context_lens is not None:  # decode, cache read in place
+            assert meta.block_tables is not None and seq == 1
+            out = paged_decode(q[:, :, 0], cache.keys[self.layer_index], cache.values[self.layer_index],
+                               meta.block_tables, meta.context_lens, cache.block_size, self.scale).unsqueeze(2)
+        elif cache is None or meta is None or not meta.groups:  # fresh prompt: its own keys, causal
             out = self._attend(q, k, v, None, is_causal=True)
         elif len(meta.groups) == 1:
             out = self._attend(q, *cache.gather(self.layer_index, meta.groups[0].context_slots), meta.groups[0].mask)

@@ -13,17 +13,17 @@ So on CPUs with AVX-512 BW + VNNI qwick builds its own ops once (torch.utils.cpp
 from __future__ import annotations
 
 import functools
-import logging
 import os
 from pathlib import Path
 
 import torch
 
+from qwick.native import build_cpu_ops, cpu_has_flags
+
 KERNELS = ("auto", "qwick", "torch")
 _REQUIRED_FLAGS = ("avx512f", "avx512bw", "avx512vl", "avx512_vnni", "f16c", "fma")
-_CFLAGS = ["-O3", "-fopenmp", "-mavx512f", "-mavx512bw", "-mavx512vl", "-mavx512vnni", "-mf16c", "-mfma"]
+_CFLAGS = ["-mavx512f", "-mavx512bw", "-mavx512vl", "-mavx512vnni", "-mf16c", "-mfma"]
 _SOURCE = Path(__file__).parent / "csrc" / "woq_avx512.cpp"
-log = logging.getLogger(__name__)
 
 
 def resolve_kernel(kernel: str, device: torch.device) -> str:
@@ -42,25 +42,12 @@ def resolve_kernel(kernel: str, device: torch.device) -> str:
 
 
 def cpu_supports_qwick_kernels() -> bool:
-    try:
-        flags = set(Path("/proc/cpuinfo").read_text().split())
-    except OSError:
-        return False
-    return all(flag in flags for flag in _REQUIRED_FLAGS)
+    return cpu_has_flags(_REQUIRED_FLAGS)
 
 
 @functools.cache  # the ops land in torch's process-wide registry: build and load them once per process
 def qwick_kernels_available() -> bool:
-    if not cpu_supports_qwick_kernels():
-        return False
-    try:
-        from torch.utils.cpp_extension import load
-
-        # -fopenmp: at::parallel_for is inlined here and needs it to run threads (torch's libgomp is reused)
-        load(name="qwick_woq_avx512", sources=[str(_SOURCE)], extra_cflags=_CFLAGS, extra_ldflags=["-fopenmp"],
-             is_python_module=False)
-    except Exception as exc:  # no compiler, no ninja, a failed build: torch's kernels still work
-        log.warning("qwick CPU kernels unavailable, using torch's (%s)", exc)
+    if not cpu_supports_qwick_kernels() or not build_cpu_ops("qwick_woq_avx512", _SOURCE, _CFLAGS):
         return False
     _register_fakes()
     return True

@@ -7,7 +7,7 @@ import logging
 import re
 import time
 import uuid
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Callable, Sequence
 from contextlib import asynccontextmanager
 
 from fastapi import FastAPI
@@ -22,7 +22,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from qwick.engine.async_engine import AsyncLLMEngine
 from qwick.engine.grammar import GrammarCompiler
 from qwick.engine.protocol import EngineClient
-from qwick.llm import LLM
+from qwick.llm import LLM, start_async_engine
 from qwick.lora.modules import served_lora_modules
 from qwick.lora.request import LoRARequest
 from qwick.server.chat import ChatServing
@@ -53,13 +53,16 @@ def build_app(engine: LLM | EngineClient, served_model_name: str | None = None, 
               tokenizer: Tokenizer | None = None, max_model_len: int | None = None,
               max_num_seqs: int | None = None, allowed_origins: Sequence[str] = (),
               limits: ServerLimits | None = None, grammars: GrammarCompiler | None = None,
-              gates: GateOptions | None = None, lora_modules: Sequence[LoRARequest] = ()) -> FastAPI:
+              gates: GateOptions | None = None, lora_modules: Sequence[LoRARequest] = (),
+              client: AsyncLLMEngine | None = None) -> FastAPI:
     """An OpenAI-compatible app over `engine`, which it owns from now on (it shuts it down on app shutdown).
 
     An `LLM` brings its tokenizer, context length and batch size; a bare `EngineClient` needs `tokenizer`,
     `max_model_len`, `served_model_name` and (only with `limits.max_queue`) `max_num_seqs`.
     `lora_modules`: adapters served under their own model names (an LLM needs enable_lora=True; each is loaded
     here, so a bad adapter fails at startup).
+    `client`: the AsyncLLMEngine already stepping this LLM's engine, when the LLM was built on its loop thread
+    (`start_llm`: faster on CPU, see qwick.engine.async_engine); `start_llm` also loaded `lora_modules`.
     """
     limits = limits or ServerLimits()
     gates = gates or GateOptions()
@@ -69,15 +72,19 @@ def build_app(engine: LLM | EngineClient, served_model_name: str | None = None, 
         tokenizer, max_model_len = llm.get_tokenizer(), llm.max_model_len
         max_num_seqs, root = llm.engine_config.max_num_seqs, str(llm.model_path)
         served_model_name = served_model_name or llm.model_name
-        for lora in served_lora_modules(lora_modules, served_model_name).values():  # before the engine thread
-            llm.add_lora(lora)  # owns the engine, and before it starts: a bad adapter leaves no thread behind
-        client: EngineClient = AsyncLLMEngine(llm.engine)
+        if client is None:
+            for lora in served_lora_modules(lora_modules, served_model_name).values():  # before the engine thread
+                llm.add_lora(lora)  # owns the engine, and before it starts: a bad adapter leaves no thread behind
+            client = AsyncLLMEngine(llm.engine)
+        elif client.engine is not llm.engine:
+            raise ValueError("client must be the AsyncLLMEngine stepping this LLM's engine")
+        engine_client: EngineClient = client
         grammars = llm.engine.grammars
     else:
-        client = engine
+        engine_client = engine
     if tokenizer is None or max_model_len is None or not served_model_name:
         raise ValueError("build_app over an EngineClient needs tokenizer, max_model_len and served_model_name")
-    gate_service, client = setup_gates(gates, client, tokenizer, served_model_name, llm)
+    gate_service, engine_client = setup_gates(gates, engine_client, tokenizer, served_model_name, llm)
     if grammars is None:  # validation only: masks are built by the engine's own compiler
         grammars = GrammarCompiler.for_tokenizer(tokenizer, tokenizer.vocab_size, tokenizer.eos_token_id or 0)
     capacity = None
@@ -85,15 +92,15 @@ def build_app(engine: LLM | EngineClient, served_model_name: str | None = None, 
         if max_num_seqs is None:
             raise ValueError("limits.max_queue needs max_num_seqs (the engine's batch size)")
         capacity = max_num_seqs + limits.max_queue
-    ctx = ServerContext(client, tokenizer, served_model_name, root, max_model_len, limits,
-                        ServerMetrics(served_model_name, client.stats), Admission(capacity), grammars,
+    ctx = ServerContext(engine_client, tokenizer, served_model_name, root, max_model_len, limits,
+                        ServerMetrics(served_model_name, engine_client.stats), Admission(capacity), grammars,
                         served_lora_modules(lora_modules, served_model_name))
 
     @asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:
         yield
         logger.info("shutting down the engine")
-        await client.shutdown()  # uvicorn has let in-flight requests finish by now
+        await engine_client.shutdown()  # uvicorn has let in-flight requests finish by now
         if gates.ledger is not None:
             gates.ledger.close()  # commit what is still queued
 
@@ -108,6 +115,20 @@ def build_app(engine: LLM | EngineClient, served_model_name: str | None = None, 
         app.add_middleware(CORSMiddleware, allow_origins=list(allowed_origins), allow_methods=["*"],
                            allow_headers=["*"])
     return app
+
+
+def start_llm(make_llm: Callable[[], LLM], lora_modules: Sequence[LoRARequest] = (),
+              served_model_name: str | None = None) -> tuple[LLM, AsyncLLMEngine]:
+    """`start_async_engine` (the LLM built on the engine's loop thread, the fast way on CPU), with
+    `lora_modules` loaded there too; pass both to `build_app(llm, client=...)`."""
+
+    def build() -> LLM:
+        llm = make_llm()
+        for lora in served_lora_modules(lora_modules, served_model_name or llm.model_name).values():
+            llm.add_lora(lora)
+        return llm
+
+    return start_async_engine(build)
 
 
 def _add_routes(app: FastAPI, ctx: ServerContext) -> None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import asyncio
 import logging
 import os
 from typing import Any
@@ -54,7 +55,7 @@ def run_serve(args: argparse.Namespace, load_llm: Any) -> int:
     try:
         import uvicorn
 
-        from qwick.server.app import build_app
+        from qwick.server.app import build_app, start_llm
         from qwick.server.serving import ServerLimits
     except ImportError as exc:
         raise ValueError(f"qwick serve needs the serve extra: pip install 'qwick[serve]' ({exc})") from exc
@@ -63,11 +64,17 @@ def run_serve(args: argparse.Namespace, load_llm: Any) -> int:
     lora_modules, lora_options = _lora_options(args)  # likewise a bad --lora-modules entry
     sizes = {"max_body_bytes": args.max_body_bytes, "max_messages": args.max_messages}
     limits = ServerLimits(max_queue=args.max_queue, **{k: v for k, v in sizes.items() if v is not None})
-    llm = load_llm(args, max_num_seqs=args.max_num_seqs, max_num_batched_tokens=args.max_num_batched_tokens,
-                   enable_prefix_caching=args.enable_prefix_caching, **lora_options)
-    app = build_app(llm, args.served_model_name or args.model, args.api_key,
-                    allowed_origins=_origins(args.allowed_origins), limits=limits, gates=gate_options,
-                    lora_modules=lora_modules)
+    served_name = args.served_model_name or args.model
+    llm, client = start_llm(lambda: load_llm(args, max_num_seqs=args.max_num_seqs,
+                                             max_num_batched_tokens=args.max_num_batched_tokens,
+                                             enable_prefix_caching=args.enable_prefix_caching, **lora_options),
+                            lora_modules, served_name)
+    try:
+        app = build_app(llm, served_name, args.api_key, allowed_origins=_origins(args.allowed_origins),
+                        limits=limits, gates=gate_options, lora_modules=lora_modules, client=client)
+    except BaseException:
+        asyncio.run(client.shutdown())  # a failing setup leaves no engine thread behind
+        raise
     uvicorn.run(app, host=args.host, port=args.port, log_level=args.log_level, access_log=False,
                 timeout_graceful_shutdown=args.shutdown_timeout)
     return 0

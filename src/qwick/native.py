@@ -1,0 +1,31 @@
+"""Building qwick's C++ CPU ops once per process (torch.utils.cpp_extension, cached in ~/.cache/torch_extensions)."""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+log = logging.getLogger(__name__)
+
+
+def cpu_has_flags(flags: tuple[str, ...]) -> bool:
+    """Whether /proc/cpuinfo lists every one of `flags` (False where it cannot be read)."""
+    try:
+        found = set(Path("/proc/cpuinfo").read_text().split())
+    except OSError:
+        return False
+    return all(flag in found for flag in flags)
+
+
+def build_cpu_ops(name: str, source: Path, cflags: list[str]) -> bool:
+    """Compile and load `source` (it registers torch ops); False, with a warning, when that fails."""
+    try:
+        from torch.utils.cpp_extension import load
+
+        # -fopenmp: at::parallel_for is inlined here and needs it to run threads (torch's libgomp is reused)
+        load(name=name, sources=[str(source)], extra_cflags=["-O3", "-fopenmp", *cflags],
+             extra_ldflags=["-fopenmp"], is_python_module=False)
+    except Exception as exc:  # no compiler, no ninja, a failed build: callers fall back to torch's ops
+        log.warning("qwick CPU ops %s unavailable, using torch's (%s)", name, exc)
+        return False
+    return True
