@@ -17,13 +17,13 @@ def cpu_has_flags(flags: tuple[str, ...]) -> bool:
     return all(flag in found for flag in flags)
 
 
-def build_cpu_ops(name: str, source: Path, cflags: list[str]) -> bool:
-    """Compile and load `source` (it registers torch ops); False, with a warning, when that fails."""
+def build_cpu_ops(name: str, sources: list[Path], cflags: list[str]) -> bool:
+    """Compile and load `sources` as one library (they register torch ops); False, with a warning, on failure."""
     try:
         from torch.utils.cpp_extension import load
 
         # -fopenmp: at::parallel_for is inlined here and needs it to run threads (torch's libgomp is reused)
-        load(name=name, sources=[str(source)], extra_cflags=["-O3", "-fopenmp", *cflags],
+        load(name=name, sources=[str(s) for s in sources], extra_cflags=["-O3", "-fopenmp", *cflags],
              extra_ldflags=["-fopenmp"], is_python_module=False)
     except Exception as exc:  # no compiler, no ninja, a failed build: callers fall back to torch's ops
         log.warning("qwick CPU ops %s unavailable, using torch's (%s)", name, exc)

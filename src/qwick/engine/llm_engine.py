@@ -222,21 +222,28 @@ class LLMEngine:
             for chunk, logits in zip(group, self.runner.prefill(group), strict=True):
                 if logits is not None:
                     sampled.append((chunk.seq, logits))
+        decode_logits = None
         if batch.decodes:
             batch.decodes.sort(key=lambda s: -s.total_len)  # similar contexts side by side: less gather padding
-            logits = self.runner.decode(batch.decodes)
-            sampled += list(zip(batch.decodes, logits, strict=True))
+            decode_logits = self.runner.decode(batch.decodes)
+            sampled += list(zip(batch.decodes, decode_logits, strict=True))
         for seq in [c.seq for c in batch.prefills] + batch.decodes:
             self.blocks.commit_full_blocks(seq.block_table, seq.all_ids, seq.num_cached, seq.lora_id)
         done = self.jobs.finish_prefilled([c.seq for c in batch.prefills])
-        self._sample_and_append(sampled, self._masks.collect(masks))
+        # a pure decode step samples the decode's [B, V] logits as they are; else the rows are stacked
+        whole = decode_logits if decode_logits is not None and len(sampled) == len(batch.decodes) else None
+        self._sample_and_append(sampled, self._masks.collect(masks), whole)
         return self._collect(sampled) + [StepOutput(rid, [], None, result) for rid, result in done]
 
-    def _sample_and_append(self, pairs: list[tuple[Sequence, torch.Tensor]], masks: dict[int, torch.Tensor]) -> None:
+    @torch.inference_mode()  # the decode's logits are an inference tensor, and the sampler edits them in place
+    def _sample_and_append(self, pairs: list[tuple[Sequence, torch.Tensor]], masks: dict[int, torch.Tensor],
+                           logits: torch.Tensor | None = None) -> None:
+        """Sample each pair's row; `logits` [B, V], when given, holds exactly the pairs' rows in order."""
         if not pairs:
             return
         seqs = [s for s, _ in pairs]
-        logits = torch.stack([row for _, row in pairs])  # [B, V]
+        if logits is None:
+            logits = torch.stack([row for _, row in pairs])  # [B, V]
         rows = [SamplingRow(s.params, s.generator, s.prompt_ids, s.output_ids, s.banned_ids(), masks.get(id(s)))
                 for s in seqs]
         result = sample(logits, rows, self.valid_vocab)

@@ -9,7 +9,7 @@ import torch
 from qwick.engine.scheduler import PrefillChunk
 from qwick.engine.scoring import read_task_outputs
 from qwick.engine.sequence import Sequence
-from qwick.model.cpu_attention import paged_decode_available
+from qwick.model.cpu_ops import cpu_ops_available
 from qwick.model.kv_cache import AttentionMetadata, PagedKVCache, length_groups
 from qwick.model.qwen3 import Qwen3ForCausalLM
 
@@ -35,8 +35,8 @@ class ModelRunner:
         self.cache = cache
         self.device = device
         self.lora = lora  # set when the model carries the LoRA pass
-        # decode steps read the cache in place (model/cpu_attention.py) where qwick's CPU op is available
-        self.paged_decode = paged_decode_available(device, cache.keys[0].dtype)
+        # decode steps read the cache in place (model/cpu_ops.py) where qwick's CPU op is available
+        self.paged_decode = cpu_ops_available(device, cache.keys[0].dtype)
 
     @torch.inference_mode()
     def prefill(self, chunks: list[PrefillChunk]) -> list[torch.Tensor | None]:

@@ -20,7 +20,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from qwick.model.cpu_attention import paged_decode, paged_decode_available
+from qwick.model.cpu_ops import cpu_ops_available, paged_decode
 from qwick.model.kv_cache import AttentionMetadata, PagedKVCache
 from qwick.model.qwen3 import DecoderLayer, Qwen3ForCausalLM, Qwen3Model
 from qwick.model.rope import apply_rotary
@@ -57,7 +57,7 @@ def decode_layer(layer: DecoderLayer, fused: Fused | None, x: torch.Tensor, cos:
     q, k = apply_rotary(q, cos, sin), apply_rotary(k, cos, sin)
     keys.index_copy_(0, slot_mapping, k.reshape(batch, kv_heads, dim))  # [slots, kv_heads, D]
     values.index_copy_(0, slot_mapping, v.reshape(batch, kv_heads, dim))
-    if context.context_lens is not None:  # read the cache in place (model/cpu_attention.py)
+    if context.context_lens is not None:  # read the cache in place (model/cpu_ops.py)
         assert context.block_tables is not None
         out = paged_decode(q[:, :, 0], keys, values, context.block_tables, context.context_lens, context.block_size,
                            attn.scale).unsqueeze(2)  # [B, heads, 1, D]
@@ -151,7 +151,7 @@ class CompiledDecode:
     def warm_up(self, cache: PagedKVCache, max_batch: int) -> None:
         """Compile now, on the cache's scratch slot: (rows, context) pairs that vary both, so both become dynamic."""
         device, scratch = cache.keys[0].device, cache.scratch_slot
-        paged = paged_decode_available(device, cache.keys[0].dtype)  # as ModelRunner decides
+        paged = cpu_ops_available(device, cache.keys[0].dtype)  # as ModelRunner decides
         for batch, width in [(1, 2), (1, 3), (2, 2), (3, 3)]:
             if batch > max_batch:
                 break

@@ -30,7 +30,7 @@ class AttentionMetadata:
 
     slot_mapping: torch.Tensor  # [B * T] physical slot of each new token
     groups: list[ContextGroup]  # empty: a fresh prompt, which attends causally to its own new tokens only
-    # Set instead of groups for a decode step read straight from the cache (model/cpu_attention.py):
+    # Set instead of groups for a decode step read straight from the cache (model/cpu_ops.py):
     block_tables: torch.Tensor | None = None  # [B, W] int64 physical blocks of each row, zero-padded
     context_lens: torch.Tensor | None = None  # [B] int64 positions each row attends to (its new token's + 1)
 

@@ -7,7 +7,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from qwick.model.config import Qwen3Config
-from qwick.model.cpu_attention import paged_decode
+from qwick.model.cpu_ops import paged_decode, qk_norm_rope, usable
 from qwick.model.kv_cache import AttentionMetadata, PagedKVCache
 from qwick.model.layers import MLP, Linear, RMSNorm
 from qwick.model.rope import RotaryEmbedding, apply_rotary
@@ -35,10 +35,9 @@ class Attention(nn.Module):
                 cache: PagedKVCache | None, meta: AttentionMetadata | None) -> torch.Tensor:
         batch, seq, _ = x.shape
         # [B, T, heads * D] -> [B, heads, T, D]
-        q = self.q_norm(self.q_proj(x).view(batch, seq, self.num_heads, self.head_dim)).transpose(1, 2)
-        k = self.k_norm(self.k_proj(x).view(batch, seq, self.num_kv_heads, self.head_dim)).transpose(1, 2)
+        q, k = self._norm_rope(self.q_proj(x), self.q_norm, self.num_heads, cos, sin), \
+            self._norm_rope(self.k_proj(x), self.k_norm, self.num_kv_heads, cos, sin)
         v = self.v_proj(x).view(batch, seq, self.num_kv_heads, self.head_dim).transpose(1, 2)
-        q, k = apply_rotary(q, cos, sin), apply_rotary(k, cos, sin)
         if cache is not None and meta is not None:
             cache.write(self.layer_index, k, v, meta.slot_mapping)
         if cache is not None and meta is not None and meta.context_lens is not None:  # decode, cache read in place
@@ -55,6 +54,17 @@ class Attention(nn.Module):
                 k_ctx, v_ctx = cache.gather(self.layer_index, group.context_slots)  # [b, kv_heads, S, D]
                 out[group.rows] = self._attend(q[group.rows], k_ctx, v_ctx, group.mask)
         return self.o_proj(out.transpose(1, 2).reshape(batch, seq, self.num_heads * self.head_dim))
+
+    def _norm_rope(self, projected: torch.Tensor, norm: RMSNorm, heads: int, cos: torch.Tensor,
+                   sin: torch.Tensor) -> torch.Tensor:
+        """projected [B, T, heads * D] -> per-head RMSNorm, then rotary: [B, heads, T, D]."""
+        batch, seq, _ = projected.shape
+        if usable(projected) and usable(cos) and norm.weight.dtype == projected.dtype:  # one op (model/cpu_ops.py)
+            out = qk_norm_rope(projected.view(batch * seq, heads, self.head_dim), norm.weight, norm.eps,
+                               cos.view(batch * seq, self.head_dim), sin.view(batch * seq, self.head_dim))
+            return out.view(batch, seq, heads, self.head_dim).transpose(1, 2)
+        x = norm(projected.view(batch, seq, heads, self.head_dim)).transpose(1, 2)
+        return apply_rotary(x, cos, sin)
 
     def _attend(self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, mask: torch.Tensor | None,
                 is_causal: bool = False) -> torch.Tensor:

@@ -47,7 +47,7 @@ def cpu_supports_qwick_kernels() -> bool:
 
 @functools.cache  # the ops land in torch's process-wide registry: build and load them once per process
 def qwick_kernels_available() -> bool:
-    if not cpu_supports_qwick_kernels() or not build_cpu_ops("qwick_woq_avx512", _SOURCE, _CFLAGS):
+    if not cpu_supports_qwick_kernels() or not build_cpu_ops("qwick_woq_avx512", [_SOURCE], _CFLAGS):
         return False
     _register_fakes()
     return True

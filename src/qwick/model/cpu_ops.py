@@ -1,0 +1,85 @@
+"""qwick's own CPU ops for the decode hot path (csrc/): attention read in place from the paged KV cache, and
+RMSNorm / RMSNorm + rotary embedding as one op each.
+
+Why: the portable attention path (kv_cache.PagedKVCache.gather + SDPA) copies every row's context out of the
+cache per layer and reads the copy again; the op reads each key and value once (2-3x faster at batch 16-32).
+The norms and the rotary embedding are ~25 small torch ops per layer, whose dispatch costs more than their math
+at decode sizes. The ops keep the torch code's float32 math and bfloat16 roundings (parity tests hold).
+They run on CPUs with AVX-512F once built (~20 s, once per machine, cached by torch.utils.cpp_extension), for
+bfloat16 and float32 tensors that need no gradient; elsewhere, or with `QWICK_CPU_OPS=torch`, the torch code
+runs.
+"""
+
+from __future__ import annotations
+
+import functools
+import os
+from pathlib import Path
+
+import torch
+
+from qwick.native import build_cpu_ops, cpu_has_flags
+
+_SOURCES = [Path(__file__).parent / "csrc" / name for name in ("paged_attention.cpp", "norm_rope.cpp")]
+_CFLAGS = ["-mavx512f", "-mavx512bw", "-mavx512vl", "-mfma"]
+_SUPPORTED_DTYPES = (torch.bfloat16, torch.float32)
+
+
+@functools.cache  # the ops land in torch's process-wide registry: build and load them once per process
+def _built() -> bool:
+    if not cpu_has_flags(("avx512f", "avx512bw", "avx512vl", "fma")):
+        return False
+    if not build_cpu_ops("qwick_cpu_ops", _SOURCES, _CFLAGS):
+        return False
+
+    @torch.library.register_fake("qwick_cpu::paged_decode")
+    def _paged_decode(q: torch.Tensor, key_cache: torch.Tensor, value_cache: torch.Tensor,
+                      block_tables: torch.Tensor, context_lens: torch.Tensor, block_size: int,
+                      scale: float) -> torch.Tensor:
+        return torch.empty_like(q)
+
+    @torch.library.register_fake("qwick_cpu::rms_norm")
+    def _rms_norm(x: torch.Tensor, weight: torch.Tensor, eps: float) -> torch.Tensor:
+        return torch.empty_like(x)
+
+    @torch.library.register_fake("qwick_cpu::qk_norm_rope")
+    def _qk_norm_rope(x: torch.Tensor, weight: torch.Tensor, eps: float, cos: torch.Tensor,
+                      sin: torch.Tensor) -> torch.Tensor:
+        return torch.empty_like(x)
+
+    return True
+
+
+def cpu_ops_available(device: torch.device, dtype: torch.dtype) -> bool:
+    """Whether tensors of `dtype` on `device` can run qwick's CPU ops."""
+    if device.type != "cpu" or dtype not in _SUPPORTED_DTYPES:
+        return False
+    if os.environ.get("QWICK_CPU_OPS", "auto") == "torch":
+        return False
+    return _built()
+
+
+def usable(x: torch.Tensor) -> bool:
+    """x may go through the ops: a supported CPU tensor, contiguous, with no gradient to track (no autograd);
+    never while torch.compile traces (inductor fuses the torch code itself)."""
+    if torch.compiler.is_compiling():
+        return False
+    return not x.requires_grad and x.is_contiguous() and cpu_ops_available(x.device, x.dtype)
+
+
+def paged_decode(q: torch.Tensor, keys: torch.Tensor, values: torch.Tensor, block_tables: torch.Tensor,
+                 context_lens: torch.Tensor, block_size: int, scale: float) -> torch.Tensor:
+    """q [B, heads, D] -> [B, heads, D]: row b attends to its positions 0..context_lens[b]-1, whose keys and
+    values sit in keys/values [slots, kv_heads, D] at the slots its block table [B, W] names."""
+    return torch.ops.qwick_cpu.paged_decode(q, keys, values, block_tables, context_lens, block_size, scale)
+
+
+def rms_norm(x: torch.Tensor, weight: torch.Tensor, eps: float) -> torch.Tensor:
+    """x [..., D] -> RMSNorm(x) * weight in x's dtype (layers.RMSNorm's math)."""
+    return torch.ops.qwick_cpu.rms_norm(x, weight, eps)
+
+
+def qk_norm_rope(x: torch.Tensor, weight: torch.Tensor, eps: float, cos: torch.Tensor,
+                 sin: torch.Tensor) -> torch.Tensor:
+    """x [N, heads, D], cos/sin [N, D] -> rotary(RMSNorm(x) * weight) (layers.RMSNorm then rope.apply_rotary)."""
+    return torch.ops.qwick_cpu.qk_norm_rope(x, weight, eps, cos, sin)
