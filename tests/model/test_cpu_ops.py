@@ -37,7 +37,8 @@ def reference(q: torch.Tensor, keys: torch.Tensor, values: torch.Tensor, tables:
 
 @needs_op
 @pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
-@pytest.mark.parametrize(("heads", "kv_heads", "dim"), [(16, 8, 128), (4, 1, 64), (2, 2, 32), (6, 2, 18), (8, 2, 256)])
+@pytest.mark.parametrize(("heads", "kv_heads", "dim"),
+                         [(16, 8, 128), (4, 4, 128), (8, 2, 128), (32, 4, 128), (4, 1, 64), (2, 2, 32), (6, 2, 18), (8, 2, 256)])
 def test_matches_sdpa_on_scattered_blocks(dtype: torch.dtype, heads: int, kv_heads: int, dim: int) -> None:
     gen = torch.Generator().manual_seed(heads * 1000 + dim)
     block_size, num_blocks, batch = 16, 64, 5

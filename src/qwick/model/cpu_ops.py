@@ -67,19 +67,28 @@ def usable(x: torch.Tensor) -> bool:
     return not x.requires_grad and x.is_contiguous() and cpu_ops_available(x.device, x.dtype)
 
 
+def _require() -> None:
+    if not _built():
+        raise RuntimeError("qwick's CPU ops are unavailable here (they need AVX-512F and a C++ compiler; see the "
+                           "log): check cpu_ops_available() first")
+
+
 def paged_decode(q: torch.Tensor, keys: torch.Tensor, values: torch.Tensor, block_tables: torch.Tensor,
                  context_lens: torch.Tensor, block_size: int, scale: float) -> torch.Tensor:
     """q [B, heads, D] -> [B, heads, D]: row b attends to its positions 0..context_lens[b]-1, whose keys and
     values sit in keys/values [slots, kv_heads, D] at the slots its block table [B, W] names."""
+    _require()
     return torch.ops.qwick_cpu.paged_decode(q, keys, values, block_tables, context_lens, block_size, scale)
 
 
 def rms_norm(x: torch.Tensor, weight: torch.Tensor, eps: float) -> torch.Tensor:
     """x [..., D] -> RMSNorm(x) * weight in x's dtype (layers.RMSNorm's math)."""
+    _require()
     return torch.ops.qwick_cpu.rms_norm(x, weight, eps)
 
 
 def qk_norm_rope(x: torch.Tensor, weight: torch.Tensor, eps: float, cos: torch.Tensor,
                  sin: torch.Tensor) -> torch.Tensor:
     """x [N, heads, D], cos/sin [N, D] -> rotary(RMSNorm(x) * weight) (layers.RMSNorm then rope.apply_rotary)."""
+    _require()
     return torch.ops.qwick_cpu.qk_norm_rope(x, weight, eps, cos, sin)

@@ -129,6 +129,70 @@ void attend_vectorised(const Task& t, const T* q, const T* keys, const T* values
       store16(out + i * D + 16 * c, _mm512_mul_ps(_mm512_loadu_ps(acc.data() + i * D + 16 * c), _mm512_set1_ps(inv[i])));
 }
 
+// The common shapes (D = 128: every Qwen3 size; query heads per kv head G <= 4), with the queries and the
+// output accumulators of one kv head held in registers across a whole block of positions: ~2x fewer
+// instructions than attend_vectorised, whose per-position loads and stores of the accumulators made it
+// compute-bound at batch 16-32. Loop order: block, then kv head, then position; a block's keys (or values) of
+// all heads are one contiguous 2 KB-per-position run, so they stay in L1 while the heads take turns.
+template <typename T, int C, int G>
+void attend_blocked(const Task& t, const T* q, const T* keys, const T* values, int64_t h0, int64_t h1, T* out,
+                    std::vector<float>& scores, std::vector<float>& acc, std::vector<float>& qf) {
+  constexpr int64_t D = 16 * C;
+  const int64_t L = t.len, bs = t.block_size, nh = h1 - h0, Q = nh * G;
+  scores.resize(Q * L);
+  acc.assign(Q * D, 0.0f);
+  qf.resize(Q * D);
+  const __m512 vscale = _mm512_set1_ps(t.scale);
+  for (int64_t i = 0; i < Q * C; ++i) _mm512_storeu_ps(qf.data() + 16 * i, _mm512_mul_ps(load16(q + 16 * i), vscale));
+  for (int64_t p0 = 0; p0 < L; p0 += bs) {
+    const int64_t n = std::min(bs, L - p0);
+    const T* block = keys + t.table[p0 / bs] * bs * t.kv_heads * D;
+    for (int64_t hh = 0; hh < nh; ++hh) {
+      __m512 qv[G][C];
+      for (int g = 0; g < G; ++g)
+        for (int c = 0; c < C; ++c) qv[g][c] = _mm512_loadu_ps(qf.data() + (hh * G + g) * D + 16 * c);
+      for (int64_t j = 0; j < n; ++j) {
+        const T* k = block + (j * t.kv_heads + h0 + hh) * D;
+        __m512 kv[C];
+        for (int c = 0; c < C; ++c) kv[c] = load16(k + 16 * c);
+        for (int g = 0; g < G; ++g) {
+          __m512 s0 = _mm512_mul_ps(qv[g][0], kv[0]), s1 = _mm512_mul_ps(qv[g][1], kv[1]);
+          for (int c = 2; c + 1 < C; c += 2) {
+            s0 = _mm512_fmadd_ps(qv[g][c], kv[c], s0);
+            s1 = _mm512_fmadd_ps(qv[g][c + 1], kv[c + 1], s1);
+          }
+          scores[(hh * G + g) * L + p0 + j] = _mm512_reduce_add_ps(_mm512_add_ps(s0, s1));
+        }
+      }
+    }
+  }
+  std::vector<float> inv(Q);
+  for (int64_t i = 0; i < Q; ++i) inv[i] = 1.0f / softmax_numerators(scores.data() + i * L, L);
+  for (int64_t p0 = 0; p0 < L; p0 += bs) {
+    const int64_t n = std::min(bs, L - p0);
+    const T* block = values + t.table[p0 / bs] * bs * t.kv_heads * D;
+    for (int64_t hh = 0; hh < nh; ++hh) {
+      __m512 a[G][C];
+      for (int g = 0; g < G; ++g)
+        for (int c = 0; c < C; ++c) a[g][c] = _mm512_loadu_ps(acc.data() + (hh * G + g) * D + 16 * c);
+      for (int64_t j = 0; j < n; ++j) {
+        const T* v = block + (j * t.kv_heads + h0 + hh) * D;
+        __m512 w[G];
+        for (int g = 0; g < G; ++g) w[g] = _mm512_set1_ps(scores[(hh * G + g) * L + p0 + j]);
+        for (int c = 0; c < C; ++c) {
+          const __m512 vv = load16(v + 16 * c);
+          for (int g = 0; g < G; ++g) a[g][c] = _mm512_fmadd_ps(w[g], vv, a[g][c]);
+        }
+      }
+      for (int g = 0; g < G; ++g)
+        for (int c = 0; c < C; ++c) _mm512_storeu_ps(acc.data() + (hh * G + g) * D + 16 * c, a[g][c]);
+    }
+  }
+  for (int64_t i = 0; i < Q; ++i)
+    for (int64_t c = 0; c < C; ++c)
+      store16(out + i * D + 16 * c, _mm512_mul_ps(_mm512_loadu_ps(acc.data() + i * D + 16 * c), _mm512_set1_ps(inv[i])));
+}
+
 template <typename T>
 void attend_scalar(const Task& t, const T* q, const T* keys, const T* values, int64_t h0, int64_t h1, T* out,
                    std::vector<float>& scores, std::vector<float>& acc) {
@@ -182,7 +246,13 @@ void run(const at::Tensor& q, const at::Tensor& keys, const at::Tensor& values, 
       const Task t{lp[b], G, D, Hkv, block_size, tp + b * W, static_cast<float>(scale)};
       const T* qrow = qp + (b * Hq + h0 * G) * D;  // query heads h*G .. h*G+G-1 share kv head h
       T* orow = op + (b * Hq + h0 * G) * D;
-      if (vectorised)
+      if (D == 128 && G == 1)
+        attend_blocked<T, 8, 1>(t, qrow, kp, vp, h0, h1, orow, scores, acc, qf);
+      else if (D == 128 && G == 2)
+        attend_blocked<T, 8, 2>(t, qrow, kp, vp, h0, h1, orow, scores, acc, qf);
+      else if (D == 128 && G == 4)
+        attend_blocked<T, 8, 4>(t, qrow, kp, vp, h0, h1, orow, scores, acc, qf);
+      else if (vectorised)
         attend_vectorised(t, qrow, kp, vp, h0, h1, orow, scores, acc, qf);
       else
         attend_scalar(t, qrow, kp, vp, h0, h1, orow, scores, acc);
