@@ -13,8 +13,9 @@ Run on an idle machine (two torch processes on 2 cores slow each other 5-10x):
 Smoke test: add --tiny (a 2-layer model of the same vocabulary, a few tokens).
 
 Each engine runs in its own process per round (cpu_worker.py, cpu_llama_worker.py), engines interleaved round by
-round, medians reported. qwick int8/int4 load `qwick quantize` checkpoints; qwick rows run the compiled decode
-step (`compile_decode=True`), `--eager` adds the uncompiled ones, `--torch-kernels` int8/int4 on torch's own
+round, medians reported. qwick int8/int4 load `qwick quantize` checkpoints and run the compiled decode step
+(`compile_decode=True`; `--eager` adds the uncompiled ones); qwick bf16 runs eager, its default and faster path
+(inductor cannot use oneDNN-packed weights). `--torch-kernels` int8/int4 on torch's own
 kernels (`_weight_int8pack_mm`, `_weight_int4pack_mm_for_cpu`) instead of qwick's. llama.cpp runs twice: without its AMX buffer
 (decode and prefill; see cpu_llama_worker.py for why) and, on AMX CPUs, with it (decode only: its multi-token
 path segfaults here). The floor is weight bytes read per token / the measured read bandwidth.
@@ -75,8 +76,10 @@ def engines(args: argparse.Namespace, work: Path) -> dict[str, tuple[list[str], 
                "int4": cpu_setup.quantized_checkpoint(work, dummy, "int4")}
     found: dict[str, tuple[list[str], dict[str, str] | None]] = {}
     for fmt, folder in folders.items():
-        found[f"qwick {fmt}"] = ([*worker, f"qwick-{fmt}", str(folder), *common, "--compile"], None)
-        if args.eager:
+        # bf16 runs eager, qwick's default and its faster bf16 path (inductor cannot use oneDNN-packed weights)
+        compiled = fmt != "bf16"
+        found[f"qwick {fmt}"] = ([*worker, f"qwick-{fmt}", str(folder), *common, *(["--compile"] * compiled)], None)
+        if args.eager and compiled:
             found[f"qwick {fmt} eager"] = ([*worker, f"qwick-{fmt}", str(folder), *common], None)
         if args.torch_kernels and fmt != "bf16":  # the same model on torch's own int8/int4 kernels
             found[f"qwick {fmt} torch kernels"] = ([*worker, f"qwick-{fmt}", str(folder), *common, "--compile"],

@@ -20,7 +20,6 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from qwick.model.cpu_ops import cpu_ops_available, paged_decode
 from qwick.model.kv_cache import AttentionMetadata, PagedKVCache
 from qwick.model.qwen3 import DecoderLayer, Qwen3ForCausalLM, Qwen3Model
 from qwick.model.rope import apply_rotary
@@ -29,20 +28,9 @@ from qwick.quant.fusion import fuse_projections
 LAYERS_PER_CALL = 4
 
 
-@dataclass
-class DecodeContext:
-    """What the new tokens attend to: gathered slots + mask (portable), or block tables + lengths (paged op)."""
-
-    context_slots: torch.Tensor | None = None  # [B, S]
-    mask: torch.Tensor | None = None  # [B, 1, 1, S]
-    block_tables: torch.Tensor | None = None  # [B, W]
-    context_lens: torch.Tensor | None = None  # [B]
-    block_size: int = 0
-
-
 def decode_layer(layer: DecoderLayer, fused: Fused | None, x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor,
-                 keys: torch.Tensor, values: torch.Tensor, slot_mapping: torch.Tensor,
-                 context: DecodeContext) -> torch.Tensor:
+                 keys: torch.Tensor, values: torch.Tensor, slot_mapping: torch.Tensor, context_slots: torch.Tensor,
+                 mask: torch.Tensor | None) -> torch.Tensor:
     """One decoder layer for x [B, 1, hidden] (the eager code in qwen3.py, with this layer's cache passed in)."""
     attn = layer.self_attn
     batch, heads, kv_heads, dim = x.shape[0], attn.num_heads, attn.num_kv_heads, attn.head_dim
@@ -57,18 +45,12 @@ def decode_layer(layer: DecoderLayer, fused: Fused | None, x: torch.Tensor, cos:
     q, k = apply_rotary(q, cos, sin), apply_rotary(k, cos, sin)
     keys.index_copy_(0, slot_mapping, k.reshape(batch, kv_heads, dim))  # [slots, kv_heads, D]
     values.index_copy_(0, slot_mapping, v.reshape(batch, kv_heads, dim))
-    if context.context_lens is not None:  # read the cache in place (model/cpu_ops.py)
-        assert context.block_tables is not None
-        out = paged_decode(q[:, :, 0], keys, values, context.block_tables, context.context_lens, context.block_size,
-                           attn.scale).unsqueeze(2)  # [B, heads, 1, D]
-    else:
-        assert context.context_slots is not None
-        kv_len = context.context_slots.shape[1]
-        flat = context.context_slots.reshape(-1)
-        k_ctx = keys.index_select(0, flat).view(batch, kv_len, kv_heads, dim).transpose(1, 2)  # [B, kv_heads, S, D]
-        v_ctx = values.index_select(0, flat).view(batch, kv_len, kv_heads, dim).transpose(1, 2)
-        out = F.scaled_dot_product_attention(q, k_ctx, v_ctx, attn_mask=context.mask, scale=attn.scale,
-                                             enable_gqa=heads != kv_heads)  # [B, heads, 1, D]
+    kv_len = context_slots.shape[1]
+    flat = context_slots.reshape(-1)
+    k_ctx = keys.index_select(0, flat).view(batch, kv_len, kv_heads, dim).transpose(1, 2)  # [B, kv_heads, S, D]
+    v_ctx = values.index_select(0, flat).view(batch, kv_len, kv_heads, dim).transpose(1, 2)
+    out = F.scaled_dot_product_attention(q, k_ctx, v_ctx, attn_mask=mask, scale=attn.scale,
+                                         enable_gqa=heads != kv_heads)  # [B, heads, 1, D]
     x = x + attn.o_proj(out.transpose(1, 2).reshape(batch, 1, heads * dim))
     h = layer.post_attention_layernorm(x)
     if fused is None:
@@ -79,10 +61,10 @@ def decode_layer(layer: DecoderLayer, fused: Fused | None, x: torch.Tensor, cos:
 
 def decode_layers(layers: list[DecoderLayer], fused: list[Fused] | None, x: torch.Tensor, cos: torch.Tensor,
                   sin: torch.Tensor, keys: list[torch.Tensor], values: list[torch.Tensor], slot_mapping: torch.Tensor,
-                  context: DecodeContext) -> torch.Tensor:
+                  context_slots: torch.Tensor, mask: torch.Tensor | None) -> torch.Tensor:
     """A run of consecutive layers: one compiled call per run, not per layer (each call costs ~0.1 ms of guards)."""
     for i, (layer, k, v) in enumerate(zip(layers, keys, values, strict=True)):
-        x = decode_layer(layer, fused[i] if fused else None, x, cos, sin, k, v, slot_mapping, context)
+        x = decode_layer(layer, fused[i] if fused else None, x, cos, sin, k, v, slot_mapping, context_slots, mask)
     return x
 
 
@@ -106,20 +88,17 @@ def fuse_layers(model: Qwen3Model) -> list[Fused] | None:
     return fused
 
 
-def merged_context(meta: AttentionMetadata, positions: torch.Tensor, cache: PagedKVCache) -> DecodeContext:
-    """Paged metadata as it is; otherwise all rows' context slots in one [B, S] tensor (short rows padded with the
-    scratch slot) and the mask [B, 1, 1, S] that hides the padding; no mask for a single row."""
-    if meta.context_lens is not None:
-        return DecodeContext(block_tables=meta.block_tables, context_lens=meta.context_lens,
-                             block_size=cache.block_size)
-    scratch_slot = cache.scratch_slot
+def merged_context(meta: AttentionMetadata, positions: torch.Tensor,
+                   scratch_slot: int) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """All rows' context slots in one [B, S] tensor (short rows padded with the scratch slot) and the mask
+    [B, 1, 1, S] that hides the padding; no mask for a single row."""
     if len(meta.groups) == 1 and positions.shape[0] == 1:
-        return DecodeContext(meta.groups[0].context_slots)
+        return meta.groups[0].context_slots, None
     width = max(g.context_slots.shape[1] for g in meta.groups)
     slots = torch.cat([F.pad(g.context_slots, (0, width - g.context_slots.shape[1]), value=scratch_slot)
                        for g in meta.groups])
     cols = torch.arange(width, device=positions.device)
-    return DecodeContext(slots, (cols[None, :] <= positions[:, -1:]).view(-1, 1, 1, width))
+    return slots, (cols[None, :] <= positions[:, -1:]).view(-1, 1, 1, width)
 
 
 class CompiledDecode:
@@ -136,41 +115,34 @@ class CompiledDecode:
 
     def __call__(self, input_ids: torch.Tensor, positions: torch.Tensor, cache: PagedKVCache | None = None,
                  meta: AttentionMetadata | None = None) -> torch.Tensor:
-        if cache is None or meta is None or input_ids.shape[1] != 1 or not (meta.groups or meta.context_lens is not None):
+        if cache is None or meta is None or input_ids.shape[1] != 1 or not meta.groups:
             return self.eager(input_ids, positions, cache, meta)
         x = self.model.embed_tokens(input_ids)  # [B, 1, hidden]
         cos, sin = self.model.rotary_emb(positions, x.dtype)
-        context = merged_context(meta, positions, cache)
+        slots, mask = merged_context(meta, positions, cache.scratch_slot)
         for i in range(0, len(self.model.layers), self.run):
             run = slice(i, i + self.run)
             x = self.step(list(self.model.layers[run]), self.fused[run] if self.fused else None, x, cos, sin,
-                          cache.keys[run], cache.values[run], meta.slot_mapping, context)
+                          cache.keys[run], cache.values[run], meta.slot_mapping, slots, mask)
         return self.model.norm(x)
 
     @torch.inference_mode()  # as the engine runs it: tensors created outside it would not match the guards
     def warm_up(self, cache: PagedKVCache, max_batch: int) -> None:
         """Compile now, on the cache's scratch slot: (rows, context) pairs that vary both, so both become dynamic."""
         device, scratch = cache.keys[0].device, cache.scratch_slot
-        paged = cpu_ops_available(device, cache.keys[0].dtype)  # as ModelRunner decides
         for batch, width in [(1, 2), (1, 3), (2, 2), (3, 3)]:
             if batch > max_batch:
                 break
             ids = torch.zeros(batch, 1, dtype=torch.long, device=device)
             positions = torch.full((batch, 1), width - 1, dtype=torch.long, device=device)
-            if paged:  # tables of `width` blocks (block 0: read only), context of `width` positions
-                context = DecodeContext(block_tables=torch.zeros(batch, width, dtype=torch.long, device=device),
-                                        context_lens=torch.full((batch,), width, dtype=torch.long, device=device),
-                                        block_size=cache.block_size)
-            else:
-                slots = torch.full((batch, width), scratch, dtype=torch.long, device=device)
-                mask = None if batch == 1 else torch.ones(batch, 1, 1, width, dtype=torch.bool, device=device)
-                context = DecodeContext(slots, mask)
+            slots = torch.full((batch, width), scratch, dtype=torch.long, device=device)
+            mask = None if batch == 1 else torch.ones(batch, 1, 1, width, dtype=torch.bool, device=device)
             x = self.model.embed_tokens(ids)
             cos, sin = self.model.rotary_emb(positions, x.dtype)
             slot_mapping = torch.full((batch,), scratch, dtype=torch.long, device=device)
             run = slice(0, self.run)
             self.step(list(self.model.layers[run]), self.fused[run] if self.fused else None, x, cos, sin,
-                      cache.keys[run], cache.values[run], slot_mapping, context)
+                      cache.keys[run], cache.values[run], slot_mapping, slots, mask)
 
 
 def compile_decode(model: Qwen3ForCausalLM) -> CompiledDecode:
