@@ -72,13 +72,11 @@ def test_rejects_bad_arguments_with_a_message() -> None:
 @needs_op
 def test_metadata_describes_decode_by_tables_and_lengths() -> None:
     positions = torch.tensor([[4], [0], [9]])
-    meta = AttentionMetadata.build(positions, [[3, 1], [7], [2, 5, 6]], 4, paged_decode=True)
+    meta = AttentionMetadata.build(positions, [[3, 1], [7], [2, 5, 6]], 4, paged=True)
     assert meta.groups == []
-    assert meta.context_lens is not None and meta.context_lens.tolist() == [5, 1, 10]
+    assert meta.context_lens is not None and meta.context_lens.tolist() == [[5], [1], [10]]
     assert meta.block_tables is not None and meta.block_tables.tolist() == [[3, 1, 0], [7, 0, 0], [2, 5, 6]]
     assert meta.slot_mapping.tolist() == [1 * 4 + 0, 7 * 4 + 0, 6 * 4 + 1]
-    single = AttentionMetadata.build(torch.tensor([[2]]), [[5]], 4, paged_decode=True)
-    assert single.block_tables is not None and single.block_tables.tolist() == [[5, 0]]  # never width 1
 
 
 def test_unavailable_off_cpu_for_other_dtypes_and_when_disabled(monkeypatch: pytest.MonkeyPatch) -> None:

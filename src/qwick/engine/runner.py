@@ -20,6 +20,10 @@ if TYPE_CHECKING:
 # Padding a group's chunks with up to this many tokens in all is cheaper than a second forward: a forward of a
 # few tokens costs one read of the weights whatever its width (e.g. a scoring request's 1- and 2-token forks).
 CHUNK_PADDING_SLACK = 32
+# Prefill chunks of at most this many tokens also read the cache in place (each new token as one query of the
+# paged op; a row's tokens run back to back on one thread, so its context is re-read from L2, not memory).
+# Longer chunks gather their context once and run SDPA, whose blocked matmuls win there.
+PAGED_MAX_CHUNK = 16
 
 
 def group_chunks(chunks: list[PrefillChunk]) -> list[list[PrefillChunk]]:
@@ -51,7 +55,8 @@ class ModelRunner:
         input_ids = torch.tensor(ids, dtype=torch.long, device=self.device)  # [B, T]
         pos = torch.tensor(positions, device=self.device)
         meta = AttentionMetadata.build(pos, [c.seq.block_table for c in chunks], self.cache.block_size,
-                                       [c.num_tokens for c in chunks], self.cache.scratch_slot)
+                                       [c.num_tokens for c in chunks], self.cache.scratch_slot,
+                                       paged=self.paged_decode and width <= PAGED_MAX_CHUNK)
         hidden = self._forward(input_ids, pos, meta, [c.seq for c in chunks])  # [B, T, H]
         read_task_outputs(self.model, chunks, hidden)  # scoring / pooling rows: read here, never sampled
         wants = [c.completes and c.seq.task is None for c in chunks]
@@ -69,7 +74,7 @@ class ModelRunner:
         input_ids = torch.tensor([[s.last_token_id] for s in seqs], dtype=torch.long, device=self.device)  # [B, 1]
         positions = torch.tensor([[s.total_len - 1] for s in seqs], device=self.device)
         meta = AttentionMetadata.build(positions, [s.block_table for s in seqs], self.cache.block_size,
-                                       paged_decode=self.paged_decode)
+                                       paged=self.paged_decode)
         hidden = self._forward(input_ids, positions, meta, seqs)  # [B, 1, H]
         for s in seqs:
             s.num_cached = s.total_len

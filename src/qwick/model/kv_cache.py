@@ -10,7 +10,6 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import torch
-import torch.nn.functional as F
 
 MAX_PADDING = 0.25  # a padded group may hold at most this much padding (fraction of its real entries)
 
@@ -30,17 +29,17 @@ class AttentionMetadata:
 
     slot_mapping: torch.Tensor  # [B * T] physical slot of each new token
     groups: list[ContextGroup]  # empty: a fresh prompt, which attends causally to its own new tokens only
-    # Set instead of groups for a decode step read straight from the cache (model/cpu_ops.py):
+    # Set instead of groups when attention reads the cache in place (model/cpu_ops.py):
     block_tables: torch.Tensor | None = None  # [B, W] int64 physical blocks of each row, zero-padded
-    context_lens: torch.Tensor | None = None  # [B] int64 positions each row attends to (its new token's + 1)
+    context_lens: torch.Tensor | None = None  # [B, T] int64 positions each new token attends to (its own + 1)
 
     @classmethod
     def build(cls, positions: torch.Tensor, block_tables: list[list[int]], block_size: int,
-              num_new: list[int] | None = None, scratch_slot: int = -1, paged_decode: bool = False) -> AttentionMetadata:
+              num_new: list[int] | None = None, scratch_slot: int = -1, paged: bool = False) -> AttentionMetadata:
         """positions [B, T]: each row holds its consecutive positions. Rows with fewer new tokens (`num_new`)
         are padded by repeating their last position; the padding writes its keys to `scratch_slot`.
-        Rows sorted by context length (longest first) gather the least padding. `paged_decode` (T == 1 only):
-        describe the context by block tables and lengths, for an attention that reads the cache in place."""
+        Rows sorted by context length (longest first) gather the least padding. `paged`: describe the context
+        by block tables and lengths instead, for an attention that reads the cache in place."""
         device = positions.device
         batch, new_tokens = positions.shape
         width = max(len(t) for t in block_tables)
@@ -51,11 +50,8 @@ class AttentionMetadata:
             is_pad = torch.arange(new_tokens, device=device)[None, :] >= torch.tensor(num_new, device=device)[:, None]
             slot_mapping = slot_mapping.masked_fill(is_pad, scratch_slot)
         slot_mapping = slot_mapping.reshape(-1)
-        if paged_decode:
-            assert new_tokens == 1, "paged_decode metadata is for one new token per row"
-            if width == 1:  # a second (unused) column: torch.compile specialises size-1 dims, so this avoids a graph
-                tables = F.pad(tables, (0, 1))
-            return cls(slot_mapping, [], tables, positions[:, 0] + 1)
+        if paged:
+            return cls(slot_mapping, [], tables, positions + 1)
         if batch == 1 and int(positions[0, 0]) == 0:  # a fresh prompt attends to its own keys: plain causal
             return cls(slot_mapping, [])
         ends = (positions[:, -1] + 1).tolist()  # context length of each row

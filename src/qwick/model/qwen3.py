@@ -35,15 +35,19 @@ class Attention(nn.Module):
                 cache: PagedKVCache | None, meta: AttentionMetadata | None) -> torch.Tensor:
         batch, seq, _ = x.shape
         # [B, T, heads * D] -> [B, heads, T, D]
-        q, k = self._norm_rope(self.q_proj(x), self.q_norm, self.num_heads, cos, sin), \
-            self._norm_rope(self.k_proj(x), self.k_norm, self.num_kv_heads, cos, sin)
+        q = self._norm_rope(self.q_proj(x), self.q_norm, self.num_heads, cos, sin)
+        k = self._norm_rope(self.k_proj(x), self.k_norm, self.num_kv_heads, cos, sin)
         v = self.v_proj(x).view(batch, seq, self.num_kv_heads, self.head_dim).transpose(1, 2)
         if cache is not None and meta is not None:
             cache.write(self.layer_index, k, v, meta.slot_mapping)
-        if cache is not None and meta is not None and meta.context_lens is not None:  # decode, cache read in place
-            assert meta.block_tables is not None and seq == 1
-            out = paged_decode(q[:, :, 0], cache.keys[self.layer_index], cache.values[self.layer_index],
-                               meta.block_tables, meta.context_lens, cache.block_size, self.scale).unsqueeze(2)
+        if cache is not None and meta is not None and meta.context_lens is not None:  # the cache read in place
+            assert meta.block_tables is not None
+            # every new token is one query row: [B, heads, T, D] -> [B * T, heads, D], its row's block table
+            rows = q.transpose(1, 2).reshape(batch * seq, self.num_heads, self.head_dim)
+            tables = meta.block_tables if seq == 1 else meta.block_tables.repeat_interleave(seq, dim=0)
+            out = paged_decode(rows, cache.keys[self.layer_index], cache.values[self.layer_index], tables,
+                               meta.context_lens.reshape(-1), cache.block_size, self.scale)
+            out = out.view(batch, seq, self.num_heads, self.head_dim).transpose(1, 2)
         elif cache is None or meta is None or not meta.groups:  # fresh prompt: its own keys, causal
             out = self._attend(q, k, v, None, is_causal=True)
         elif len(meta.groups) == 1:
