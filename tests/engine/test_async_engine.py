@@ -71,14 +71,19 @@ def ids(llm) -> list[int]:
     return llm.get_tokenizer().encode("The quick brown fox jumps over the lazy dog")
 
 
+def engine_threads() -> set[threading.Thread]:
+    return {t for t in threading.enumerate() if t.name == "qwick-engine-loop"}
+
+
 @pytest.fixture(autouse=True)
 def engine_left_idle(llm):
+    before = engine_threads()  # e.g. a session-scoped test server's: not this test's to stop
     yield
     assert not llm.engine.has_unfinished()
     stats = getattr(llm.engine, "stats", None)  # the paged engine reports its KV usage: every block is free
     if callable(stats):
         assert stats().kv_cache_usage == 0.0
-    assert not [t for t in threading.enumerate() if t.name == "qwick-engine-loop"]
+    assert not engine_threads() - before
 
 
 @pytest.mark.parametrize("sampling", [dict(temperature=0.0), dict(temperature=1.0, top_p=0.9, seed=7)],
@@ -337,6 +342,7 @@ def test_a_failing_factory_raises_in_the_constructor_and_leaves_no_thread():
     def build():
         raise ValueError("no such model: /nowhere")
 
+    before = engine_threads()
     with pytest.raises(ValueError, match="no such model"):
         AsyncLLMEngine(build)
-    assert not [t for t in threading.enumerate() if t.name == "qwick-engine-loop"]
+    assert engine_threads() == before

@@ -185,3 +185,18 @@ def test_serve_refuses_an_invalid_gates_file_before_loading_the_model(tmp_path, 
     assert f"{bad}:6: gate 'g': threshold must be a number in [0, 1], got 7" in capsys.readouterr().err
     assert main(["serve", str(tmp_path / "no-model-here"), "--ledger-all"]) == 2
     assert "--ledger-all and --ledger-raw-text need --ledger PATH" in capsys.readouterr().err
+
+
+def test_a_gate_setup_that_fails_in_build_app_leaves_no_engine_thread(tiny_model_dir):
+    import threading
+
+    from qwick.tasks.loader import GateFileError
+
+    def engine_threads() -> set[threading.Thread]:
+        return {t for t in threading.enumerate() if t.name == "qwick-engine-loop"}
+
+    bad = GATES.replace("labels: [sports, politics, food]", "labels: [self, self_harm]")  # "self" prefixes "self_harm"
+    before = engine_threads()
+    with pytest.raises(GateFileError, match="prefix"):
+        build_app(tiny_llm(tiny_model_dir), MODEL, gates=GateOptions(gates=parse_gates(bad, "gates.yaml")))
+    assert engine_threads() == before

@@ -181,6 +181,14 @@ class AsyncLLMEngine:
             self._inbox.put(_Stop(graceful=False))
             await asyncio.to_thread(self._thread.join, timeout)  # at most one step more
 
+    def stop(self, timeout: float = 30.0) -> None:
+        """Stop now, from synchronous code (e.g. a server setup that failed after starting the engine): abort
+        whatever is running and wait up to `timeout` s for the loop thread to exit."""
+        with self._lock:
+            self._accepting = False
+            self._inbox.put(_Stop(graceful=False))
+        self._thread.join(timeout)
+
     @property
     def is_running(self) -> bool:
         return self._accepting and self._thread.is_alive()

@@ -64,6 +64,17 @@ def build_app(engine: LLM | EngineClient, served_model_name: str | None = None, 
     `client`: the AsyncLLMEngine already stepping this LLM's engine, when the LLM was built on its loop thread
     (`start_llm`: faster on CPU, see qwick.engine.async_engine); `start_llm` also loaded `lora_modules`.
     """
+    if isinstance(engine, LLM) and client is None:
+        for lora in served_lora_modules(lora_modules, served_model_name or engine.model_name).values():
+            engine.add_lora(lora)  # owns the engine, and before it starts: a bad adapter leaves no thread behind
+        client = AsyncLLMEngine(engine.engine)
+        try:
+            return build_app(engine, served_model_name, api_key, tokenizer=tokenizer, max_model_len=max_model_len,
+                             max_num_seqs=max_num_seqs, allowed_origins=allowed_origins, limits=limits,
+                             grammars=grammars, gates=gates, lora_modules=lora_modules, client=client)
+        except BaseException:
+            client.stop()  # a setup that fails leaves no engine thread behind
+            raise
     limits = limits or ServerLimits()
     gates = gates or GateOptions()
     root, llm = None, None
@@ -72,11 +83,8 @@ def build_app(engine: LLM | EngineClient, served_model_name: str | None = None, 
         tokenizer, max_model_len = llm.get_tokenizer(), llm.max_model_len
         max_num_seqs, root = llm.engine_config.max_num_seqs, str(llm.model_path)
         served_model_name = served_model_name or llm.model_name
-        if client is None:
-            for lora in served_lora_modules(lora_modules, served_model_name).values():  # before the engine thread
-                llm.add_lora(lora)  # owns the engine, and before it starts: a bad adapter leaves no thread behind
-            client = AsyncLLMEngine(llm.engine)
-        elif client.engine is not llm.engine:
+        assert client is not None  # started above
+        if client.engine is not llm.engine:
             raise ValueError("client must be the AsyncLLMEngine stepping this LLM's engine")
         engine_client: EngineClient = client
         grammars = llm.engine.grammars

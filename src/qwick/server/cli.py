@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import asyncio
 import logging
 import os
 from typing import Any
@@ -73,7 +72,7 @@ def run_serve(args: argparse.Namespace, load_llm: Any) -> int:
         app = build_app(llm, served_name, args.api_key, allowed_origins=_origins(args.allowed_origins),
                         limits=limits, gates=gate_options, lora_modules=lora_modules, client=client)
     except BaseException:
-        asyncio.run(client.shutdown())  # a failing setup leaves no engine thread behind
+        client.stop()  # a failing setup leaves no engine thread behind
         raise
     uvicorn.run(app, host=args.host, port=args.port, log_level=args.log_level, access_log=False,
                 timeout_graceful_shutdown=args.shutdown_timeout)
