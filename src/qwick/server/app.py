@@ -65,8 +65,7 @@ def build_app(engine: LLM | EngineClient, served_model_name: str | None = None, 
     (`start_llm`: faster on CPU, see qwick.engine.async_engine); `start_llm` also loaded `lora_modules`.
     """
     if isinstance(engine, LLM) and client is None:
-        for lora in served_lora_modules(lora_modules, served_model_name or engine.model_name).values():
-            engine.add_lora(lora)  # owns the engine, and before it starts: a bad adapter leaves no thread behind
+        _add_loras(engine, lora_modules, served_model_name)  # before the engine thread: a bad one leaves no thread
         client = AsyncLLMEngine(engine.engine)
         try:
             return build_app(engine, served_model_name, api_key, tokenizer=tokenizer, max_model_len=max_model_len,
@@ -132,11 +131,16 @@ def start_llm(make_llm: Callable[[], LLM], lora_modules: Sequence[LoRARequest] =
 
     def build() -> LLM:
         llm = make_llm()
-        for lora in served_lora_modules(lora_modules, served_model_name or llm.model_name).values():
-            llm.add_lora(lora)
+        _add_loras(llm, lora_modules, served_model_name)
         return llm
 
     return start_async_engine(build)
+
+
+def _add_loras(llm: LLM, lora_modules: Sequence[LoRARequest], served_model_name: str | None) -> None:
+    """Load the served adapters now (checking names and files), so a bad one fails at startup."""
+    for lora in served_lora_modules(lora_modules, served_model_name or llm.model_name).values():
+        llm.add_lora(lora)
 
 
 def _add_routes(app: FastAPI, ctx: ServerContext) -> None:
