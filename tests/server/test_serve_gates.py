@@ -128,6 +128,32 @@ def test_a_missed_deadline_answers_by_policy_and_frees_the_engine(gated):
     assert row["decision"] == "timeout:deny" and row["timed_out"] == 1
 
 
+def test_gate_metrics_count_decisions_timeouts_errors_and_latency(gated):
+    def count(name: str, **labels: str) -> float:
+        return gated.metric(name, model_name=MODEL, **labels)
+
+    before = {o: count("qwick:gate_requests_total", gate="moderate", outcome=o) for o in ("allow", "deny")}
+    latency_before = count("qwick:gate_latency_seconds_count", gate="moderate", kind="moderate")
+    moderated = _ok(gated, "/v1/moderate", {"text": "hello there"})
+    outcome = "allow" if moderated["allow"] else "deny"
+    assert count("qwick:gate_requests_total", gate="moderate", outcome=outcome) == before[outcome] + 1
+    assert count("qwick:gate_latency_seconds_count", gate="moderate", kind="moderate") == latency_before + 1
+
+    classified_before = count("qwick:gate_requests_total", gate="topics", kind="classify", outcome="ok")
+    _ok(gated, "/v1/classify", {"text": "the match last night", "gate": "topics"})
+    assert count("qwick:gate_requests_total", gate="topics", kind="classify", outcome="ok") == classified_before + 1
+
+    timeouts_before = count("qwick:gate_requests_total", gate="hurry", outcome="timeout")
+    _ok(gated, "/v1/moderate", {"text": "a long text " * 100, "gate": "hurry"})  # deadline 1 us: always late
+    assert count("qwick:gate_requests_total", gate="hurry", outcome="timeout") == timeouts_before + 1
+    assert wait_until(lambda: not gated.llm.engine.has_unfinished())
+
+    errors_before = count("qwick:gate_errors_total", endpoint="classify")
+    assert gated.post("/v1/classify", json={"text": "x", "gate": "no-such-gate"}).status_code == 404
+    assert count("qwick:gate_errors_total", endpoint="classify") == errors_before + 1
+    assert 'gate="no-such-gate"' not in gated.get("/metrics").text  # client text never becomes a label value
+
+
 def test_ledger_all_records_completions(gated):
     r = gated.post("/v1/completions", json={"prompt": "hello", "max_tokens": 2})
     assert r.status_code == 200

@@ -65,21 +65,22 @@ def add_gate_routes(app: FastAPI, ctx: ServerContext, service: GateService) -> N
     @app.post("/v1/moderate")
     async def moderate(request: Request) -> Response:
         body = await read_body(request, ModerateRequest, ctx.limits)
-        d = await _decide(ctx, body, lambda: service.moderate(body.text, body.gate, user_id=body.user_id,
+        d = await _decide(ctx, "moderate", body, lambda: service.moderate(body.text, body.gate, user_id=body.user_id,
                                                                request_id=request.state.request_id))
         return _json(d, allow=d.allow, reason=d.reason, escalate=d.escalate, scores=d.scores)
 
     @app.post("/v1/classify")
     async def classify(request: Request) -> Response:
         body = await read_body(request, ClassifyRequest, ctx.limits)
-        d = await _decide(ctx, body, lambda: service.classify(body.text, body.labels, body.gate,
+        d = await _decide(ctx, "classify", body, lambda: service.classify(body.text, body.labels, body.gate,
                                                                request_id=request.state.request_id))
         return _json(d, label=None if d.timed_out else d.label, scores=d.scores, escalate=d.escalate)
 
     @app.post("/v1/rewrite")
     async def rewrite(request: Request) -> Response:
         body = await read_body(request, RewriteRequest, ctx.limits)
-        d = await _decide(ctx, body, lambda: service.rewrite(body.text, body.gate, request_id=request.state.request_id))
+        d = await _decide(ctx, "rewrite", body, lambda: service.rewrite(body.text, body.gate,
+                                                                        request_id=request.state.request_id))
         output = d.output if d.schema_valid else None
         # without a valid answer (timeout, invalid output) the query passes through unchanged
         return _json(d, rewrite=output.get("rewrite", body.text) if output else body.text,
@@ -91,27 +92,36 @@ def add_gate_routes(app: FastAPI, ctx: ServerContext, service: GateService) -> N
         body = await read_body(request, RewriteRequest, ctx.limits)
         if body.gate is None:
             raise bad_request("'gate' is required: name an extract gate from the gates file", param="gate")
-        d = await _decide(ctx, body, lambda: service.rewrite(body.text, body.gate, request_id=request.state.request_id))
+        d = await _decide(ctx, "extract", body, lambda: service.rewrite(body.text, body.gate,
+                                                                        request_id=request.state.request_id))
         return _json(d, data=d.output if d.schema_valid else None, schema_valid=d.schema_valid, escalate=d.escalate)
 
     @app.post("/v1/score")
     async def score(request: Request) -> Response:
         body = await read_body(request, ScoreRequest, ctx.limits)
-        d = await _decide(ctx, body, lambda: service.score(body.query, body.items, body.gate,
+        d = await _decide(ctx, "score", body, lambda: service.score(body.query, body.items, body.gate,
                                                             instruction=body.instruction,
                                                             request_id=request.state.request_id))
         return _json(d, scores=d.item_scores)
 
 
-async def _decide(ctx: ServerContext, body: GateRequest, call: Callable[[], Awaitable[Decision]]) -> Decision:
-    ctx.check_model(body.model)
-    release = ctx.admission.acquire(1)
+async def _decide(ctx: ServerContext, endpoint: str, body: GateRequest,
+                  call: Callable[[], Awaitable[Decision]]) -> Decision:
     try:
-        return await call()
+        ctx.check_model(body.model)
+        release = ctx.admission.acquire(1)
+    except Exception:
+        ctx.metrics.gate_failed(endpoint)
+        raise
+    try:
+        decision = await call()
     except Exception as exc:
+        ctx.metrics.gate_failed(endpoint)
         raise gate_error(exc) from exc
     finally:
         release()
+    ctx.metrics.observe_gate(decision)
+    return decision
 
 
 def gate_error(exc: Exception) -> Exception:

@@ -11,11 +11,12 @@ import time
 from collections.abc import Callable, Iterator
 from typing import Any
 
-from prometheus_client import CollectorRegistry, Histogram, generate_latest
+from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
 from qwick.engine.protocol import RequestDelta
+from qwick.tasks.decisions import Decision
 
 PREFIX = "qwick:"
 # vLLM's buckets
@@ -25,6 +26,8 @@ ITL_BUCKETS = (0.01, 0.025, 0.05, 0.075, 0.1, 0.15, 0.2, 0.3, 0.4, 0.5, 0.75, 1.
                40.0, 80.0)
 E2E_BUCKETS = (0.3, 0.5, 0.8, 1.0, 1.5, 2.0, 2.5, 5.0, 10.0, 15.0, 20.0, 30.0, 40.0, 50.0, 60.0, 120.0, 240.0,
                480.0, 960.0, 1920.0, 7680.0)
+# gates answer in milliseconds on a GPU, hundreds of them on a small CPU
+GATE_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0)
 
 
 class ServerMetrics:
@@ -40,12 +43,34 @@ class ServerMetrics:
         self.ttft = histogram("time_to_first_token_seconds", "Time to first token, seconds.", TTFT_BUCKETS)
         self.itl = histogram("inter_token_latency_seconds", "Time between output steps, seconds.", ITL_BUCKETS)
         self.e2e = histogram("e2e_request_latency_seconds", "End-to-end request latency, seconds.", E2E_BUCKETS)
+        self.model_name = model_name
+        # gates (POST /v1/moderate, /classify, ...): label values are the server's own gate names and kinds, never
+        # client text, so their number stays bounded (ad-hoc classify labels are not a label value)
+        self.gate_requests = Counter(PREFIX + "gate_requests", "Gate decisions by gate, kind and outcome "
+                                     "(allow / deny for moderation, ok otherwise, timeout).",
+                                     ["model_name", "gate", "kind", "outcome"], registry=self.registry)
+        self.gate_escalations = Counter(PREFIX + "gate_escalations", "Gate decisions flagged for escalation.",
+                                        ["model_name", "gate"], registry=self.registry)
+        self.gate_errors = Counter(PREFIX + "gate_errors", "Gate requests that failed (an error response), by "
+                                   "endpoint.", ["model_name", "endpoint"], registry=self.registry)
+        self.gate_latency = Histogram(PREFIX + "gate_latency_seconds", "Gate decision latency, seconds.",
+                                      ["model_name", "gate", "kind"], buckets=GATE_BUCKETS, registry=self.registry)
 
     def render(self) -> bytes:
         return generate_latest(self.registry)
 
     def timer(self) -> RequestTimer:
         return RequestTimer(self)
+
+    def observe_gate(self, decision: Decision) -> None:
+        outcome = "timeout" if decision.timed_out else decision.allow_word() or "ok"
+        self.gate_requests.labels(self.model_name, decision.gate, decision.kind, outcome).inc()
+        if decision.escalate:
+            self.gate_escalations.labels(self.model_name, decision.gate).inc()
+        self.gate_latency.labels(self.model_name, decision.gate, decision.kind).observe(decision.latency_ms / 1e3)
+
+    def gate_failed(self, endpoint: str) -> None:
+        self.gate_errors.labels(self.model_name, endpoint).inc()
 
 
 class RequestTimer:
