@@ -39,8 +39,8 @@ class ModelRunner:
         self.cache = cache
         self.device = device
         self.lora = lora  # set when the model carries the LoRA pass
-        # decode steps read the cache in place (model/cpu_ops.py) where qwick's CPU op is available
-        self.paged_decode = cpu_ops_available(device, cache.keys[0].dtype)
+        # decode steps and short prefill chunks read the cache in place (model/cpu_ops.py) where the op is built
+        self.paged_attention = cpu_ops_available(device, cache.keys[0].dtype)
 
     @torch.inference_mode()
     def prefill(self, chunks: list[PrefillChunk]) -> list[torch.Tensor | None]:
@@ -56,7 +56,7 @@ class ModelRunner:
         pos = torch.tensor(positions, device=self.device)
         meta = AttentionMetadata.build(pos, [c.seq.block_table for c in chunks], self.cache.block_size,
                                        [c.num_tokens for c in chunks], self.cache.scratch_slot,
-                                       paged=self.paged_decode and width <= PAGED_MAX_CHUNK)
+                                       paged=self.paged_attention and width <= PAGED_MAX_CHUNK)
         hidden = self._forward(input_ids, pos, meta, [c.seq for c in chunks])  # [B, T, H]
         read_task_outputs(self.model, chunks, hidden)  # scoring / pooling rows: read here, never sampled
         wants = [c.completes and c.seq.task is None for c in chunks]
@@ -74,7 +74,7 @@ class ModelRunner:
         input_ids = torch.tensor([[s.last_token_id] for s in seqs], dtype=torch.long, device=self.device)  # [B, 1]
         positions = torch.tensor([[s.total_len - 1] for s in seqs], device=self.device)
         meta = AttentionMetadata.build(positions, [s.block_table for s in seqs], self.cache.block_size,
-                                       paged=self.paged_decode)
+                                       paged=self.paged_attention)
         hidden = self._forward(input_ids, positions, meta, seqs)  # [B, 1, H]
         for s in seqs:
             s.num_cached = s.total_len

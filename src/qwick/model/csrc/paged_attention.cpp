@@ -274,10 +274,11 @@ at::Tensor paged_decode(const at::Tensor& q, const at::Tensor& key_cache, const 
               "block_tables and context_lens are int64");
   TORCH_CHECK(block_tables.size(0) == q.size(0) && context_lens.size(0) == q.size(0), "one table and length per row");
   TORCH_CHECK(key_cache.is_contiguous() && value_cache.is_contiguous(), "caches must be contiguous");
-  const int64_t max_len = context_lens.numel() ? context_lens.max().item<int64_t>() : 0;
-  const int64_t min_len = context_lens.numel() ? context_lens.min().item<int64_t>() : 1;
-  TORCH_CHECK(min_len >= 1 && max_len <= block_tables.size(1) * block_size, "context_lens out of the block tables");
   at::Tensor qc = q.contiguous(), tables = block_tables.contiguous(), lens = context_lens.contiguous();
+  // a plain loop over B lengths: tensor max()/min() here cost two op dispatches per layer on the hot path
+  const int64_t* lp = lens.data_ptr<int64_t>();
+  for (int64_t b = 0; b < lens.numel(); ++b)
+    TORCH_CHECK(lp[b] >= 1 && lp[b] <= block_tables.size(1) * block_size, "context_lens out of the block tables");
   at::Tensor out = at::empty_like(qc);
   if (q.scalar_type() == at::kBFloat16)
     run<at::BFloat16>(qc, key_cache, value_cache, tables, lens, block_size, scale, out);
