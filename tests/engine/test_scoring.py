@@ -47,16 +47,62 @@ def test_continuation_logprobs_equal_transformers(llm, hf_model):
     assert out.logprobs[0] == out.logprobs[4]  # a repeated continuation gets the same answer
 
 
-def test_context_is_computed_once_and_continuations_run_in_one_batched_step(tiny_model_dir):
+@pytest.mark.parametrize("packed", [True, False])
+def test_context_is_computed_once_and_continuations_run_in_one_batched_step(tiny_model_dir, hf_model, packed):
     llm = LLM(tiny_model_dir, dtype="float32", max_model_len=256)
+    if packed and not llm.engine.runner.paged_attention:
+        pytest.skip("the packed forward needs qwick's CPU ops (AVX-512)")
+    llm.engine.runner.paged_attention = packed  # False: padded groups, as with compiled decode or on CUDA
+    forwards = []
+    original = llm.model.forward
+    llm.model.forward = lambda *a, **k: forwards.append(1) or original(*a, **k)
     before = llm.engine.stats().prompt_tokens
-    _, steps = _run(llm, {"s": ScoreSpec(CONTEXT, CONTINUATIONS)})
+    results, steps = _run(llm, {"s": ScoreSpec(CONTEXT, CONTINUATIONS)})
     computed = llm.engine.stats().prompt_tokens - before
-    # wave 1: the context (37); wave 2, one fork per distinct longer continuation, computing only its own
-    # tokens but the last (the context's KV is shared, its partial last block copied)
+    # the context (37) once; one fork per distinct longer continuation, computing only its own tokens but the
+    # last (the context's KV is shared, its partial last block copied)
     assert computed == 37 + 2 + 1 + 4
-    assert steps == 2
+    # packed: the forks join the context's forward; else they run together in a second step
+    assert (steps, len(forwards)) == ((1, 1) if packed else (2, 2))
+    for continuation, total in zip(CONTINUATIONS, results["s"].logprobs, strict=True):
+        assert total == pytest.approx(_hf_logprob(hf_model, CONTEXT, continuation), abs=1e-4)
     assert llm.engine.blocks.usage == 0.0  # forks gave back every block they shared or copied
+
+
+@pytest.mark.parametrize("budget", [35, 20, 33])
+def test_forks_joining_a_chunked_context_see_its_whole_partial_block(tiny_model_dir, hf_model, budget):
+    # the context's last chunk starts inside its partial block (35: positions 32-34 were computed a step
+    # earlier and are copied, 35-36 are mirrored into each fork's copy), or in an earlier block (20), or at
+    # the partial block's start (33)
+    llm = LLM(tiny_model_dir, dtype="float32", max_model_len=256, max_num_batched_tokens=budget,
+              enable_prefix_caching=False)
+    results, _ = _run(llm, {"s": ScoreSpec(CONTEXT, CONTINUATIONS)})
+    for continuation, total in zip(CONTINUATIONS, results["s"].logprobs, strict=True):
+        assert total == pytest.approx(_hf_logprob(hf_model, CONTEXT, continuation), abs=1e-4)
+    assert llm.engine.blocks.usage == 0.0
+
+
+def test_scoring_forks_share_steps_with_decodes_and_stay_exact(tiny_model_dir, hf_model):
+    llm = LLM(tiny_model_dir, dtype="float32", max_model_len=256)
+    greedy = SamplingParams(max_tokens=6, temperature=0.0, ignore_eos=True)
+    alone = llm.generate([{"prompt_token_ids": CONTEXT[:20]}], greedy)[0].outputs[0].token_ids
+    llm.engine.add_request("g", CONTEXT[:20], greedy)
+    llm.engine.step()  # "g" decodes from here on, beside the scoring requests' contexts and forks
+    contexts = {"a": CONTEXT, "b": CONTEXT[:30], "c": CONTEXT[:16]}  # partial last blocks of 5, 14 and none
+    for key, context in contexts.items():
+        llm.engine.add_task(key, ScoreSpec(context, CONTINUATIONS))
+    results, generated = {}, None
+    while llm.engine.has_unfinished():
+        for out in llm.engine.step():
+            if out.result is not None:
+                results[out.request_id] = out.result
+            if out.finished_request is not None:
+                generated = out.finished_request.outputs[0].token_ids
+    for key, context in contexts.items():
+        for continuation, total in zip(CONTINUATIONS, results[key].logprobs, strict=True):
+            assert total == pytest.approx(_hf_logprob(hf_model, context, continuation), abs=1e-4)
+    assert generated == alone
+    assert llm.engine.blocks.usage == 0.0
 
 
 @pytest.mark.parametrize("prefix_caching", [True, False])
@@ -119,10 +165,15 @@ def test_pooling_returns_the_final_normed_hidden_state(llm, hf_model):
     assert results["p"].num_prompt_tokens == len(CONTEXT) and steps == 1
 
 
-def test_abort_frees_every_block(tiny_model_dir):
-    llm = LLM(tiny_model_dir, dtype="float32", max_model_len=256)
+@pytest.mark.parametrize("packed", [True, False])
+def test_abort_frees_every_block(tiny_model_dir, packed):
+    # packed: abort between the context's two chunks; padded groups: after the context, with the forks queued
+    llm = LLM(tiny_model_dir, dtype="float32", max_model_len=256, max_num_batched_tokens=24 if packed else 256)
+    if packed and not llm.engine.runner.paged_attention:
+        pytest.skip("the packed forward needs qwick's CPU ops (AVX-512)")
+    llm.engine.runner.paged_attention = packed
     llm.engine.add_task("s", ScoreSpec(CONTEXT, CONTINUATIONS))
-    llm.engine.step()  # wave 1 done, wave 2 queued
+    llm.engine.step()
     assert llm.engine.has_unfinished()
     out = llm.engine.abort("s")
     assert out is not None and out.finished_request is None and out.result is None

@@ -1,15 +1,17 @@
 """Scoring and pooling requests inside the engine: their sequences, and their results once prefilled.
 
-A scoring request runs in two waves so its context is computed once:
-1. the context alone, reading the logprob of every continuation's first token at its last position;
-   its full KV blocks are committed to the prefix cache as it finishes;
+A scoring request computes its context once:
+1. the context, reading the logprob of every continuation's first token at its last position;
 2. for each continuation of two or more tokens, a sequence `context + continuation[:-1]` forked from the
-   context's sequence: it shares the context's full KV blocks, gets a copy of its partial last block, and
-   computes only its own tokens but the last, reading the logprob of each later token. The forks join the
-   running batch together, so they run in the same batched step.
-Single-token continuations (the usual label sets) need no second wave. A fork that finds no free block (or
-is preempted later) queues as an ordinary prompt instead: it then reuses the context through the prefix
-cache and recomputes the context's partial last block.
+   context's sequence: it shares the context's full KV blocks, gets its own copy of the partial last block,
+   and computes only its own tokens but the last, reading the logprob of each later token.
+With a packed forward (runner.py) the forks join the step that completes the context (`join_forks`): one
+forward, one read of the weights. The context's new keys/values in its partial last block are mirrored into
+each fork's copy, and every layer writes before it attends, so the forks see the context computed beside
+them. Otherwise the forks start once the context is done and run together in the next step.
+Single-token continuations (the usual label sets) need no forks. A fork that finds no free block (or is
+preempted later) queues as an ordinary prompt instead: it then reuses the context through the prefix cache
+and recomputes the context's partial last block.
 """
 
 from __future__ import annotations
@@ -21,7 +23,7 @@ from dataclasses import dataclass, field
 import torch
 
 from qwick.engine.block_manager import BlockManager, NoFreeBlocksError
-from qwick.engine.scheduler import Scheduler
+from qwick.engine.scheduler import PrefillChunk, Scheduler
 from qwick.engine.scoring import (
     EmbeddingOutput,
     PoolSpec,
@@ -49,6 +51,7 @@ class Job:
     first_top: TopTokens = field(default_factory=list)  # top tokens where every first token is read
     later_top: dict[tuple[int, ...], list[TopTokens]] = field(default_factory=dict)
     hidden: torch.Tensor | None = None  # pooling
+    forked: bool = False  # the forks exist (they joined the context's last step)
 
 
 class Jobs:
@@ -95,6 +98,28 @@ class Jobs:
             self.scheduler.remove(seq)
         return True
 
+    def join_forks(self, prefills: list[PrefillChunk]) -> list[tuple[Sequence, int, int]]:
+        """Start the forks of every scoring context whose last chunk is in `prefills`, appending their chunks
+        so they run in the same (packed) forward. Returns mirror writes: (context sequence, position, slot in
+        a fork's copy of the partial last block) for the context tokens computed in this step."""
+        mirrors: list[tuple[Sequence, int, int]] = []
+        for chunk in list(prefills):
+            parent = chunk.seq
+            job = self.jobs.get(parent.request_id) if parent.task is not None and chunk.completes else None
+            if job is None or not isinstance(job.spec, ScoreSpec) or job.forked or job.live.get(parent, ()) is not None:
+                continue  # not a scoring context completing now
+            job.forked = True
+            for cont in self._longer(job):
+                child = self._continuation(job, cont)
+                job.live[child] = cont
+                copy = self._fork(parent, child, prefills)
+                if copy is None:
+                    continue
+                size, n = self.blocks.block_size, parent.total_len
+                for position in range(max(parent.num_cached, n - n % size), n):
+                    mirrors.append((parent, position, copy * size + position % size))
+        return mirrors
+
     def finish_prefilled(self, seqs: list[Sequence]) -> list[tuple[str, TaskOutput]]:
         """Task sequences whose prefill completed this step leave the scheduler; return finished jobs' results."""
         results = []
@@ -119,30 +144,48 @@ class Jobs:
         if isinstance(job.spec, PoolSpec):
             job.hidden = task.hidden
             return
-        if cont is None:  # wave 1 done: first tokens known; wave 2 for longer continuations
+        if cont is None:  # the context is done: first tokens known; forks for longer continuations
             for position, ids in task.targets.items():
                 job.first = dict(zip(ids, task.logprobs[position], strict=True))
                 job.first_top = task.top.get(position, [])
-            longer = sorted({tuple(c) for c in job.spec.continuations if len(c) > 1})
-            for c in longer:
-                child = self._continuation(job, c)
-                job.live[child] = c
-                self._fork(seq, child)
+            if not job.forked:
+                job.forked = True
+                for c in self._longer(job):
+                    child = self._continuation(job, c)
+                    job.live[child] = c
+                    self._fork(seq, child)
             return
         job.later[cont] = [task.logprobs[p][0] for p in sorted(task.targets)]
         job.later_top[cont] = [task.top.get(p, []) for p in sorted(task.targets)]
 
-    def _fork(self, parent: Sequence, child: Sequence) -> None:
-        """Start `child` on the parent's KV (its first `parent.total_len` tokens are the parent's)."""
+    def _fork(self, parent: Sequence, child: Sequence, prefills: list[PrefillChunk] | None = None) -> int | None:
+        """Start `child` on the parent's KV (its first `parent.total_len` tokens are the parent's). With
+        `prefills`, the parent is computed in this step: the child's chunk joins it there. Returns the child's
+        copy of the parent's partial last block, if there is one; a child left without blocks queues instead."""
+        n = parent.total_len
         try:
-            child.block_table, copy = self.blocks.fork(parent.block_table, parent.total_len)
+            table, copy = self.blocks.fork(parent.block_table, n)
         except NoFreeBlocksError:  # queue first in line; the prefix cache still holds the full blocks
             self.scheduler.waiting.appendleft(child)
-            return
+            return None
+        todo = child.total_len - n
+        if prefills is not None and not self.blocks.can_append(table, n, todo):
+            self.blocks.free(table)
+            self.scheduler.waiting.appendleft(child)
+            return None
         if copy is not None:
-            self.copy_block(*copy)
-        child.num_cached = parent.total_len
+            self.copy_block(*copy)  # the partial block as computed so far (a joining child: mirrors add the rest)
+        child.block_table, child.num_cached = table, n
         self.scheduler.adopt(child)
+        if prefills is not None:
+            self.blocks.append_slots(table, n, todo)
+            prefills.append(PrefillChunk(child, todo))
+        return copy[1] if copy is not None else None
+
+    @staticmethod
+    def _longer(job: Job) -> list[tuple[int, ...]]:
+        assert isinstance(job.spec, ScoreSpec)
+        return sorted({tuple(c) for c in job.spec.continuations if len(c) > 1})
 
     def _continuation(self, job: Job, cont: tuple[int, ...]) -> Sequence:
         assert isinstance(job.spec, ScoreSpec)

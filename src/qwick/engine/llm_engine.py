@@ -20,7 +20,7 @@ from qwick.engine.grammar import GrammarCompiler
 from qwick.engine.jobs import Jobs
 from qwick.engine.runner import ModelRunner, group_chunks
 from qwick.engine.sampler import SamplingRow, sample
-from qwick.engine.scheduler import Scheduler
+from qwick.engine.scheduler import PrefillChunk, Scheduler
 from qwick.engine.scoring import TaskOutput, TaskSpec
 from qwick.engine.sequence import Detokenizer, NullDetokenizer, Sequence
 from qwick.engine.stats import EngineStats
@@ -216,24 +216,35 @@ class LLMEngine:
         batch = self.scheduler.schedule()
         # grammar masks for the rows that sample this step, computed while the model runs
         masks = self._masks.submit([c.seq for c in batch.prefills if c.completes] + batch.decodes)
+        if self.runner.paged_attention:  # one packed forward for the whole step, scoring forks included
+            mirrors = self.jobs.join_forks(batch.prefills)
+            self.counters.prompt_tokens += sum(c.num_tokens for c in batch.prefills)
+            seqs, logits = self.runner.packed(batch.prefills, batch.decodes, mirrors)
+            sampled = list(zip(seqs, logits if logits is not None else [], strict=True))
+        else:
+            sampled, logits = self._run_grouped(batch.prefills, batch.decodes)
+        for seq in [c.seq for c in batch.prefills] + batch.decodes:
+            self.blocks.commit_full_blocks(seq.block_table, seq.all_ids, seq.num_cached, seq.lora_id)
+        done = self.jobs.finish_prefilled([c.seq for c in batch.prefills])
+        self._sample_and_append(sampled, self._masks.collect(masks), logits)
+        return self._collect(sampled) + [StepOutput(rid, [], None, result) for rid, result in done]
+
+    def _run_grouped(self, prefills: list[PrefillChunk], decodes: list[Sequence]
+                     ) -> tuple[list[tuple[Sequence, torch.Tensor]], torch.Tensor | None]:
+        """Prefill chunks in padded groups of similar length, then all decodes in one forward. Returns the rows
+        to sample and, for a pure decode step, their logits [B, V] as one tensor (sampled without a re-stack)."""
         sampled: list[tuple[Sequence, torch.Tensor]] = []
-        for group in group_chunks(batch.prefills):
+        for group in group_chunks(prefills):
             self.counters.prompt_tokens += sum(c.num_tokens for c in group)
             for chunk, logits in zip(group, self.runner.prefill(group), strict=True):
                 if logits is not None:
                     sampled.append((chunk.seq, logits))
-        decode_logits = None
-        if batch.decodes:
-            batch.decodes.sort(key=lambda s: -s.total_len)  # similar contexts side by side: less gather padding
-            decode_logits = self.runner.decode(batch.decodes)
-            sampled += list(zip(batch.decodes, decode_logits, strict=True))
-        for seq in [c.seq for c in batch.prefills] + batch.decodes:
-            self.blocks.commit_full_blocks(seq.block_table, seq.all_ids, seq.num_cached, seq.lora_id)
-        done = self.jobs.finish_prefilled([c.seq for c in batch.prefills])
-        # a pure decode step samples the decode's [B, V] logits as they are; else the rows are stacked
-        whole = decode_logits if decode_logits is not None and len(sampled) == len(batch.decodes) else None
-        self._sample_and_append(sampled, self._masks.collect(masks), whole)
-        return self._collect(sampled) + [StepOutput(rid, [], None, result) for rid, result in done]
+        if not decodes:
+            return sampled, None
+        decodes.sort(key=lambda s: -s.total_len)  # similar contexts side by side: less gather padding
+        decode_logits = self.runner.decode(decodes)
+        whole = decode_logits if not sampled else None
+        return sampled + list(zip(decodes, decode_logits, strict=True)), whole
 
     @torch.inference_mode()  # the decode's logits are an inference tensor, and the sampler edits them in place
     def _sample_and_append(self, pairs: list[tuple[Sequence, torch.Tensor]], masks: dict[int, torch.Tensor],

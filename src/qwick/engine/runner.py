@@ -1,4 +1,10 @@
-"""Runs the model for a scheduled step: prefill chunks batched together, one batched forward for all decodes."""
+"""Runs the model for a scheduled step.
+
+Where the paged attention op runs (CPU with AVX-512), the whole step is one packed forward: every prefill chunk,
+decode and scoring fork on one token axis, no padding (model/packed.py), so the weights are read once a step.
+Elsewhere (CUDA, compiled decode, no op) prefill chunks run in padded groups of similar length and all decodes
+in one more forward.
+"""
 
 from __future__ import annotations
 
@@ -11,6 +17,7 @@ from qwick.engine.scoring import read_task_outputs
 from qwick.engine.sequence import Sequence
 from qwick.model.cpu_ops import cpu_ops_available
 from qwick.model.kv_cache import AttentionMetadata, PagedKVCache, length_groups
+from qwick.model.packed import PackedMetadata, Segment
 from qwick.model.qwen3 import Qwen3ForCausalLM
 
 if TYPE_CHECKING:
@@ -57,8 +64,9 @@ class ModelRunner:
         meta = AttentionMetadata.build(pos, [c.seq.block_table for c in chunks], self.cache.block_size,
                                        [c.num_tokens for c in chunks], self.cache.scratch_slot,
                                        paged=self.paged_attention and width <= PAGED_MAX_CHUNK)
-        hidden = self._forward(input_ids, pos, meta, [c.seq for c in chunks])  # [B, T, H]
-        read_task_outputs(self.model, chunks, hidden)  # scoring / pooling rows: read here, never sampled
+        hidden = self._forward(input_ids, pos, meta, [c.seq for c in chunks], width)  # [B, T, H]
+        # scoring / pooling rows: read here, never sampled
+        read_task_outputs(self.model, chunks, hidden.view(-1, hidden.shape[-1]), [i * width for i in range(len(chunks))])
         wants = [c.completes and c.seq.task is None for c in chunks]
         rows = [i for i, want in enumerate(wants) if want]
         last = [chunks[i].num_tokens - 1 for i in rows]
@@ -75,15 +83,45 @@ class ModelRunner:
         positions = torch.tensor([[s.total_len - 1] for s in seqs], device=self.device)
         meta = AttentionMetadata.build(positions, [s.block_table for s in seqs], self.cache.block_size,
                                        paged=self.paged_attention)
-        hidden = self._forward(input_ids, positions, meta, seqs)  # [B, 1, H]
+        hidden = self._forward(input_ids, positions, meta, seqs, 1)  # [B, 1, H]
         for s in seqs:
             s.num_cached = s.total_len
         return self.model.compute_logits(hidden[:, -1])
 
-    def _forward(self, input_ids: torch.Tensor, positions: torch.Tensor, meta: AttentionMetadata,
-                 seqs: list[Sequence]) -> torch.Tensor:
+    @torch.inference_mode()
+    def packed(self, chunks: list[PrefillChunk], decodes: list[Sequence],
+               mirrors: list[tuple[Sequence, int, int]] | None = None) -> tuple[list[Sequence], torch.Tensor | None]:
+        """Everything the step computes in one packed forward (needs `paged_attention`). mirrors: (sequence,
+        position, extra slot) for keys/values that also go to a second slot (a scoring fork's partial block).
+        Returns the sequences that sample now (completed non-task chunks, then decodes) and their logits [R, V]."""
+        work = [(c.seq, c.num_tokens) for c in chunks] + [(s, 1) for s in decodes]
+        order = sorted(range(len(work)), key=lambda i: work[i][1] > PAGED_MAX_CHUNK)  # paged segments first
+        offsets = [0] * len(work)
+        ids: list[int] = []
+        paged, long = [], []
+        for i in order:
+            seq, n = work[i]
+            offsets[i] = len(ids)
+            ids += seq.all_ids[seq.num_cached : seq.num_cached + n]
+            (paged if n <= PAGED_MAX_CHUNK else long).append(Segment(seq.block_table, seq.num_cached, n))
+        where = {id(seq): offsets[i] - seq.num_cached for i, (seq, _) in enumerate(work)}  # position -> token
+        extra = [(where[id(seq)] + position, slot) for seq, position, slot in mirrors or []]
+        meta, positions = PackedMetadata.build(paged, long, self.cache.block_size, self.device, extra)
+        input_ids = torch.tensor([ids], dtype=torch.long, device=self.device)  # [1, N]
+        hidden = self._forward(input_ids, positions, meta, [work[i][0] for i in order],
+                               [work[i][1] for i in order])[0]  # [N, H]
+        read_task_outputs(self.model, chunks, hidden, offsets[: len(chunks)])
+        sampling = [i for i, c in enumerate(chunks) if c.completes and c.seq.task is None]
+        rows = [offsets[i] + chunks[i].num_tokens - 1 for i in sampling] + offsets[len(chunks):]
+        for seq, n in work:
+            seq.num_cached += n
+        seqs = [chunks[i].seq for i in sampling] + decodes
+        return seqs, (self.model.compute_logits(hidden[rows]) if rows else None)
+
+    def _forward(self, input_ids: torch.Tensor, positions: torch.Tensor, meta: AttentionMetadata | PackedMetadata,
+                 seqs: list[Sequence], tokens_per_row: int | list[int]) -> torch.Tensor:
         """Hidden states [B, T, H]; row i adds the deltas of `seqs[i]`'s LoRA adapter, if it has one."""
         if self.lora is None:
             return self.model(input_ids, positions, self.cache, meta)
-        with self.lora.active([s.lora_id for s in seqs], input_ids.shape[1]):
+        with self.lora.active([s.lora_id for s in seqs], tokens_per_row):
             return self.model(input_ids, positions, self.cache, meta)

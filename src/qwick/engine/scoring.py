@@ -77,26 +77,24 @@ class SequenceTask:
         return min(self.targets) if self.targets else None
 
 
-def read_task_outputs(model: Qwen3ForCausalLM, chunks: list[PrefillChunk], hidden: torch.Tensor) -> None:
-    """hidden [B, T, H] of a prefill forward: store what each task chunk asks for (before num_cached moves).
-
-    Logits are computed only at the positions some task reads, never for the whole chunk."""
+def read_task_outputs(model: Qwen3ForCausalLM, chunks: list[PrefillChunk], hidden: torch.Tensor,
+                      offsets: list[int]) -> None:
+    """hidden [N, H] of a prefill forward, chunk i's tokens from row offsets[i] on: store what each task chunk
+    asks for (before num_cached moves). Logits are computed only at the positions some task reads."""
     rows: list[int] = []
-    cols: list[int] = []
     owners: list[tuple[SequenceTask, int]] = []
-    for i, chunk in enumerate(chunks):
+    for chunk, offset in zip(chunks, offsets, strict=True):
         task = chunk.seq.task
         if task is None:
             continue
         start, end = chunk.seq.num_cached, chunk.seq.num_cached + chunk.num_tokens
         for position in sorted(p for p in task.targets if start <= p < end):
-            rows.append(i)
-            cols.append(position - start)
+            rows.append(offset + position - start)
             owners.append((task, position))
         if task.pool and end == chunk.seq.total_len:
-            task.hidden = hidden[i, chunk.num_tokens - 1].float().clone()
+            task.hidden = hidden[offset + chunk.num_tokens - 1].float().clone()
     for lo in range(0, len(rows), LOGIT_ROWS):
-        picked = hidden[rows[lo : lo + LOGIT_ROWS], cols[lo : lo + LOGIT_ROWS]]  # [N, H]
+        picked = hidden[rows[lo : lo + LOGIT_ROWS]]  # [n, H]
         logits = model.compute_logits(picked)  # [N, V] float32
         logits[:, owners[lo][0].valid_vocab :] = float("-inf")  # in place: log_softmax of a slice is ~3x slower
         logprobs = torch.log_softmax(logits, dim=-1)

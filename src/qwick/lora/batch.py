@@ -21,10 +21,10 @@ class LoRABatch:
     mask: torch.Tensor | None  # [tokens, cols] 1/0 in the model dtype; None: every token uses the one slot
 
     @classmethod
-    def build(cls, row_slots: list[int], tokens_per_row: int, rank: int, dtype: torch.dtype,
+    def build(cls, row_slots: list[int], tokens_per_row: int | list[int], rank: int, dtype: torch.dtype,
               device: torch.device) -> LoRABatch | None:
         """row_slots [B]: each row's slot (NO_ADAPTER for none); each row has `tokens_per_row` tokens, row-major
-        as in the model's [B, T] input. None when no row uses an adapter: the forward is the base model's."""
+        as in the model's [B, T] input (a list: row i's count, rows one after another as in a packed forward). None when no row uses an adapter: the forward is the base model's."""
         used = sorted({s for s in row_slots if s != NO_ADAPTER})
         if not used:
             return None
@@ -32,7 +32,8 @@ class LoRABatch:
         cols = slice(lo * rank, (hi + 1) * rank)
         if len(used) == 1 and NO_ADAPTER not in row_slots:
             return cls(cols, None)
-        slots = torch.tensor(row_slots, device=device).repeat_interleave(tokens_per_row)  # [tokens]
+        repeats = tokens_per_row if isinstance(tokens_per_row, int) else torch.tensor(tokens_per_row, device=device)
+        slots = torch.tensor(row_slots, device=device).repeat_interleave(repeats)  # [tokens]
         owner = torch.arange(lo, hi + 1, device=device).repeat_interleave(rank)  # [cols]: slot of each column
         return cls(cols, (slots[:, None] == owner[None, :]).to(dtype))
 

@@ -93,8 +93,9 @@ class LoRAManager:
         return [self._names[i] for i in self._slots]
 
     @contextmanager
-    def active(self, lora_ids: list[int], tokens_per_row: int) -> Iterator[None]:
-        """Run one forward whose row i belongs to adapter `lora_ids[i]` (0: none)."""
+    def active(self, lora_ids: list[int], tokens_per_row: int | list[int]) -> Iterator[None]:
+        """Run one forward whose row i belongs to adapter `lora_ids[i]` (0: none); rows of a packed forward are
+        segments of the token axis, `tokens_per_row[i]` tokens each."""
         batch = LoRABatch.build([self.slot_of(i) for i in lora_ids], tokens_per_row, self.config.max_lora_rank,
                                 self.dtype, self.device)
         with self.context.use(batch):

@@ -44,7 +44,7 @@ class AttentionMetadata:
         batch, new_tokens = positions.shape
         width = max(len(t) for t in block_tables)
         tables = torch.tensor([t + [0] * (width - len(t)) for t in block_tables], dtype=torch.long, device=device)
-        slot_mapping = _slots(tables, positions, block_size)
+        slot_mapping = slots_of(tables, positions, block_size)
         if num_new is not None and min(num_new) < new_tokens:
             assert scratch_slot >= 0
             is_pad = torch.arange(new_tokens, device=device)[None, :] >= torch.tensor(num_new, device=device)[:, None]
@@ -59,7 +59,7 @@ class AttentionMetadata:
         for rows in length_groups(ends):
             kv_len = max(ends[rows])
             cols = torch.arange(kv_len, device=device)
-            context_slots = _slots(tables[rows], cols.expand(rows.stop - rows.start, kv_len), block_size)
+            context_slots = slots_of(tables[rows], cols.expand(rows.stop - rows.start, kv_len), block_size)
             mask = None
             if new_tokens > 1 or min(ends[rows]) != kv_len:
                 mask = (cols[None, None, :] <= positions[rows, :, None]).unsqueeze(1)
@@ -81,7 +81,7 @@ def length_groups(lengths: list[int], slack: int = 0) -> list[slice]:
     return groups
 
 
-def _slots(tables: torch.Tensor, positions: torch.Tensor, block_size: int) -> torch.Tensor:
+def slots_of(tables: torch.Tensor, positions: torch.Tensor, block_size: int) -> torch.Tensor:
     # tables [B, blocks], positions [B, N] -> physical slots [B, N]
     blocks = torch.gather(tables, 1, torch.div(positions, block_size, rounding_mode="floor"))
     return blocks * block_size + positions % block_size
@@ -110,11 +110,16 @@ class PagedKVCache:
         for cache in (*self.keys, *self.values):
             cache[dst * size : (dst + 1) * size] = cache[src * size : (src + 1) * size]
 
-    def write(self, layer: int, k: torch.Tensor, v: torch.Tensor, slot_mapping: torch.Tensor) -> None:
-        """Store k, v [B, kv_heads, T, D] at their slots [B * T]."""
+    def write(self, layer: int, k: torch.Tensor, v: torch.Tensor, slot_mapping: torch.Tensor,
+              mirror_tokens: torch.Tensor | None = None, mirror_slots: torch.Tensor | None = None) -> None:
+        """Store k, v [B, kv_heads, T, D] at their slots [B * T]; the tokens `mirror_tokens` [M] (indices into
+        B * T) also at `mirror_slots` [M] (model/packed.py: a fork's copy of a partial block)."""
         kv_heads, head_dim = k.shape[1], k.shape[3]
-        self.keys[layer].index_copy_(0, slot_mapping, k.transpose(1, 2).reshape(-1, kv_heads, head_dim))
-        self.values[layer].index_copy_(0, slot_mapping, v.transpose(1, 2).reshape(-1, kv_heads, head_dim))
+        for cache, new in ((self.keys[layer], k), (self.values[layer], v)):
+            flat = new.transpose(1, 2).reshape(-1, kv_heads, head_dim)  # [B * T, kv_heads, D]
+            cache.index_copy_(0, slot_mapping, flat)
+            if mirror_tokens is not None and mirror_slots is not None:
+                cache.index_copy_(0, mirror_slots, flat.index_select(0, mirror_tokens))
 
     def gather(self, layer: int, context_slots: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Keys and values at context_slots [b, S] -> [b, kv_heads, S, D], valid until the next gather."""

@@ -10,7 +10,10 @@ from qwick.model.config import Qwen3Config
 from qwick.model.cpu_ops import paged_decode, qk_norm_rope, usable
 from qwick.model.kv_cache import AttentionMetadata, PagedKVCache
 from qwick.model.layers import MLP, Linear, RMSNorm
+from qwick.model.packed import PackedMetadata
 from qwick.model.rope import RotaryEmbedding, apply_rotary
+
+Metadata = AttentionMetadata | PackedMetadata
 
 
 class Attention(nn.Module):
@@ -32,12 +35,16 @@ class Attention(nn.Module):
         self.k_norm = RMSNorm(self.head_dim, config.rms_norm_eps)
 
     def forward(self, x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor,
-                cache: PagedKVCache | None, meta: AttentionMetadata | None) -> torch.Tensor:
+                cache: PagedKVCache | None, meta: Metadata | None) -> torch.Tensor:
         batch, seq, _ = x.shape
         # [B, T, heads * D] -> [B, heads, T, D]
         q = self._norm_rope(self.q_proj(x), self.q_norm, self.num_heads, cos, sin)
         k = self._norm_rope(self.k_proj(x), self.k_norm, self.num_kv_heads, cos, sin)
         v = self.v_proj(x).view(batch, seq, self.num_kv_heads, self.head_dim).transpose(1, 2)
+        if isinstance(meta, PackedMetadata):
+            assert cache is not None, "a packed forward reads and writes the paged cache"
+            cache.write(self.layer_index, k, v, meta.slot_mapping, meta.mirror_tokens, meta.mirror_slots)
+            return self.o_proj(self._attend_packed(q, k, v, cache, meta).view(batch, seq, -1))
         if cache is not None and meta is not None:
             cache.write(self.layer_index, k, v, meta.slot_mapping)
         if cache is not None and meta is not None and meta.context_lens is not None:  # the cache read in place
@@ -58,6 +65,24 @@ class Attention(nn.Module):
                 k_ctx, v_ctx = cache.gather(self.layer_index, group.context_slots)  # [b, kv_heads, S, D]
                 out[group.rows] = self._attend(q[group.rows], k_ctx, v_ctx, group.mask)
         return self.o_proj(out.transpose(1, 2).reshape(batch, seq, self.num_heads * self.head_dim))
+
+    def _attend_packed(self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, cache: PagedKVCache,
+                       meta: PackedMetadata) -> torch.Tensor:
+        """q [1, heads, N, D], k/v [1, kv_heads, N, D] of a packed forward (model/packed.py) -> [N, heads, D]."""
+        tokens = q.shape[2]
+        rows = q.transpose(1, 2).reshape(tokens, self.num_heads, self.head_dim)  # [N, heads, D]
+        out = torch.empty_like(rows)
+        if meta.num_paged:
+            out[: meta.num_paged] = paged_decode(rows[: meta.num_paged], cache.keys[self.layer_index],
+                                                 cache.values[self.layer_index], meta.block_tables,
+                                                 meta.context_lens, cache.block_size, self.scale)
+        for seg in meta.long:
+            if seg.context_slots is None:  # a fresh prompt: its own keys, causal
+                part = self._attend(q[:, :, seg.tokens], k[:, :, seg.tokens], v[:, :, seg.tokens], None, True)
+            else:
+                part = self._attend(q[:, :, seg.tokens], *cache.gather(self.layer_index, seg.context_slots), seg.mask)
+            out[seg.tokens] = part[0].transpose(0, 1)  # [heads, T, D] -> [T, heads, D]
+        return out
 
     def _norm_rope(self, projected: torch.Tensor, norm: RMSNorm, heads: int, cos: torch.Tensor,
                    sin: torch.Tensor) -> torch.Tensor:
@@ -85,7 +110,7 @@ class DecoderLayer(nn.Module):
         self.post_attention_layernorm = RMSNorm(config.hidden_size, config.rms_norm_eps)
 
     def forward(self, x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor,
-                cache: PagedKVCache | None, meta: AttentionMetadata | None) -> torch.Tensor:
+                cache: PagedKVCache | None, meta: Metadata | None) -> torch.Tensor:
         x = x + self.self_attn(self.input_layernorm(x), cos, sin, cache, meta)
         return x + self.mlp(self.post_attention_layernorm(x))
 
@@ -101,7 +126,7 @@ class Qwen3Model(nn.Module):
         self.rotary_emb = RotaryEmbedding(config.rope, config.head_dim)
 
     def forward(self, input_ids: torch.Tensor, positions: torch.Tensor, cache: PagedKVCache | None = None,
-                meta: AttentionMetadata | None = None) -> torch.Tensor:
+                meta: Metadata | None = None) -> torch.Tensor:
         # input_ids, positions [B, T] -> hidden states [B, T, hidden]
         x = self.embed_tokens(input_ids)
         cos, sin = self.rotary_emb(positions, x.dtype)
@@ -121,7 +146,7 @@ class Qwen3ForCausalLM(nn.Module):
             self.lm_head.weight = self.model.embed_tokens.weight
 
     def forward(self, input_ids: torch.Tensor, positions: torch.Tensor, cache: PagedKVCache | None = None,
-                meta: AttentionMetadata | None = None) -> torch.Tensor:
+                meta: Metadata | None = None) -> torch.Tensor:
         """Hidden states [B, T, hidden]; call `compute_logits` on the rows that need logits."""
         return self.model(input_ids, positions, cache, meta)
 
