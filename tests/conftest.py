@@ -22,3 +22,19 @@ def tokenizer_dir(tmp_path_factory) -> Path:
     dest = tmp_path_factory.mktemp("tok")
     copy_tokenizer_files(dest)
     return dest
+
+
+@pytest.fixture(params=["packed", "grouped"])
+def step_path(request, monkeypatch) -> str:
+    """Run a test on both engine step paths: one packed forward per step (CPUs with qwick's paged attention op)
+    and the padded groups that CUDA, compiled decode and CPUs without AVX-512 use. Engines built in the test
+    take the path asked for."""
+    import torch
+
+    from qwick.model.cpu_ops import cpu_ops_available
+
+    if request.param == "packed" and not cpu_ops_available(torch.device("cpu"), torch.float32):
+        pytest.skip("the packed step needs qwick's CPU ops (AVX-512 and a C++ compiler)")
+    if request.param == "grouped":
+        monkeypatch.setattr("qwick.engine.runner.cpu_ops_available", lambda device, dtype: False)
+    return request.param

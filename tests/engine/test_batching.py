@@ -6,6 +6,8 @@ import pytest
 
 from qwick import LLM, SamplingParams
 
+pytestmark = pytest.mark.usefixtures("step_path")  # every test on both engine step paths
+
 GREEDY = SamplingParams(max_tokens=12, temperature=0.0, ignore_eos=True)
 PROMPTS = [[(7 * i + j) % 5000 + 100 for j in range(n)] for i, n in enumerate([3, 40, 17, 90, 1, 55, 28, 64])]
 

@@ -47,12 +47,9 @@ def test_continuation_logprobs_equal_transformers(llm, hf_model):
     assert out.logprobs[0] == out.logprobs[4]  # a repeated continuation gets the same answer
 
 
-@pytest.mark.parametrize("packed", [True, False])
-def test_context_is_computed_once_and_continuations_run_in_one_batched_step(tiny_model_dir, hf_model, packed):
+def test_context_is_computed_once_and_continuations_run_in_one_batched_step(tiny_model_dir, hf_model, step_path):
     llm = LLM(tiny_model_dir, dtype="float32", max_model_len=256)
-    if packed and not llm.engine.runner.paged_attention:
-        pytest.skip("the packed forward needs qwick's CPU ops (AVX-512)")
-    llm.engine.runner.paged_attention = packed  # False: padded groups, as with compiled decode or on CUDA
+    packed = step_path == "packed"
     forwards = []
     original = llm.model.forward
     llm.model.forward = lambda *a, **k: forwards.append(1) or original(*a, **k)
@@ -70,7 +67,7 @@ def test_context_is_computed_once_and_continuations_run_in_one_batched_step(tiny
 
 
 @pytest.mark.parametrize("budget", [35, 20, 33])
-def test_forks_joining_a_chunked_context_see_its_whole_partial_block(tiny_model_dir, hf_model, budget):
+def test_forks_joining_a_chunked_context_see_its_whole_partial_block(tiny_model_dir, hf_model, budget, step_path):
     # the context's last chunk starts inside its partial block (35: positions 32-34 were computed a step
     # earlier and are copied, 35-36 are mirrored into each fork's copy), or in an earlier block (20), or at
     # the partial block's start (33)
@@ -82,7 +79,7 @@ def test_forks_joining_a_chunked_context_see_its_whole_partial_block(tiny_model_
     assert llm.engine.blocks.usage == 0.0
 
 
-def test_scoring_forks_share_steps_with_decodes_and_stay_exact(tiny_model_dir, hf_model):
+def test_scoring_forks_share_steps_with_decodes_and_stay_exact(tiny_model_dir, hf_model, step_path):
     llm = LLM(tiny_model_dir, dtype="float32", max_model_len=256)
     greedy = SamplingParams(max_tokens=6, temperature=0.0, ignore_eos=True)
     alone = llm.generate([{"prompt_token_ids": CONTEXT[:20]}], greedy)[0].outputs[0].token_ids
@@ -106,7 +103,7 @@ def test_scoring_forks_share_steps_with_decodes_and_stay_exact(tiny_model_dir, h
 
 
 @pytest.mark.parametrize("prefix_caching", [True, False])
-def test_forks_without_free_blocks_or_prefix_caching_stay_exact(tiny_model_dir, hf_model, prefix_caching):
+def test_forks_without_free_blocks_or_prefix_caching_stay_exact(tiny_model_dir, hf_model, prefix_caching, step_path):
     per_block = 2 * 2 * 2 * 32 * 4 * 16  # layers * (k, v) * kv_heads * head_dim * fp32 bytes * block_size
     llm = LLM(tiny_model_dir, dtype="float32", max_model_len=64, kv_cache_memory_bytes=4 * per_block,
               enable_prefix_caching=prefix_caching)
@@ -165,13 +162,10 @@ def test_pooling_returns_the_final_normed_hidden_state(llm, hf_model):
     assert results["p"].num_prompt_tokens == len(CONTEXT) and steps == 1
 
 
-@pytest.mark.parametrize("packed", [True, False])
-def test_abort_frees_every_block(tiny_model_dir, packed):
+def test_abort_frees_every_block(tiny_model_dir, step_path):
     # packed: abort between the context's two chunks; padded groups: after the context, with the forks queued
+    packed = step_path == "packed"
     llm = LLM(tiny_model_dir, dtype="float32", max_model_len=256, max_num_batched_tokens=24 if packed else 256)
-    if packed and not llm.engine.runner.paged_attention:
-        pytest.skip("the packed forward needs qwick's CPU ops (AVX-512)")
-    llm.engine.runner.paged_attention = packed
     llm.engine.add_task("s", ScoreSpec(CONTEXT, CONTINUATIONS))
     llm.engine.step()
     assert llm.engine.has_unfinished()

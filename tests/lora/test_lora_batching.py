@@ -146,7 +146,7 @@ def test_lora_linear_adds_each_rows_own_delta_to_any_base(kind):
     torch.testing.assert_close(plain, base(x))
 
 
-def test_preemption_and_chunked_prefill_keep_each_requests_adapter(tiny_model_dir, lora_llm, sql, chat):
+def test_preemption_and_chunked_prefill_keep_each_requests_adapter(tiny_model_dir, lora_llm, sql, chat, step_path):
     # 16 blocks of 16 tokens for 6 growing sequences: they take turns (preemption, recompute under their adapter);
     # 24-token steps split every prompt into chunks, so chunks of different adapters share forwards
     prompts = [[(7 * i + j) % 5000 + 100 for j in range(n)] for i, n in enumerate([40, 17, 90, 55, 28, 64])]
@@ -157,6 +157,7 @@ def test_preemption_and_chunked_prefill_keep_each_requests_adapter(tiny_model_di
     per_token = 2 * 2 * 2 * 32 * 4  # layers * (k, v) * kv_heads * head_dim * fp32 bytes
     llm = LLM(tiny_model_dir, dtype="float32", max_model_len=256, kv_cache_memory_bytes=256 * per_token,
               max_num_batched_tokens=24, enable_lora=True, max_loras=2, max_lora_rank=8)
+    assert llm.engine.runner.paged_attention == (step_path == "packed")
     together = tokens(llm.generate([{"prompt_token_ids": p} for p in prompts], params, lora_request=loras))
     assert together == alone
     assert llm.engine.stats().num_preemptions > 0

@@ -101,7 +101,8 @@ class Jobs:
     def join_forks(self, prefills: list[PrefillChunk]) -> list[tuple[Sequence, int, int]]:
         """Start the forks of every scoring context whose last chunk is in `prefills`, appending their chunks
         so they run in the same (packed) forward. Returns mirror writes: (context sequence, position, slot in
-        a fork's copy of the partial last block) for the context tokens computed in this step."""
+        a fork's copy of the partial last block) for the context tokens computed in this step. The forks' few
+        tokens come on top of the step's `max_num_batched_tokens` (a label adds one or two)."""
         mirrors: list[tuple[Sequence, int, int]] = []
         for chunk in list(prefills):
             parent = chunk.seq
