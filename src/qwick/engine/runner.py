@@ -95,6 +95,8 @@ class ModelRunner:
         position, extra slot) for keys/values that also go to a second slot (a scoring fork's partial block).
         Returns the sequences that sample now (completed non-task chunks, then decodes) and their logits [R, V]."""
         work = [(c.seq, c.num_tokens) for c in chunks] + [(s, 1) for s in decodes]
+        if not work:  # nothing was scheduled this step
+            return [], None
         order = sorted(range(len(work)), key=lambda i: work[i][1] > PAGED_MAX_CHUNK)  # paged segments first
         offsets = [0] * len(work)
         ids: list[int] = []
