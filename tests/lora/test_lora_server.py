@@ -107,11 +107,28 @@ def test_an_adapter_on_a_base_model_only_endpoint_is_a_400(server):
     assert "is a LoRA adapter" in response.json()["error"]["message"]
 
 
-def test_echo_with_logprobs_on_an_adapter_is_a_400(server):
-    response = server.post("/v1/completions", json={"model": "sql", "prompt": "Hi", "max_tokens": 1, "echo": True,
-                                                     "logprobs": 1})
-    assert response.status_code == 400, response.text
-    assert response.json()["error"]["param"] == "echo"
+def test_echo_with_logprobs_on_an_adapter_scores_the_prompt_under_the_adapter(server, client, tiny_model_dir,
+                                                                               adapter_dirs):
+    import torch
+    import transformers
+    from adapters import peft_reference
+
+    prompt = "The quick brown fox jumps"
+    ids = server.llm.get_tokenizer().encode(prompt)
+    reply = client.completions.create(model="sql", prompt=prompt, max_tokens=1, logprobs=1, echo=True,
+                                      temperature=0.0)
+    got = reply.choices[0].logprobs.token_logprobs[1 : len(ids)]
+
+    def prompt_logprobs(model) -> list[float]:
+        with torch.no_grad():
+            logits = model(torch.tensor([ids])).logits[0].float()  # [T, V]
+        logits[:, server.llm.get_tokenizer().vocab_size :] = float("-inf")
+        reference = torch.log_softmax(logits, dim=-1)
+        return [reference[i - 1, ids[i]].item() for i in range(1, len(ids))]
+
+    assert got == pytest.approx(prompt_logprobs(peft_reference(tiny_model_dir, adapter_dirs["sql"])), abs=1e-4)
+    base = transformers.Qwen3ForCausalLM.from_pretrained(tiny_model_dir, dtype=torch.float32).eval()
+    assert got != pytest.approx(prompt_logprobs(base), abs=1e-3)  # the adapter changed them
 
 
 def test_metrics_report_lora_requests_info(server, client):

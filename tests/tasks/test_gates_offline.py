@@ -3,8 +3,6 @@ probabilities, reranker P(yes), last-token embeddings; deadlines and their fallb
 
 from __future__ import annotations
 
-import math
-
 import pytest
 import torch
 import transformers
@@ -13,7 +11,7 @@ from qwick import LLM
 from qwick.tasks.loader import parse_gates
 from qwick.tasks.offline import OfflineTasks
 
-from reference import TOKENIZER_VOCAB
+from reference import hf_label_probs
 
 TEXT = "Where can I buy a cheap laptop charger near the station?"
 LABELS = ["question", "purchase", "support", "complaint", "violence"]  # single- and multi-token labels
@@ -24,31 +22,11 @@ def hf_tokenizer(tiny_model_dir):
     return transformers.AutoTokenizer.from_pretrained(tiny_model_dir)
 
 
-def _hf_sequence_logprob(hf_model, prompt_ids: list[int], continuation: list[int]) -> float:
-    with torch.no_grad():
-        logits = hf_model(torch.tensor([prompt_ids + continuation])).logits[0].float()
-    logits[:, TOKENIZER_VOCAB:] = float("-inf")  # padding ids are never an answer (as in qwick's sampling)
-    logprobs = torch.log_softmax(logits, dim=-1)
-    return sum(logprobs[len(prompt_ids) - 1 + j, t].item() for j, t in enumerate(continuation))
-
-
-def _hf_label_probs(hf_model, hf_tokenizer, system: str, text: str, labels: list[str]) -> dict[str, float]:
-    """The whole reference with transformers: its chat template (thinking off), its tokenizer, its model."""
-    messages = [{"role": "system", "content": system}, {"role": "user", "content": text}]
-    prompt = hf_tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True,
-                                              enable_thinking=False)
-    ids = hf_tokenizer(prompt, add_special_tokens=False).input_ids
-    logprobs = [_hf_sequence_logprob(hf_model, ids, hf_tokenizer(x, add_special_tokens=False).input_ids)
-                for x in labels]
-    total = sum(math.exp(lp) for lp in logprobs)
-    return {x: math.exp(lp) / total for x, lp in zip(labels, logprobs, strict=True)}
-
-
 def test_classify_probabilities_sum_to_one_and_match_transformers(llm, hf_model, hf_tokenizer):
     decision = llm.classify(TEXT, LABELS)
     assert sum(decision.scores.values()) == pytest.approx(1.0, abs=1e-9)
     system = llm.tasks.service.gates["classify"].system_prompt(tuple(LABELS))
-    reference = _hf_label_probs(hf_model, hf_tokenizer, system, TEXT, LABELS)
+    reference = hf_label_probs(hf_model, hf_tokenizer, system, TEXT, LABELS)
     assert decision.scores == pytest.approx(reference, abs=1e-5)
     assert decision.label == max(reference, key=reference.get)
 
@@ -56,7 +34,7 @@ def test_classify_probabilities_sum_to_one_and_match_transformers(llm, hf_model,
 def test_moderation_applies_the_rule_to_the_exact_probabilities(llm, hf_model, hf_tokenizer):
     decision = llm.tasks.moderate("I will find you and hurt you.")
     spec = llm.tasks.service.gates["moderate"]
-    reference = _hf_label_probs(hf_model, hf_tokenizer, spec.system_prompt(), "I will find you and hurt you.",
+    reference = hf_label_probs(hf_model, hf_tokenizer, spec.system_prompt(), "I will find you and hurt you.",
                                 list(spec.labels))
     assert decision.scores == pytest.approx(reference, abs=1e-5)
     assert decision.allow == (reference["safe"] >= spec.threshold)

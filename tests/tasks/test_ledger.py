@@ -158,3 +158,32 @@ def test_replay_of_a_record_without_raw_text_explains_why_not(llm, tmp_path, cap
     assert "replay needs records written with `qwick serve --ledger-raw-text`" in capsys.readouterr().err
     assert main(["ledger", "tail", "--ledger", str(tmp_path / "missing.db")]) == 2
     assert "no ledger at" in capsys.readouterr().err
+
+
+def test_a_ledger_from_schema_version_1_gains_the_adapter_columns_and_keeps_its_rows(tmp_path):
+    from qwick.tasks.ledger import ADDED_COLUMNS, SCHEMA
+
+    path = tmp_path / "v1.db"
+    old_schema = SCHEMA.replace("output_text TEXT,", "output_text TEXT").replace(
+        "    adapter TEXT,                   -- the LoRA adapter the gate ran under (NULL: the base model)\n", "").replace(
+        "    adapter_sha256 TEXT             -- of the adapter's weight files\n", "")
+    conn = sqlite3.connect(path)
+    conn.executescript(old_schema)
+    assert not set(ADDED_COLUMNS) & {r[1] for r in conn.execute("PRAGMA table_info(decisions)")}
+    old_columns = [c for c in COLUMNS if c not in ADDED_COLUMNS]
+    conn.execute(f"INSERT INTO decisions ({', '.join(old_columns)}) VALUES ({', '.join('?' * len(old_columns))})",
+                 ["old", 1.0, "moderate", "moderate", "m", None, "w", "p", "o", "allow", 0, 0, None, None, 1.0, 1, 0,
+                  None, None, None, None])
+    conn.execute("INSERT INTO meta VALUES ('schema_version', '1')")
+    conn.commit()
+    conn.close()
+    ledger = Ledger(path)
+    new = _record(1)
+    new.adapter, new.adapter_sha256 = "guard", "ab" * 32
+    ledger.record(new)
+    ledger.close()
+    rows = {r["request_id"]: r for r in _rows(path)}
+    assert rows["old"]["decision"] == "allow" and rows["old"]["adapter"] is None
+    assert (rows[new.request_id]["adapter"], rows[new.request_id]["adapter_sha256"]) == ("guard", "ab" * 32)
+    version = sqlite3.connect(path).execute("SELECT value FROM meta WHERE key = 'schema_version'").fetchone()[0]
+    assert version == "2"

@@ -129,8 +129,8 @@ class AsyncLLMEngine:
             self._release(stream, still_running=not finished)
 
     async def score(self, context_ids: list[int], continuations: list[list[int]], request_id: str,
-                    top_logprobs: int = 0) -> ScoreOutput:
-        spec = ScoreSpec(list(context_ids), [list(c) for c in continuations], top_logprobs)
+                    top_logprobs: int = 0, lora_request: LoRARequest | None = None) -> ScoreOutput:
+        spec = ScoreSpec(list(context_ids), [list(c) for c in continuations], top_logprobs, lora_request)
         result = await self._run_task(spec, request_id)
         assert isinstance(result, ScoreOutput)
         return result

@@ -51,6 +51,7 @@ class Job:
     first_top: TopTokens = field(default_factory=list)  # top tokens where every first token is read
     later_top: dict[tuple[int, ...], list[TopTokens]] = field(default_factory=dict)
     hidden: torch.Tensor | None = None  # pooling
+    lora_id: int = 0  # the adapter its sequences run under (0: the base model)
     forked: bool = False  # the forks exist (they joined the context's last step)
 
 
@@ -74,10 +75,10 @@ class Jobs:
     def __len__(self) -> int:
         return len(self.jobs)
 
-    def add(self, request_id: str, spec: TaskSpec) -> None:
+    def add(self, request_id: str, spec: TaskSpec, lora_id: int = 0) -> None:
         prompt = spec.context_ids if isinstance(spec, ScoreSpec) else spec.prompt_ids
         self._check(prompt, spec)
-        job = Job(request_id, spec, time.perf_counter())
+        job = Job(request_id, spec, time.perf_counter(), lora_id=lora_id)
         if isinstance(spec, ScoreSpec):
             firsts = sorted({c[0] for c in spec.continuations})
             task = SequenceTask({len(prompt) - 1: firsts} if firsts else {}, self.valid_vocab,
@@ -88,6 +89,10 @@ class Jobs:
         job.live[seq] = None
         self.scheduler.add(seq)
         self.jobs[request_id] = job
+
+    def lora_ids(self) -> set[int]:
+        """Adapters the live jobs run under (they must stay resident)."""
+        return {job.lora_id for job in self.jobs.values() if job.lora_id}
 
     def abort(self, request_id: str) -> bool:
         """Drop a job and free its KV blocks; False if unknown."""
@@ -209,7 +214,7 @@ class Jobs:
     def _sequence(self, job: Job, prompt: list[int], task: SequenceTask) -> Sequence:
         return Sequence(request_id=job.request_id, index=0, prompt_ids=prompt, params=_NO_SAMPLING,
                         generator=torch.Generator(), detokenizer=NullDetokenizer(), stop_ids=frozenset(),
-                        task=task, arrival_time=job.arrival_time)
+                        task=task, lora_id=job.lora_id, arrival_time=job.arrival_time)
 
     def _check(self, prompt: list[int], spec: TaskSpec) -> None:
         if not prompt:

@@ -21,7 +21,7 @@ from qwick.engine.jobs import Jobs
 from qwick.engine.runner import ModelRunner, group_chunks
 from qwick.engine.sampler import SamplingRow, sample
 from qwick.engine.scheduler import PrefillChunk, Scheduler
-from qwick.engine.scoring import TaskOutput, TaskSpec
+from qwick.engine.scoring import ScoreSpec, TaskOutput, TaskSpec
 from qwick.engine.sequence import Detokenizer, NullDetokenizer, Sequence
 from qwick.engine.stats import EngineStats
 from qwick.engine.stopping import append_token, finish
@@ -145,7 +145,8 @@ class LLMEngine:
         if self.lora is None:
             raise ValueError(f"LoRA adapter {lora_request.lora_name!r} requested but LoRA is not enabled: create the "
                              "LLM with enable_lora=True (qwick serve: --lora-modules)")
-        self.lora.acquire(lora_request, {s.lora_id for r in self.requests.values() for s in r.sequences})
+        in_use = {s.lora_id for r in self.requests.values() for s in r.sequences} | self.jobs.lora_ids()
+        self.lora.acquire(lora_request, in_use)
 
     def _new_sequence(self, request: Request, index: int, now: float) -> Sequence:
         params = request.params
@@ -189,7 +190,10 @@ class LLMEngine:
         """A scoring or pooling request (no sampling); its result comes back as `StepOutput.result`."""
         if request_id in self.requests or request_id in self.jobs:
             raise ValueError(f"request id {request_id!r} is already in use")
-        self.jobs.add(request_id, spec)
+        lora = spec.lora_request if isinstance(spec, ScoreSpec) else None
+        if lora is not None:
+            self.add_lora(lora)
+        self.jobs.add(request_id, spec, lora.lora_int_id if lora is not None else 0)
 
     def has_unfinished(self) -> bool:
         return bool(self.requests) or bool(self.jobs)

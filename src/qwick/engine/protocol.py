@@ -40,9 +40,10 @@ class EngineClient(Protocol):
         ...
 
     async def score(self, context_ids: list[int], continuations: list[list[int]], request_id: str,
-                    top_logprobs: int = 0) -> ScoreOutput:
+                    top_logprobs: int = 0, lora_request: LoRARequest | None = None) -> ScoreOutput:
         """Exact total logprob of each continuation after the context (the context is computed once); with
-        `top_logprobs`, also the most likely tokens at each scored position."""
+        `top_logprobs`, also the most likely tokens at each scored position; with `lora_request`, under that
+        adapter."""
         ...
 
     async def embed(self, prompt_ids: list[int], request_id: str) -> EmbeddingOutput:

@@ -15,6 +15,7 @@ import torch
 
 if TYPE_CHECKING:
     from qwick.engine.scheduler import PrefillChunk
+    from qwick.lora.request import LoRARequest
     from qwick.model.qwen3 import Qwen3ForCausalLM
 
 LOGIT_ROWS = 64  # positions whose full-vocabulary logits are materialised at once (bounds memory)
@@ -27,6 +28,7 @@ class ScoreSpec:
     context_ids: list[int]
     continuations: list[list[int]]
     top_logprobs: int = 0  # also return the k most likely tokens at each scored position (completions echo)
+    lora_request: LoRARequest | None = None  # score under this adapter (None: the base model)
 
 
 @dataclass

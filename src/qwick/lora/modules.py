@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Sequence
+from typing import Any
 
 from qwick.lora.request import LoRARequest
 
@@ -36,6 +37,17 @@ def parse_lora_module(value: str, lora_int_id: int) -> LoRARequest:
 def parse_lora_modules(values: Sequence[str]) -> list[LoRARequest]:
     """Each value one module; ids 1, 2, ... in order, as vLLM numbers them."""
     return [parse_lora_module(value, i) for i, value in enumerate(values, start=1)]
+
+
+def lora_llm_options(modules: Sequence[LoRARequest], max_loras: int | None = None,
+                     max_lora_rank: int | None = None) -> dict[str, Any]:
+    """The LLM(...) keywords that serve `modules`: LoRA on, all resident, rank the largest of theirs by default."""
+    from qwick.lora.adapter import read_rank
+
+    if not modules:
+        return {}
+    rank = max_lora_rank or max(read_rank(m.lora_path) for m in modules)
+    return {"enable_lora": True, "max_loras": max_loras or len(modules), "max_lora_rank": rank}
 
 
 def served_lora_modules(modules: Sequence[LoRARequest], base_model_name: str) -> dict[str, LoRARequest]:

@@ -91,7 +91,8 @@ def build_app(engine: LLM | EngineClient, served_model_name: str | None = None, 
         engine_client = engine
     if tokenizer is None or max_model_len is None or not served_model_name:
         raise ValueError("build_app over an EngineClient needs tokenizer, max_model_len and served_model_name")
-    gate_service, engine_client = setup_gates(gates, engine_client, tokenizer, served_model_name, llm)
+    adapters = served_lora_modules(lora_modules, served_model_name)
+    gate_service, engine_client = setup_gates(gates, engine_client, tokenizer, served_model_name, llm, adapters)
     if grammars is None:  # validation only: masks are built by the engine's own compiler
         grammars = GrammarCompiler.for_tokenizer(tokenizer, tokenizer.vocab_size, tokenizer.eos_token_id or 0)
     capacity = None
@@ -101,7 +102,7 @@ def build_app(engine: LLM | EngineClient, served_model_name: str | None = None, 
         capacity = max_num_seqs + limits.max_queue
     ctx = ServerContext(engine_client, tokenizer, served_model_name, root, max_model_len, limits,
                         ServerMetrics(served_model_name, engine_client.stats), Admission(capacity), grammars,
-                        served_lora_modules(lora_modules, served_model_name))
+                        adapters)
 
     @asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:

@@ -81,16 +81,12 @@ def run_serve(args: argparse.Namespace, load_llm: Any) -> int:
 
 def _lora_options(args: argparse.Namespace) -> tuple[list[Any], dict[str, Any]]:
     """The served adapters and the LLM's LoRA settings (none without --lora-modules)."""
-    from qwick.lora.adapter import read_rank
-    from qwick.lora.modules import parse_lora_modules
+    from qwick.lora.modules import lora_llm_options, parse_lora_modules
 
     modules = parse_lora_modules(args.lora_modules)
-    if not modules:
-        if args.max_loras is not None or args.max_lora_rank is not None:
-            raise ValueError("--max-loras and --max-lora-rank need --lora-modules")
-        return [], {}
-    max_rank = args.max_lora_rank or max(read_rank(m.lora_path) for m in modules)
-    return modules, {"enable_lora": True, "max_loras": args.max_loras or len(modules), "max_lora_rank": max_rank}
+    if not modules and (args.max_loras is not None or args.max_lora_rank is not None):
+        raise ValueError("--max-loras and --max-lora-rank need --lora-modules")
+    return modules, lora_llm_options(modules, args.max_loras, args.max_lora_rank)
 
 
 def _gate_options(args: argparse.Namespace) -> Any:

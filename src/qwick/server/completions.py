@@ -42,9 +42,6 @@ class CompletionServing:
 
     async def create(self, body: CompletionRequest, request: Request) -> Response:
         lora = self.ctx.resolve_model(body.model)
-        if body.echo and body.logprobs is not None and lora is not None:
-            raise not_supported("echo together with logprobs on a LoRA adapter (prompt logprobs come from the base "
-                                "model)", "echo")
         plans = self.plan(body)
         request_id = new_id("cmpl")
         logger.info("request %s: %s, %d prompt(s)", request.state.request_id, request_id, len(plans))
@@ -97,6 +94,7 @@ class CompletionServing:
         if not body.echo or body.logprobs is None:
             return [None] * len(plans)
         top_n = body.logprobs
+        adapter = adapter_kwargs(self.ctx.resolve_model(body.model))  # prompt logprobs under the same adapter
 
         async def one(i: int, ids: list[int]) -> CompletionLogprobs:
             tokens = [self.ctx.tokenizer.decode([t]) for t in ids]
@@ -104,7 +102,8 @@ class CompletionServing:
             tops: list[dict[str, float] | None] = [None]
             if len(ids) > 1:
                 try:
-                    scored = await self.ctx.engine.score(ids[:1], [ids[1:]], f"{request_id}-echo-{i}", top_n)
+                    scored = await self.ctx.engine.score(ids[:1], [ids[1:]], f"{request_id}-echo-{i}", top_n,
+                                                         **adapter)
                 except Exception as exc:
                     raise engine_error(exc) or exc from None
                 values += scored.token_logprobs[0]

@@ -6,7 +6,7 @@ failure is the server's one error shape (unknown gate 404, bad input 400, engine
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -15,6 +15,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 
 from qwick.engine.protocol import EngineClient
+from qwick.lora.request import LoRARequest
 from qwick.server.errors import APIError, bad_request
 from qwick.server.gate_protocol import (
     ClassifyRequest,
@@ -48,14 +49,15 @@ class GateOptions:
 
 
 def setup_gates(options: GateOptions, client: EngineClient, tokenizer: Tokenizer, model_name: str,
-                llm: LLM | None) -> tuple[GateService, EngineClient]:
-    """The gate service, and the client the other endpoints should use (recording, with --ledger-all)."""
+                llm: LLM | None, adapters: Mapping[str, LoRARequest] | None = None) -> tuple[GateService, EngineClient]:
+    """The gate service, and the client the other endpoints should use (recording, with --ledger-all).
+    `adapters`: the served LoRA adapters by name, which gates may name (checked here, at start-up)."""
     gates = options.gates or load_gates(None)
     gates.check_tokens(tokenizer)
     identity = options.identity
     if identity is None:
         identity = ModelIdentity.of(llm) if llm is not None and options.ledger else ModelIdentity(model_name, None, "")
-    service = GateService(client, tokenizer, gates, identity, options.ledger)
+    service = GateService(client, tokenizer, gates, identity, options.ledger, adapters)
     if options.ledger is not None and options.ledger_all:
         client = RecordingClient(client, options.ledger, identity, tokenizer)  # type: ignore[assignment]
     return service, client

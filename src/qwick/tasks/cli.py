@@ -55,6 +55,8 @@ def register_ledger_commands(subparsers: Any) -> None:
     rp.add_argument("--load-format", default="auto", choices=["auto", "dummy"])
     rp.add_argument("--max-model-len", type=int, default=None)
     rp.add_argument("--tolerance", type=float, default=1e-3, help="largest score difference that still matches")
+    rp.add_argument("--lora-modules", nargs="+", default=[], metavar="NAME=PATH",
+                    help="LoRA adapters, as `qwick serve` takes them: needed when the recorded gate names one")
     rp.set_defaults(handler=_replay)
 
 
@@ -96,6 +98,7 @@ def _stats(args: argparse.Namespace) -> int:
 
 def _replay(args: argparse.Namespace) -> int:
     from qwick import LLM
+    from qwick.lora.modules import lora_llm_options, parse_lora_modules
     from qwick.tasks.identity import ModelIdentity
     from qwick.tasks.ledger_query import find
     from qwick.tasks.replay import replay
@@ -106,9 +109,10 @@ def _replay(args: argparse.Namespace) -> int:
     if row["input"] is None:
         raise ValueError(f"request {args.request_id!r} was recorded without its text (raw text storage is off by "
                          "default); replay needs records written with `qwick serve --ledger-raw-text`")
+    modules = parse_lora_modules(args.lora_modules)
     llm = LLM(args.model or row["model"], dtype=args.dtype, device=args.device, load_format=args.load_format,
-              max_model_len=args.max_model_len)
-    report = replay(llm, row, args.tolerance)
+              max_model_len=args.max_model_len, **lora_llm_options(modules))
+    report = replay(llm, row, args.tolerance, modules)
     report["same_weights"] = ModelIdentity.of(llm).weights_sha256 == row["weights_sha256"]
     sys.stdout.write(json.dumps(report, indent=2, ensure_ascii=False) + "\n")
     return 0 if report["match"] else 1

@@ -7,6 +7,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from qwick.lora.adapter import WEIGHTS_FILE
 from qwick.model.loader import checkpoint_files
 
 if TYPE_CHECKING:
@@ -29,6 +30,11 @@ class ModelIdentity:
         else:
             digest = weights_sha256(checkpoint_files(path))
         return cls(llm.model_name, revision, digest)
+
+
+def adapter_weights_sha256(adapter_dir: str | Path) -> str:
+    """A PEFT adapter folder's weights: the sha256 of its adapter_model.safetensors (the file qwick loads)."""
+    return _file_sha256(Path(adapter_dir) / WEIGHTS_FILE)
 
 
 def weights_sha256(files: list[Path]) -> str:

@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import Any
 
 logger = logging.getLogger("qwick.ledger")
-SCHEMA_VERSION = "1"
+SCHEMA_VERSION = "2"  # 2: the adapter columns (a version-1 file gains them when opened)
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS decisions (
@@ -46,7 +46,9 @@ CREATE TABLE IF NOT EXISTS decisions (
     gate_config TEXT,               -- JSON of the gate definition used (replay needs it)
     user_sha256 TEXT,               -- of the request's userId, if any
     input TEXT,                     -- raw inputs as JSON: only with raw text storage on
-    output_text TEXT                -- raw output: only with raw text storage on
+    output_text TEXT,               -- raw output: only with raw text storage on
+    adapter TEXT,                   -- the LoRA adapter the gate ran under (NULL: the base model)
+    adapter_sha256 TEXT             -- of the adapter's weight files
 );
 CREATE INDEX IF NOT EXISTS decisions_request_id ON decisions (request_id);
 CREATE INDEX IF NOT EXISTS decisions_ts ON decisions (ts);
@@ -81,8 +83,12 @@ class LedgerRecord:
     user_sha256: str | None = None
     input: Any = None  # raw inputs; dropped unless the ledger stores raw text
     output_text: str | None = None
+    adapter: str | None = None
+    adapter_sha256: str | None = None
 
 
+# columns added after schema version 1, with their types: opening an older ledger adds them
+ADDED_COLUMNS = {"adapter": "TEXT", "adapter_sha256": "TEXT"}
 COLUMNS = tuple(f.name for f in fields(LedgerRecord))
 
 
@@ -92,7 +98,11 @@ def open_db(path: str | Path) -> sqlite3.Connection:
     conn.execute("PRAGMA journal_mode=WAL")
     conn.execute("PRAGMA synchronous=NORMAL")  # WAL + NORMAL: a commit survives a process crash (kill -9)
     conn.executescript(SCHEMA)
-    conn.execute("INSERT OR IGNORE INTO meta VALUES ('schema_version', ?)", (SCHEMA_VERSION,))
+    present = {row[1] for row in conn.execute("PRAGMA table_info(decisions)")}
+    for name, kind in ADDED_COLUMNS.items():
+        if name not in present:  # a ledger written by an older qwick: same rows, new columns NULL
+            conn.execute(f"ALTER TABLE decisions ADD COLUMN {name} {kind}")
+    conn.execute("INSERT OR REPLACE INTO meta VALUES ('schema_version', ?)", (SCHEMA_VERSION,))
     conn.commit()
     return conn
 

@@ -8,11 +8,12 @@
         threshold: 0.7
         deadline_ms: 150
         on_timeout: deny
+        adapter: guard               # optional: run under this served LoRA adapter (--lora-modules guard=PATH)
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Mapping
+from collections.abc import Collection, Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -60,6 +61,15 @@ class Gates(Mapping[str, GateSpec]):
                 check_schema(spec)
             except GateError as exc:
                 raise self._error(spec.name, exc) from None
+
+    def check_adapters(self, adapters: Collection[str]) -> None:
+        """Every gate's `adapter` must name one of `adapters` (the served LoRA adapters). Raises GateFileError
+        naming the line."""
+        for spec in self._specs.values():
+            if spec.adapter is not None and spec.adapter not in adapters:
+                served = ", ".join(sorted(adapters)) or "none (serve them with --lora-modules NAME=PATH)"
+                raise self._error(spec.name, GateError(f"gate {spec.name!r}: adapter {spec.adapter!r} is not a served "
+                                                       f"LoRA adapter; served: {served}", "adapter"))
 
     def _error(self, name: str, exc: GateError) -> GateFileError:
         where = self._where.get(name)

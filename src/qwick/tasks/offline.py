@@ -6,13 +6,14 @@ from __future__ import annotations
 
 import asyncio
 import concurrent.futures
-from collections.abc import AsyncIterator, Coroutine
+from collections.abc import AsyncIterator, Coroutine, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar
 
 from qwick.engine.llm_engine import LLMEngine, StepOutput
 from qwick.engine.protocol import RequestDelta
 from qwick.engine.scoring import EmbeddingOutput, PoolSpec, ScoreOutput, ScoreSpec
+from qwick.lora.request import LoRARequest
 from qwick.sampling_params import SamplingParams
 from qwick.tasks.decisions import Decision
 from qwick.tasks.identity import ModelIdentity
@@ -33,8 +34,10 @@ class InlineEngine:
         self.engine = engine
         self._done: dict[str, StepOutput] = {}
 
-    async def score(self, context_ids: list[int], continuations: list[list[int]], request_id: str) -> ScoreOutput:
-        self.engine.add_task(request_id, ScoreSpec(list(context_ids), [list(c) for c in continuations]))
+    async def score(self, context_ids: list[int], continuations: list[list[int]], request_id: str,
+                    lora_request: LoRARequest | None = None) -> ScoreOutput:
+        self.engine.add_task(request_id, ScoreSpec(list(context_ids), [list(c) for c in continuations],
+                                                   lora_request=lora_request))
         result = (await self._wait(request_id)).result
         assert isinstance(result, ScoreOutput)
         return result
@@ -46,8 +49,8 @@ class InlineEngine:
         return result
 
     async def generate(self, prompt_ids: list[int], params: SamplingParams, request_id: str,
-                       prompt: str | None = None) -> AsyncIterator[RequestDelta]:
-        self.engine.add_request(request_id, prompt_ids, params, prompt)
+                       prompt: str | None = None, lora_request: LoRARequest | None = None) -> AsyncIterator[RequestDelta]:
+        self.engine.add_request(request_id, prompt_ids, params, prompt, lora_request)
         out = await self._wait(request_id)
         yield RequestDelta(request_id, out.deltas, True, out.finished_request)
 
@@ -75,16 +78,22 @@ class InlineEngine:
 class OfflineTasks:
     """Synchronous gates for the `LLM` object."""
 
-    def __init__(self, llm: LLM, gates: Gates | None = None, ledger: Ledger | None = None) -> None:
+    def __init__(self, llm: LLM, gates: Gates | None = None, ledger: Ledger | None = None,
+                 adapters: Sequence[LoRARequest] = ()) -> None:
         tokenizer = llm.get_tokenizer()
         gates = gates or load_gates(None)
         gates.check_tokens(tokenizer)
-        self.service = GateService(InlineEngine(llm.engine), tokenizer, gates, ModelIdentity.of(llm), ledger)
+        self.service = GateService(InlineEngine(llm.engine), tokenizer, gates, ModelIdentity.of(llm), ledger,
+                                   _by_name(adapters))
 
-    def load_gates(self, path: str | Path) -> None:
+    def load_gates(self, path: str | Path, adapters: Sequence[LoRARequest] = ()) -> None:
+        """Use the gates in a gates file (besides the built-ins); `adapters`: the LoRA adapters its gates may
+        name, by `lora_name` (the LLM needs enable_lora=True)."""
         gates = load_gates(path)
         gates.check_tokens(self.service.tokenizer)
-        self.service.gates = gates
+        known = {**self.service.adapters, **_by_name(adapters)}
+        gates.check_adapters(known)
+        self.service.adapters, self.service.gates = known, gates
 
     def classify(self, texts: str | list[str], labels: list[str] | None = None,
                  gate: str | None = None) -> Decision | list[Decision]:
@@ -109,6 +118,10 @@ class OfflineTasks:
 
     def gate(self, name: str, text: str) -> Decision:
         return run_sync(self.service.run_gate(name, text))
+
+
+def _by_name(adapters: Sequence[LoRARequest]) -> dict[str, LoRARequest]:
+    return {lora.lora_name: lora for lora in adapters}
 
 
 async def _gather(coroutines: list[Coroutine[Any, Any, T]]) -> list[T]:

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import replace
 from typing import TYPE_CHECKING, Any
 
+from qwick.lora.request import LoRARequest
 from qwick.tasks.decisions import Decision
 from qwick.tasks.loader import Gates
 from qwick.tasks.offline import OfflineTasks, run_sync
@@ -14,14 +16,19 @@ if TYPE_CHECKING:
     from qwick.llm import LLM
 
 
-def replay(llm: LLM, row: dict[str, Any], tolerance: float = 1e-3) -> dict[str, Any]:
-    """Re-run the ledger row's request on `llm`; the deadline is lifted (replay may run on other hardware).
+def replay(llm: LLM, row: dict[str, Any], tolerance: float = 1e-3,
+           adapters: Sequence[LoRARequest] = ()) -> dict[str, Any]:
+    """Re-run the ledger row's request on `llm` (under the recorded gate's adapter, one of `adapters`); the
+    deadline is lifted (replay may run on other hardware).
 
     Matches when the decision word is equal and every score is within `tolerance`."""
     if row["kind"] == "completion":
         raise ValueError("completions are recorded, not replayed: replay works on gate decisions")
     spec = replace(GateSpec.from_dict(row["gate_config"]), deadline_ms=None)
-    service = OfflineTasks(llm, Gates([spec])).service
+    if spec.adapter is not None and spec.adapter not in {a.lora_name for a in adapters}:
+        raise ValueError(f"the recorded gate ran under LoRA adapter {spec.adapter!r}: pass it to replay "
+                         f"(`--lora-modules {spec.adapter}=PATH`)")
+    service = OfflineTasks(llm, Gates([spec]), adapters=adapters).service
     inputs = row["input"]
     if spec.kind == "score":
         coroutine = service.score(inputs["query"], inputs["items"], spec.name, instruction=inputs.get("instruction"))
@@ -32,13 +39,17 @@ def replay(llm: LLM, row: dict[str, Any], tolerance: float = 1e-3) -> dict[str, 
     decision: Decision = run_sync(coroutine)
     new_scores: Any = decision.item_scores if decision.item_scores is not None else decision.scores
     diff = _score_diff(row["scores"], new_scores)
-    return {
+    report = {
         "request_id": row["request_id"], "gate": row["gate"], "kind": row["kind"],
         "recorded": {"decision": row["decision"], "scores": row["scores"], "model": row["model"]},
         "replayed": {"decision": decision.summary, "scores": new_scores, "model": llm.model_name},
         "max_score_diff": diff,
         "match": decision.summary == row["decision"] and (diff is None or diff <= tolerance),
     }
+    if spec.adapter is not None:
+        report["recorded"]["adapter"] = spec.adapter
+        report["same_adapter"] = service.adapter_sha256(spec.adapter) == row.get("adapter_sha256")
+    return report
 
 
 def _score_diff(old: Any, new: Any) -> float | None:

@@ -11,7 +11,7 @@ import json
 import math
 import secrets
 import time
-from collections.abc import AsyncIterator, Awaitable
+from collections.abc import AsyncIterator, Awaitable, Mapping
 from dataclasses import replace
 from typing import Any, Protocol, TypeVar
 
@@ -19,9 +19,10 @@ import torch
 
 from qwick.engine.protocol import RequestDelta
 from qwick.engine.scoring import EmbeddingOutput, ScoreOutput
+from qwick.lora.request import LoRARequest
 from qwick.sampling_params import SamplingParams, StructuredOutputsParams
 from qwick.tasks.decisions import Decision, decide_labels, normalise, timed_out
-from qwick.tasks.identity import ModelIdentity
+from qwick.tasks.identity import ModelIdentity, adapter_weights_sha256
 from qwick.tasks.ledger import Ledger, LedgerRecord, sha256_text
 from qwick.tasks.loader import Gates, check_labels
 from qwick.tasks.prompts import Rendered, embedding_ids, render_gate, render_rerank
@@ -33,14 +34,16 @@ MAX_WARM_PREFIXES = 1024
 
 
 class TaskEngine(Protocol):
-    """What the gates need from an engine (a subset of `EngineClient`)."""
+    """What the gates need from an engine (a subset of `EngineClient`). `lora_request` is passed only for gates
+    that name an adapter."""
 
-    async def score(self, context_ids: list[int], continuations: list[list[int]], request_id: str) -> ScoreOutput: ...
+    async def score(self, context_ids: list[int], continuations: list[list[int]], request_id: str, *,
+                    lora_request: LoRARequest | None = None) -> ScoreOutput: ...
 
     async def embed(self, prompt_ids: list[int], request_id: str) -> EmbeddingOutput: ...
 
     def generate(self, prompt_ids: list[int], params: SamplingParams, request_id: str,
-                 prompt: str | None = None) -> AsyncIterator[RequestDelta]: ...
+                 prompt: str | None = None, lora_request: LoRARequest | None = None) -> AsyncIterator[RequestDelta]: ...
 
 
 class GateNotFoundError(KeyError):
@@ -52,14 +55,17 @@ class GateNotFoundError(KeyError):
 
 class GateService:
     def __init__(self, engine: TaskEngine, tokenizer: Tokenizer, gates: Gates, identity: ModelIdentity,
-                 ledger: Ledger | None = None) -> None:
+                 ledger: Ledger | None = None, adapters: Mapping[str, LoRARequest] | None = None) -> None:
         self.engine = engine
         self.tokenizer = tokenizer
+        self.adapters = dict(adapters or {})  # served LoRA adapters by name, for gates that name one
+        gates.check_adapters(self.adapters)
         self.gates = gates
         self.identity = identity
         self.ledger = ledger
+        self._adapter_digests: dict[str, str] = {}  # adapter name -> sha256 of its weights, for the ledger
         self._labels: dict[tuple[str, ...], list[list[int]]] = {}
-        self._warm: dict[tuple[int, ...], asyncio.Future[Any]] = {}  # prefix -> its warm-up
+        self._warm: dict[tuple[Any, ...], asyncio.Future[Any]] = {}  # (adapter, *prefix) -> its warm-up
         yes, no = tokenizer.encode("yes"), tokenizer.encode("no")
         assert len(yes) == len(no) == 1, "Qwen3's vocabulary has 'yes' and 'no' as single tokens"
         self._yes_no = [no, yes]
@@ -94,8 +100,8 @@ class GateService:
         continuations = self._label_ids(spec.labels)
 
         async def work() -> None:
-            await self._warm_prefix(rendered.prefix_ids)
-            out = await self.engine.score(rendered.ids, continuations, _new_id(spec.kind))
+            await self._warm_prefix(rendered.prefix_ids, spec)
+            out = await self.engine.score(rendered.ids, continuations, _new_id(spec.kind), **self._adapter(spec))
             decide_labels(spec, decision, normalise(spec.labels, out.logprobs))
 
         await self._run(spec, decision, work(), [rendered], {"text": text}, user_id)
@@ -117,8 +123,9 @@ class GateService:
 
         async def work() -> None:
             if len(rendered) > 1:  # compute the shared head once, before the items fan out
-                await self._warm_prefix(rendered[0].prefix_ids, remember=False)
-            outs = await asyncio.gather(*(self.engine.score(r.ids, self._yes_no, _new_id("score")) for r in rendered))
+                await self._warm_prefix(rendered[0].prefix_ids, spec, remember=False)
+            outs = await asyncio.gather(*(self.engine.score(r.ids, self._yes_no, _new_id("score"), **self._adapter(spec))
+                                          for r in rendered))
             decision.item_scores = [_p_yes(o.logprobs) for o in outs]
 
         inputs = {"query": query, "items": items, "instruction": instruction}
@@ -140,7 +147,8 @@ class GateService:
 
         async def work() -> None:
             final = None
-            async for delta in self.engine.generate(rendered.ids, params, _new_id(spec.kind), rendered.text):
+            async for delta in self.engine.generate(rendered.ids, params, _new_id(spec.kind), rendered.text,
+                                                    **self._adapter(spec)):
                 final = delta.output if delta.finished else final
             if final is None or final.outputs[0].finish_reason == "abort":
                 raise RuntimeError(f"the {spec.kind} request was aborted")
@@ -177,16 +185,30 @@ class GateService:
         return vectors, sum(len(i) for i in ids)
 
     # ---------------------------------------------------------------------------------------- helpers
-    async def _warm_prefix(self, prefix_ids: list[int], remember: bool = True) -> None:
+    def _adapter(self, spec: GateSpec) -> dict[str, LoRARequest]:
+        """Engine keywords for the gate's adapter: none for the base model (engine doubles need not know LoRA)."""
+        if spec.adapter is None:
+            return {}
+        if spec.adapter not in self.adapters:  # a gates file swapped in after start-up (llm.tasks.load_gates)
+            raise ValueError(f"gate {spec.name!r}: adapter {spec.adapter!r} is not a served LoRA adapter")
+        return {"lora_request": self.adapters[spec.adapter]}
+
+    def adapter_sha256(self, name: str) -> str:
+        """sha256 of a served adapter's weight files, computed once (the ledger's record of what decided)."""
+        if name not in self._adapter_digests:
+            self._adapter_digests[name] = adapter_weights_sha256(self.adapters[name].lora_path)
+        return self._adapter_digests[name]
+
+    async def _warm_prefix(self, prefix_ids: list[int], spec: GateSpec, remember: bool = True) -> None:
         """Prefill a shared prefix (a gate's instruction, a score request's query) before the requests that
-        share it, so they reuse its blocks instead of each computing it in the same step. Concurrent first
-        requests of a gate wait for the same warm-up."""
+        share it, so they reuse its blocks instead of each computing it in the same step (under the gate's
+        adapter: cached blocks are per adapter). Concurrent first requests of a gate wait for the same warm-up."""
         if not prefix_ids:
             return
-        key = tuple(prefix_ids)
+        key = (spec.adapter, *prefix_ids)
         warm = self._warm.get(key)
         if warm is None or (warm.done() and (warm.cancelled() or warm.exception() is not None)):
-            warm = asyncio.ensure_future(self.engine.score(prefix_ids, [], _new_id("warm")))
+            warm = asyncio.ensure_future(self.engine.score(prefix_ids, [], _new_id("warm"), **self._adapter(spec)))
             if remember:  # gate prefixes: once per process (ad-hoc label sets make new ones, hence the cap)
                 if len(self._warm) >= MAX_WARM_PREFIXES:
                     self._warm.clear()
@@ -218,7 +240,8 @@ class GateService:
             schema_valid=decision.schema_valid, latency_ms=decision.latency_ms, prompt_tokens=decision.prompt_tokens,
             output_tokens=decision.output_tokens, gate_config=spec.to_json(),
             user_sha256=sha256_text(user_id) if user_id is not None else None, input=inputs,
-            output_text=decision.output_text)
+            output_text=decision.output_text, adapter=spec.adapter,
+            adapter_sha256=self.adapter_sha256(spec.adapter) if spec.adapter is not None else None)
 
 
 async def _within(deadline_ms: float | None, work: Awaitable[T]) -> T:

@@ -40,6 +40,7 @@ class GateSpec:
     schema: dict[str, Any] | None = None  # rewrite / extract: JSON schema of the answer
     max_tokens: int = 256  # rewrite / extract: answer length cap
     description: str = ""
+    adapter: str | None = None  # a LoRA adapter's served name (`--lora-modules NAME=PATH`): run under it
 
     def __post_init__(self) -> None:
         where = f"gate {self.name!r}"
@@ -69,6 +70,9 @@ class GateSpec:
             raise GateError(f"{where}: thinking: true is only supported by rewrite and extract gates", "thinking")
         if self.kind in GENERATE_KINDS and not isinstance(self.schema, dict):
             raise GateError(f"{where}: a {self.kind} gate needs a JSON schema object in 'schema'", "schema")
+        if self.adapter is not None and (not isinstance(self.adapter, str) or not self.adapter.strip()):
+            raise GateError(f"{where}: adapter must be the name of a served LoRA adapter (or null for the base "
+                            f"model), got {self.adapter!r}", "adapter")
         if isinstance(self.max_tokens, bool) or not isinstance(self.max_tokens, int) or self.max_tokens < 1:
             raise GateError(f"{where}: max_tokens must be a positive integer, got {self.max_tokens!r}", "max_tokens")
 
