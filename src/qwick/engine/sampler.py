@@ -50,12 +50,29 @@ def apply_penalties(logits: torch.Tensor, rows: list[SamplingRow]) -> torch.Tens
 NUCLEUS_HEAD = 256  # top-p without top-k looks for the nucleus among this many most likely tokens first
 
 
-def _truncate(scaled: torch.Tensor, params: SamplingParams) -> tuple[torch.Tensor, torch.Tensor | None]:
-    """Keep the top-k / top-p / min-p candidates of one row. Returns (logits, vocab ids or None = all)."""
-    top_k = params.top_k if params.top_k and params.top_k > 0 else 0
+def _top_k(params: SamplingParams, vocab: int) -> int:
+    return params.top_k if params.top_k and 0 < params.top_k < vocab else 0
+
+
+def _batched_top_k(logits: torch.Tensor, rows: list[SamplingRow]) -> dict[int, tuple[torch.Tensor, torch.Tensor]]:
+    """When every row samples with the same top-k (e.g. Qwen3's default 20), all their top-k at once: a batched
+    topk runs on every thread (one row at a time does not; 2x on 2 cores). Row -> (scaled logits [k], ids [k])."""
+    ks = {_top_k(row.params, logits.shape[1]) if not row.params.greedy else -1 for row in rows}
+    if len(ks) != 1 or (k := ks.pop()) <= 0:
+        return {}
+    temperatures = torch.tensor([row.params.temperature for row in rows], dtype=logits.dtype, device=logits.device)
+    values, ids = torch.topk(logits / temperatures[:, None], k)  # [B, k] each, sorted descending
+    return {i: (values[i], ids[i]) for i in range(len(rows))}
+
+
+def _truncate(scaled: torch.Tensor, params: SamplingParams,
+              head: tuple[torch.Tensor, torch.Tensor] | None = None) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """Keep the top-k / top-p / min-p candidates of one row: its logits over the temperature, or with top-k its
+    precomputed `head` (scaled top-k logits, ids). Returns (logits, vocab ids or None = all)."""
+    top_k = len(head[0]) if head is not None else _top_k(params, scaled.numel())
     top_p = params.top_p or 1.0
-    if top_k and top_k < scaled.numel():
-        values, ids = torch.topk(scaled, top_k)  # sorted descending
+    if top_k:
+        values, ids = head if head is not None else torch.topk(scaled, top_k)  # sorted descending
         probs = torch.softmax(values, dim=-1) if top_p < 1.0 else None  # top-p within the top-k (vLLM's order)
     elif top_p < 1.0:
         values, ids, probs = _nucleus_head(scaled, top_p)
@@ -107,11 +124,15 @@ def sample(logits: torch.Tensor, rows: list[SamplingRow], valid_vocab: int) -> S
         if row.banned_ids:
             logits[i, row.banned_ids] = float("-inf")
     logits = apply_penalties(logits, rows)
-    tokens = logits.max(dim=-1).indices.tolist()  # greedy rows are done here (first maximum, as argmax; ~3x faster)
+    tokens = [0] * len(rows)
+    if any(row.params.greedy for row in rows):  # greedy rows are done here (first maximum, as argmax; ~3x faster)
+        tokens = logits.max(dim=-1).indices.tolist()
+    heads = _batched_top_k(logits, rows)
     for i, row in enumerate(rows):
         if row.params.greedy:
             continue
-        values, ids = _truncate(logits[i] / row.params.temperature, row.params)
+        head = heads.get(i)
+        values, ids = _truncate(logits[i] / row.params.temperature if head is None else logits[i], row.params, head)
         choice = _draw(values, row.generator)
         tokens[i] = int(ids[choice]) if ids is not None else choice
     return SampleResult(tokens, raw_logprobs)
