@@ -46,10 +46,12 @@ class LLM:
                  seed: int | None = None, load_format: str = "auto", revision: str | None = None,
                  skip_tokenizer_init: bool = False, quantization: str | None = None, enable_lora: bool = False,
                  max_loras: int = 1, max_lora_rank: int = 16, quantization_group_size: int | None = None,
-                 threads: int | None = None, compile_decode: bool = False) -> None:
+                 threads: int | None = None, compile_decode: bool = False, kv_cache_dtype: str = "auto") -> None:
         validate_quantization(quantization, quantization_group_size or 128)
         if compile_decode and enable_lora:
             raise ValueError("compile_decode does not support enable_lora yet: use one or the other")
+        if compile_decode and kv_cache_dtype != "auto":
+            raise ValueError("compile_decode does not support an fp8 KV cache yet: use kv_cache_dtype='auto' with it")
         torch.set_num_threads(resolve_threads(threads))  # process-wide: torch has one intra-op pool
         lora_config = LoRAConfig(max_loras, max_lora_rank) if enable_lora else None
         if load_format not in ("auto", "safetensors", "dummy"):
@@ -74,9 +76,9 @@ class LLM:
             raise ValueError(f"max_model_len must be in [1, {limit}] (the model's max_position_embeddings), "
                              f"got {max_model_len}")
         engine_config = EngineConfig(max_model_len or limit, max_num_seqs, max_num_batched_tokens, block_size,
-                                     kv_cache_memory_bytes, enable_prefix_caching)
+                                     kv_cache_memory_bytes, enable_prefix_caching, kv_cache_dtype)
         if max_model_len is None:  # like Ollama, fit the context to the KV budget rather than fail
-            fits = engine_config.budget_blocks(config, self.dtype, self.device) * block_size
+            fits = engine_config.budget_blocks(config, engine_config.cache_dtype(self.dtype), self.device) * block_size
             engine_config = replace(engine_config, max_model_len=max(1, min(limit, fits)))
         self.engine_config = engine_config
         self.max_model_len = engine_config.max_model_len

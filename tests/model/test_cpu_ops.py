@@ -55,6 +55,29 @@ def test_matches_sdpa_on_scattered_blocks(dtype: torch.dtype, heads: int, kv_hea
 
 
 @needs_op
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+@pytest.mark.parametrize(("heads", "kv_heads", "dim"), [(16, 8, 128), (8, 2, 128), (32, 8, 128), (4, 1, 64), (6, 2, 18)])
+def test_reads_an_fp8_cache_exactly_as_its_widened_values(dtype: torch.dtype, heads: int, kv_heads: int,
+                                                          dim: int) -> None:
+    gen = torch.Generator().manual_seed(heads * 100 + dim)
+    block_size, num_blocks, batch = 16, 40, 4
+    # e4m3 covers +-448 with subnormals below 2^-6: the values span normals, subnormals, zero and the maximum
+    keys = (torch.randn(num_blocks * block_size + 1, kv_heads, dim, generator=gen) * 4).to(torch.float8_e4m3fn)
+    values = (torch.randn(num_blocks * block_size + 1, kv_heads, dim, generator=gen) / 64).to(torch.float8_e4m3fn)
+    keys[0, 0, :4] = torch.tensor([448.0, -448.0, 0.0, -2**-9]).to(torch.float8_e4m3fn)
+    lens = torch.tensor([1, 16, 17, 150])
+    tables = torch.stack([torch.randperm(num_blocks, generator=gen)[:10] for _ in range(batch)])
+    tables[0, 0] = 0  # the row of length 1 reads slot 0, with the extremes
+    q = torch.randn(batch, heads, dim, generator=gen).to(dtype)
+    scale = dim**-0.5
+    got = paged_decode(q, keys, values, tables, lens, block_size, scale)
+    assert got.dtype == dtype
+    expected = reference(q, keys.float(), values.float(), tables, lens, block_size, scale)  # widened by torch
+    torch.testing.assert_close(got.float(), expected, atol=ATOL[dtype] / 64 if dtype == torch.bfloat16 else 1e-6,
+                               rtol=0 if dtype == torch.float32 else 1e-2)
+
+
+@needs_op
 def test_rejects_bad_arguments_with_a_message() -> None:
     q = torch.zeros(2, 4, 32)
     cache = torch.zeros(65, 2, 32)
@@ -63,7 +86,7 @@ def test_rejects_bad_arguments_with_a_message() -> None:
         paged_decode(q, cache, cache, tables, torch.tensor([1, 65]), 16, 1.0)
     with pytest.raises(RuntimeError, match="context_lens out of the block tables"):
         paged_decode(q, cache, cache, tables, torch.tensor([0, 3]), 16, 1.0)
-    with pytest.raises(RuntimeError, match="share a dtype"):
+    with pytest.raises(RuntimeError, match="share q.s dtype or both be float8_e4m3fn"):
         paged_decode(q.bfloat16(), cache, cache, tables, torch.tensor([1, 3]), 16, 1.0)
     with pytest.raises(RuntimeError, match="multiple of kv heads"):
         paged_decode(torch.zeros(2, 3, 32), cache, cache, tables, torch.tensor([1, 3]), 16, 1.0)

@@ -17,7 +17,8 @@ def test_serve_help():
     out = subprocess.run([*QWICK, "serve", "--help"], capture_output=True, text=True, timeout=60)
     assert out.returncode == 0
     for option in ("--host", "--port", "--served-model-name", "--api-key", "--max-model-len", "--max-num-seqs",
-                   "--enable-prefix-caching", "--no-enable-prefix-caching", "--allowed-origins", "--max-queue"):
+                   "--enable-prefix-caching", "--no-enable-prefix-caching", "--allowed-origins", "--max-queue",
+                   "--kv-cache-dtype"):
         assert option in out.stdout
 
 
@@ -31,7 +32,8 @@ def test_serve_answers_then_lets_a_running_stream_finish_on_ctrl_c(tiny_model_di
     port = free_port()
     url = f"http://127.0.0.1:{port}"
     process = subprocess.Popen([*QWICK, "serve", str(tiny_model_dir), "--port", str(port), "--dtype", "float32",
-                                "--max-model-len", "256", "--served-model-name", "tiny", "--log-level", "warning"],
+                                "--max-model-len", "256", "--served-model-name", "tiny", "--log-level", "warning",
+                                "--kv-cache-dtype", "fp8"],  # the flag reaches the engine (an fp8 cache serves)
                                stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     try:
         def healthy() -> bool:

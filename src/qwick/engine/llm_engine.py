@@ -82,9 +82,10 @@ class LLMEngine:
         self.config = config
         self.max_model_len = config.max_model_len
         cfg = model.config
-        num_blocks = config.num_kv_blocks(cfg, dtype, device)
+        cache_dtype = config.cache_dtype(dtype)
+        num_blocks = config.num_kv_blocks(cfg, cache_dtype, device)
         self.cache = PagedKVCache(cfg.num_hidden_layers, num_blocks, config.block_size, cfg.num_key_value_heads,
-                                  cfg.head_dim, dtype, device)
+                                  cfg.head_dim, cache_dtype, device, compute_dtype=dtype)
         self.blocks = BlockManager(num_blocks, config.block_size, config.enable_prefix_caching)
         self.scheduler = Scheduler(self.blocks, config.max_num_seqs, config.max_num_batched_tokens)
         self.lora = lora  # adapter slots, when the model carries the LoRA pass (LLM(enable_lora=True))

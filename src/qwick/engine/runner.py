@@ -47,7 +47,7 @@ class ModelRunner:
         self.device = device
         self.lora = lora  # set when the model carries the LoRA pass
         # decode steps and short prefill chunks read the cache in place (model/cpu_ops.py) where the op is built
-        self.paged_attention = cpu_ops_available(device, cache.keys[0].dtype)
+        self.paged_attention = cpu_ops_available(device, cache.compute_dtype)
 
     @torch.inference_mode()
     def prefill(self, chunks: list[PrefillChunk]) -> list[torch.Tensor | None]:

@@ -22,6 +22,9 @@ def add_serve_args(parser: argparse.ArgumentParser) -> None:
                         help="tokens per engine step; long prompts are prefilled in chunks of this (default 512)")
     parser.add_argument("--enable-prefix-caching", action=argparse.BooleanOptionalAction, default=True,
                         help="reuse the KV cache of shared prompt prefixes (default on)")
+    parser.add_argument("--kv-cache-dtype", default="auto", choices=["auto", "fp8", "fp8_e4m3"],
+                        help="KV cache storage: auto (the model's dtype) or fp8 (e4m3: twice the tokens per budget, "
+                             "approximate attention)")
     parser.add_argument("--allowed-origins", nargs="*", default=[], metavar="ORIGIN",
                         help="CORS origins allowed to call the API (e.g. http://localhost:3000, or *)")
     parser.add_argument("--max-queue", type=int, default=None,
@@ -66,7 +69,8 @@ def run_serve(args: argparse.Namespace, load_llm: Any) -> int:
     served_name = args.served_model_name or args.model
     llm, client = start_llm(lambda: load_llm(args, max_num_seqs=args.max_num_seqs,
                                              max_num_batched_tokens=args.max_num_batched_tokens,
-                                             enable_prefix_caching=args.enable_prefix_caching, **lora_options),
+                                             enable_prefix_caching=args.enable_prefix_caching,
+                                             kv_cache_dtype=args.kv_cache_dtype, **lora_options),
                             lora_modules, served_name)
     try:
         app = build_app(llm, served_name, args.api_key, allowed_origins=_origins(args.allowed_origins),

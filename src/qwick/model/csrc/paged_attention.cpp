@@ -5,7 +5,8 @@
 // cache's bytes moved per layer, as much traffic as the weights themselves. Here each (row, kv head) task reads
 // its keys once (scores for all query heads of its GQA group), takes an exact softmax, and reads its values once.
 //
-// Shapes: q [B, Hq, D]; key_cache, value_cache [slots, Hkv, D] (the cache's per-layer tensors, same dtype as q);
+// Shapes: q [B, Hq, D]; key_cache, value_cache [slots, Hkv, D] (the cache's per-layer tensors, q's dtype or
+// float8 e4m3fn: an fp8 KV cache, widened here as it is read);
 // block_tables [B, W] int64 (physical block of each logical block); context_lens [B] int64 (positions
 // 0..len-1 are attended); out [B, Hq, D] in q's dtype. Slot of position p: table[p / bs] * bs + p % bs.
 // Vectorised (AVX-512F) when D % 16 == 0 for bfloat16 and float32; a scalar loop otherwise (tiny test models).
@@ -28,6 +29,14 @@ inline __m512 load16(const at::BFloat16* p) {
   return _mm512_castsi512_ps(_mm512_slli_epi32(_mm512_cvtepu16_epi32(raw), 16));
 }
 inline __m512 load16(const float* p) { return _mm512_loadu_ps(p); }
+// float8 e4m3fn -> float32, exactly: the byte's 7 magnitude bits shifted into a float16's exponent and mantissa
+// read the same number scaled by 2^-8 (e4m3's exponent bias is 7, float16's 15; subnormals line up too)
+inline __m512 load16(const c10::Float8_e4m3fn* p) {
+  const __m256i bytes = _mm256_cvtepu8_epi16(_mm_loadu_si128(reinterpret_cast<const __m128i*>(p)));
+  const __m256i sign = _mm256_slli_epi16(_mm256_and_si256(bytes, _mm256_set1_epi16(0x80)), 8);
+  const __m256i magnitude = _mm256_slli_epi16(_mm256_and_si256(bytes, _mm256_set1_epi16(0x7f)), 7);
+  return _mm512_mul_ps(_mm512_cvtph_ps(_mm256_or_si256(sign, magnitude)), _mm512_set1_ps(256.0f));
+}
 
 inline void store16(at::BFloat16* p, __m512 v) {
   // round to nearest even, as torch's float -> bfloat16 conversion does (inputs here are finite)
@@ -88,8 +97,8 @@ struct Task {
 // are the outer loop so each position's keys (then values) of all these heads are read as one contiguous run
 // (slot * kv_heads + h): consecutive positions of a block are then sequential in memory, which the hardware
 // prefetcher follows; a head-major order strides 2 KB between reads and ran ~1.6x slower at batch 32.
-template <typename T>
-void attend_vectorised(const Task& t, const T* q, const T* keys, const T* values, int64_t h0, int64_t h1, T* out,
+template <typename T, typename KV>
+void attend_vectorised(const Task& t, const T* q, const KV* keys, const KV* values, int64_t h0, int64_t h1, T* out,
                        std::vector<float>& scores, std::vector<float>& acc, std::vector<float>& qf) {
   const int64_t G = t.group, D = t.dim, L = t.len, C = D / 16, Q = (h1 - h0) * G;
   scores.resize(Q * L);
@@ -98,9 +107,9 @@ void attend_vectorised(const Task& t, const T* q, const T* keys, const T* values
   const __m512 vscale = _mm512_set1_ps(t.scale);
   for (int64_t i = 0; i < Q * C; ++i) _mm512_storeu_ps(qf.data() + 16 * i, _mm512_mul_ps(load16(q + 16 * i), vscale));
   for (int64_t p = 0; p < L; ++p) {
-    const T* row = keys + (t.slot(p) * t.kv_heads + h0) * D;
+    const KV* row = keys + (t.slot(p) * t.kv_heads + h0) * D;
     for (int64_t i = 0; i < Q; ++i) {
-      const T* k = row + (i / G) * D;
+      const KV* k = row + (i / G) * D;
       const float* qi = qf.data() + i * D;
       __m512 s0 = _mm512_setzero_ps(), s1 = _mm512_setzero_ps();  // two chains: FMA latency, not throughput
       int64_t c = 0;
@@ -115,9 +124,9 @@ void attend_vectorised(const Task& t, const T* q, const T* keys, const T* values
   std::vector<float> inv(Q);
   for (int64_t i = 0; i < Q; ++i) inv[i] = 1.0f / softmax_numerators(scores.data() + i * L, L);
   for (int64_t p = 0; p < L; ++p) {
-    const T* row = values + (t.slot(p) * t.kv_heads + h0) * D;
+    const KV* row = values + (t.slot(p) * t.kv_heads + h0) * D;
     for (int64_t i = 0; i < Q; ++i) {
-      const T* v = row + (i / G) * D;
+      const KV* v = row + (i / G) * D;
       const __m512 w = _mm512_set1_ps(scores[i * L + p]);
       float* a = acc.data() + i * D;
       for (int64_t c = 0; c < C; ++c)
@@ -134,8 +143,8 @@ void attend_vectorised(const Task& t, const T* q, const T* keys, const T* values
 // instructions than attend_vectorised, whose per-position loads and stores of the accumulators made it
 // compute-bound at batch 16-32. Loop order: block, then kv head, then position; a block's keys (or values) of
 // all heads are one contiguous 2 KB-per-position run, so they stay in L1 while the heads take turns.
-template <typename T, int C, int G>
-void attend_blocked(const Task& t, const T* q, const T* keys, const T* values, int64_t h0, int64_t h1, T* out,
+template <typename T, typename KV, int C, int G>
+void attend_blocked(const Task& t, const T* q, const KV* keys, const KV* values, int64_t h0, int64_t h1, T* out,
                     std::vector<float>& scores, std::vector<float>& acc, std::vector<float>& qf) {
   constexpr int64_t D = 16 * C;
   const int64_t L = t.len, bs = t.block_size, nh = h1 - h0, Q = nh * G;
@@ -146,13 +155,13 @@ void attend_blocked(const Task& t, const T* q, const T* keys, const T* values, i
   for (int64_t i = 0; i < Q * C; ++i) _mm512_storeu_ps(qf.data() + 16 * i, _mm512_mul_ps(load16(q + 16 * i), vscale));
   for (int64_t p0 = 0; p0 < L; p0 += bs) {
     const int64_t n = std::min(bs, L - p0);
-    const T* block = keys + t.table[p0 / bs] * bs * t.kv_heads * D;
+    const KV* block = keys + t.table[p0 / bs] * bs * t.kv_heads * D;
     for (int64_t hh = 0; hh < nh; ++hh) {
       __m512 qv[G][C];
       for (int g = 0; g < G; ++g)
         for (int c = 0; c < C; ++c) qv[g][c] = _mm512_loadu_ps(qf.data() + (hh * G + g) * D + 16 * c);
       for (int64_t j = 0; j < n; ++j) {
-        const T* k = block + (j * t.kv_heads + h0 + hh) * D;
+        const KV* k = block + (j * t.kv_heads + h0 + hh) * D;
         __m512 kv[C];
         for (int c = 0; c < C; ++c) kv[c] = load16(k + 16 * c);
         for (int g = 0; g < G; ++g) {
@@ -170,13 +179,13 @@ void attend_blocked(const Task& t, const T* q, const T* keys, const T* values, i
   for (int64_t i = 0; i < Q; ++i) inv[i] = 1.0f / softmax_numerators(scores.data() + i * L, L);
   for (int64_t p0 = 0; p0 < L; p0 += bs) {
     const int64_t n = std::min(bs, L - p0);
-    const T* block = values + t.table[p0 / bs] * bs * t.kv_heads * D;
+    const KV* block = values + t.table[p0 / bs] * bs * t.kv_heads * D;
     for (int64_t hh = 0; hh < nh; ++hh) {
       __m512 a[G][C];
       for (int g = 0; g < G; ++g)
         for (int c = 0; c < C; ++c) a[g][c] = _mm512_loadu_ps(acc.data() + (hh * G + g) * D + 16 * c);
       for (int64_t j = 0; j < n; ++j) {
-        const T* v = block + (j * t.kv_heads + h0 + hh) * D;
+        const KV* v = block + (j * t.kv_heads + h0 + hh) * D;
         __m512 w[G];
         for (int g = 0; g < G; ++g) w[g] = _mm512_set1_ps(scores[(hh * G + g) * L + p0 + j]);
         for (int c = 0; c < C; ++c) {
@@ -193,16 +202,16 @@ void attend_blocked(const Task& t, const T* q, const T* keys, const T* values, i
       store16(out + i * D + 16 * c, _mm512_mul_ps(_mm512_loadu_ps(acc.data() + i * D + 16 * c), _mm512_set1_ps(inv[i])));
 }
 
-template <typename T>
-void attend_scalar(const Task& t, const T* q, const T* keys, const T* values, int64_t h0, int64_t h1, T* out,
+template <typename T, typename KV>
+void attend_scalar(const Task& t, const T* q, const KV* keys, const KV* values, int64_t h0, int64_t h1, T* out,
                    std::vector<float>& scores, std::vector<float>& acc) {
   const int64_t G = t.group, D = t.dim, L = t.len, Q = (h1 - h0) * G;
   scores.resize(Q * L);
   acc.assign(Q * D, 0.0f);
   for (int64_t p = 0; p < L; ++p) {
-    const T* row = keys + (t.slot(p) * t.kv_heads + h0) * D;
+    const KV* row = keys + (t.slot(p) * t.kv_heads + h0) * D;
     for (int64_t i = 0; i < Q; ++i) {
-      const T* k = row + (i / G) * D;
+      const KV* k = row + (i / G) * D;
       float s = 0.0f;
       for (int64_t d = 0; d < D; ++d) s += static_cast<float>(q[i * D + d]) * static_cast<float>(k[d]);
       scores[i * L + p] = s * t.scale;
@@ -216,24 +225,24 @@ void attend_scalar(const Task& t, const T* q, const T* keys, const T* values, in
     for (int64_t p = 0; p < L; ++p) s[p] /= sum;
   }
   for (int64_t p = 0; p < L; ++p) {
-    const T* row = values + (t.slot(p) * t.kv_heads + h0) * D;
+    const KV* row = values + (t.slot(p) * t.kv_heads + h0) * D;
     for (int64_t i = 0; i < Q; ++i) {
-      const T* v = row + (i / G) * D;
+      const KV* v = row + (i / G) * D;
       for (int64_t d = 0; d < D; ++d) acc[i * D + d] += scores[i * L + p] * static_cast<float>(v[d]);
     }
   }
   for (int64_t i = 0; i < Q * D; ++i) out[i] = static_cast<T>(acc[i]);
 }
 
-template <typename T>
+template <typename T, typename KV>
 void run(const at::Tensor& q, const at::Tensor& keys, const at::Tensor& values, const at::Tensor& tables,
          const at::Tensor& lens, int64_t block_size, double scale, at::Tensor& out) {
   const int64_t B = q.size(0), Hq = q.size(1), D = q.size(2), Hkv = keys.size(1), W = tables.size(1);
   const int64_t G = Hq / Hkv;
   const bool vectorised = D % 16 == 0;
   const T* qp = q.data_ptr<T>();
-  const T* kp = keys.data_ptr<T>();
-  const T* vp = values.data_ptr<T>();
+  const KV* kp = keys.data_ptr<KV>();
+  const KV* vp = values.data_ptr<KV>();
   const int64_t* tp = tables.data_ptr<int64_t>();
   const int64_t* lp = lens.data_ptr<int64_t>();
   T* op = out.data_ptr<T>();
@@ -247,11 +256,11 @@ void run(const at::Tensor& q, const at::Tensor& keys, const at::Tensor& values, 
       const T* qrow = qp + (b * Hq + h0 * G) * D;  // query heads h*G .. h*G+G-1 share kv head h
       T* orow = op + (b * Hq + h0 * G) * D;
       if (D == 128 && G == 1)
-        attend_blocked<T, 8, 1>(t, qrow, kp, vp, h0, h1, orow, scores, acc, qf);
+        attend_blocked<T, KV, 8, 1>(t, qrow, kp, vp, h0, h1, orow, scores, acc, qf);
       else if (D == 128 && G == 2)
-        attend_blocked<T, 8, 2>(t, qrow, kp, vp, h0, h1, orow, scores, acc, qf);
+        attend_blocked<T, KV, 8, 2>(t, qrow, kp, vp, h0, h1, orow, scores, acc, qf);
       else if (D == 128 && G == 4)
-        attend_blocked<T, 8, 4>(t, qrow, kp, vp, h0, h1, orow, scores, acc, qf);
+        attend_blocked<T, KV, 8, 4>(t, qrow, kp, vp, h0, h1, orow, scores, acc, qf);
       else if (vectorised)
         attend_vectorised(t, qrow, kp, vp, h0, h1, orow, scores, acc, qf);
       else
@@ -266,8 +275,9 @@ at::Tensor paged_decode(const at::Tensor& q, const at::Tensor& key_cache, const 
                         double scale) {
   TORCH_CHECK(q.dim() == 3 && key_cache.dim() == 3 && value_cache.dim() == 3, "q [B, Hq, D], caches [slots, Hkv, D]");
   TORCH_CHECK(q.device().is_cpu() && key_cache.device().is_cpu(), "paged_decode runs on CPU tensors");
-  TORCH_CHECK(key_cache.scalar_type() == q.scalar_type() && value_cache.scalar_type() == q.scalar_type(),
-              "q and the caches must share a dtype");
+  const bool fp8 = key_cache.scalar_type() == at::kFloat8_e4m3fn;
+  TORCH_CHECK(key_cache.scalar_type() == value_cache.scalar_type() && (fp8 || key_cache.scalar_type() == q.scalar_type()),
+              "the caches must share q's dtype or both be float8_e4m3fn");
   TORCH_CHECK(key_cache.sizes() == value_cache.sizes() && key_cache.size(2) == q.size(2), "cache shapes differ");
   TORCH_CHECK(q.size(1) % key_cache.size(1) == 0, "query heads must be a multiple of kv heads");
   TORCH_CHECK(block_tables.scalar_type() == at::kLong && context_lens.scalar_type() == at::kLong,
@@ -280,10 +290,14 @@ at::Tensor paged_decode(const at::Tensor& q, const at::Tensor& key_cache, const 
   for (int64_t b = 0; b < lens.numel(); ++b)
     TORCH_CHECK(lp[b] >= 1 && lp[b] <= block_tables.size(1) * block_size, "context_lens out of the block tables");
   at::Tensor out = at::empty_like(qc);
-  if (q.scalar_type() == at::kBFloat16)
-    run<at::BFloat16>(qc, key_cache, value_cache, tables, lens, block_size, scale, out);
+  if (q.scalar_type() == at::kBFloat16 && fp8)
+    run<at::BFloat16, c10::Float8_e4m3fn>(qc, key_cache, value_cache, tables, lens, block_size, scale, out);
+  else if (q.scalar_type() == at::kFloat && fp8)
+    run<float, c10::Float8_e4m3fn>(qc, key_cache, value_cache, tables, lens, block_size, scale, out);
+  else if (q.scalar_type() == at::kBFloat16)
+    run<at::BFloat16, at::BFloat16>(qc, key_cache, value_cache, tables, lens, block_size, scale, out);
   else if (q.scalar_type() == at::kFloat)
-    run<float>(qc, key_cache, value_cache, tables, lens, block_size, scale, out);
+    run<float, float>(qc, key_cache, value_cache, tables, lens, block_size, scale, out);
   else
     TORCH_CHECK(false, "paged_decode supports bfloat16 and float32, got ", q.scalar_type());
   return out;
