@@ -86,7 +86,7 @@ def test_rejects_bad_arguments_with_a_message() -> None:
         paged_decode(q, cache, cache, tables, torch.tensor([1, 65]), 16, 1.0)
     with pytest.raises(RuntimeError, match="context_lens out of the block tables"):
         paged_decode(q, cache, cache, tables, torch.tensor([0, 3]), 16, 1.0)
-    with pytest.raises(RuntimeError, match="share q.s dtype or both be float8_e4m3fn"):
+    with pytest.raises(RuntimeError, match="caches must share q's dtype or both be float8_e4m3fn"):
         paged_decode(q.bfloat16(), cache, cache, tables, torch.tensor([1, 3]), 16, 1.0)
     with pytest.raises(RuntimeError, match="multiple of kv heads"):
         paged_decode(torch.zeros(2, 3, 32), cache, cache, tables, torch.tensor([1, 3]), 16, 1.0)
