@@ -190,9 +190,13 @@ class LLM:
         """Relevance of each item to the query, P(yes) in Qwen3-Reranker's format, in item order."""
         return self.tasks.score(query, items, instruction)
 
-    def embed(self, texts: str | list[str], *, dimensions: int | None = None) -> list[list[float]]:
-        """Last-token pooled, L2-normalised embeddings (Qwen3-Embedding); `dimensions` truncates (MRL)."""
-        return self.tasks.embed(texts, dimensions)
+    def embed(self, texts: str | list[str], *, dimensions: int | None = None,
+              lora_request: LoRARequest | None = None) -> list[list[float]]:
+        """Last-token pooled, L2-normalised embeddings (Qwen3-Embedding); `dimensions` truncates (MRL); under
+        `lora_request`'s adapter if given (needs enable_lora=True)."""
+        if lora_request is not None and not isinstance(lora_request, LoRARequest):
+            raise TypeError(f"lora_request must be a LoRARequest, got {type(lora_request).__name__}")
+        return self.tasks.embed(texts, dimensions, lora_request)
 
     def gate(self, name: str, text: str) -> Any:
         """Run the named gate (moderate, classify, rewrite or extract) on `text`; returns its Decision."""

@@ -112,3 +112,42 @@ def test_http_gates_run_under_their_adapter(tiny_model_dir, sql, chat, expected)
             assert reply.status_code == 200, reply.text
             want = expected["sql" if gate == "sql_intent" else "base"]
             assert reply.json()["scores"] == pytest.approx(want, abs=1e-5)
+
+
+def _peft_embedding(tiny_model_dir, adapter_dir, hf_tokenizer, text: str):
+    import torch
+
+    ids = [*hf_tokenizer(text, add_special_tokens=False).input_ids, hf_tokenizer.convert_tokens_to_ids("<|endoftext|>")]
+    model = peft_reference(tiny_model_dir, adapter_dir)
+    with torch.no_grad():  # the decoder stack with the adapter's layers active, final norm included
+        hidden = model.base_model.model.model(torch.tensor([ids])).last_hidden_state[0, -1]
+    return torch.nn.functional.normalize(hidden, dim=0)
+
+
+def test_embeddings_under_an_adapter_equal_peft_last_token_pooling(lora_llm, sql, tiny_model_dir, adapter_dirs,
+                                                                    hf_tokenizer):
+    import torch
+
+    text = "The capital of China is Beijing."
+    tuned = lora_llm.embed(text, lora_request=sql)[0]
+    expected = _peft_embedding(tiny_model_dir, adapter_dirs["sql"], hf_tokenizer, text)
+    torch.testing.assert_close(torch.tensor(tuned), expected, atol=1e-5, rtol=0)
+    assert not torch.allclose(torch.tensor(lora_llm.embed(text)[0]), expected, atol=1e-3)  # the base differs
+    with pytest.raises(TypeError, match="lora_request must be a LoRARequest"):
+        lora_llm.embed(text, lora_request="sql")
+
+
+def test_http_embeddings_pool_under_the_adapter_the_model_names(tiny_model_dir, sql, adapter_dirs, hf_tokenizer):
+    import torch
+
+    llm = tiny_llm(tiny_model_dir, enable_lora=True, max_loras=1, max_lora_rank=8)
+    text = "Gravity attracts bodies."
+    with serving(build_app(llm, MODEL, lora_modules=[sql]), llm) as server:
+        reply = server.post("/v1/embeddings", json={"model": "sql", "input": text})
+        assert reply.status_code == 200, reply.text
+        assert reply.json()["model"] == "sql"
+        torch.testing.assert_close(torch.tensor(reply.json()["data"][0]["embedding"]),
+                                   _peft_embedding(tiny_model_dir, adapter_dirs["sql"], hf_tokenizer, text),
+                                   atol=1e-5, rtol=0)
+        missing = server.post("/v1/embeddings", json={"model": "nope", "input": text})
+        assert missing.status_code == 404 and missing.json()["error"]["code"] == "model_not_found"

@@ -135,8 +135,9 @@ class AsyncLLMEngine:
         assert isinstance(result, ScoreOutput)
         return result
 
-    async def embed(self, prompt_ids: list[int], request_id: str) -> EmbeddingOutput:
-        result = await self._run_task(PoolSpec(list(prompt_ids)), request_id)
+    async def embed(self, prompt_ids: list[int], request_id: str,
+                    lora_request: LoRARequest | None = None) -> EmbeddingOutput:
+        result = await self._run_task(PoolSpec(list(prompt_ids), lora_request), request_id)
         assert isinstance(result, EmbeddingOutput)
         return result
 

@@ -21,7 +21,7 @@ from qwick.engine.jobs import Jobs
 from qwick.engine.runner import ModelRunner, group_chunks
 from qwick.engine.sampler import SamplingRow, sample
 from qwick.engine.scheduler import PrefillChunk, Scheduler
-from qwick.engine.scoring import ScoreSpec, TaskOutput, TaskSpec
+from qwick.engine.scoring import TaskOutput, TaskSpec
 from qwick.engine.sequence import Detokenizer, NullDetokenizer, Sequence
 from qwick.engine.stats import EngineStats
 from qwick.engine.stopping import append_token, finish
@@ -191,7 +191,7 @@ class LLMEngine:
         """A scoring or pooling request (no sampling); its result comes back as `StepOutput.result`."""
         if request_id in self.requests or request_id in self.jobs:
             raise ValueError(f"request id {request_id!r} is already in use")
-        lora = spec.lora_request if isinstance(spec, ScoreSpec) else None
+        lora = spec.lora_request
         if lora is not None:
             self.add_lora(lora)
         self.jobs.add(request_id, spec, lora.lora_int_id if lora is not None else 0)

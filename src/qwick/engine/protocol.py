@@ -46,8 +46,10 @@ class EngineClient(Protocol):
         adapter."""
         ...
 
-    async def embed(self, prompt_ids: list[int], request_id: str) -> EmbeddingOutput:
-        """Prefill only: the last token's final hidden state (after the final norm)."""
+    async def embed(self, prompt_ids: list[int], request_id: str,
+                    lora_request: LoRARequest | None = None) -> EmbeddingOutput:
+        """Prefill only: the last token's final hidden state (after the final norm), under `lora_request`'s
+        adapter if given."""
         ...
 
     async def abort(self, request_id: str) -> None:

@@ -36,6 +36,7 @@ class PoolSpec:
     """Prefill only; return the last token's final hidden state (after the final norm)."""
 
     prompt_ids: list[int]
+    lora_request: LoRARequest | None = None  # pool under this adapter (None: the base model)
 
 
 TaskSpec = ScoreSpec | PoolSpec

@@ -20,11 +20,11 @@ def add_embedding_routes(app: FastAPI, ctx: ServerContext, service: GateService)
     @app.post("/v1/embeddings")
     async def embeddings(request: Request) -> Response:
         body = await read_body(request, EmbeddingRequest, ctx.limits)
-        ctx.check_model(body.model)
+        lora = ctx.resolve_model(body.model)  # an adapter's name pools under that adapter
         inputs = _inputs(body, ctx.tokenizer.vocab_size)
         release = ctx.admission.acquire(1)
         try:
-            vectors, tokens = await service.embed(inputs, body.dimensions)
+            vectors, tokens = await service.embed(inputs, body.dimensions, lora)
         except Exception as exc:
             error = gate_error(exc)
             if isinstance(exc, ValueError) and "dimensions" in str(exc):
@@ -34,7 +34,7 @@ def add_embedding_routes(app: FastAPI, ctx: ServerContext, service: GateService)
             release()
         data = [{"object": "embedding", "index": i, "embedding": _encode(v, body.encoding_format)}
                 for i, v in enumerate(vectors)]
-        return JSONResponse({"object": "list", "data": data, "model": ctx.model_name,
+        return JSONResponse({"object": "list", "data": data, "model": body.model if lora is not None else ctx.model_name,
                              "usage": {"prompt_tokens": tokens, "total_tokens": tokens}})
 
 

@@ -42,8 +42,9 @@ class InlineEngine:
         assert isinstance(result, ScoreOutput)
         return result
 
-    async def embed(self, prompt_ids: list[int], request_id: str) -> EmbeddingOutput:
-        self.engine.add_task(request_id, PoolSpec(list(prompt_ids)))
+    async def embed(self, prompt_ids: list[int], request_id: str,
+                    lora_request: LoRARequest | None = None) -> EmbeddingOutput:
+        self.engine.add_task(request_id, PoolSpec(list(prompt_ids), lora_request))
         result = (await self._wait(request_id)).result
         assert isinstance(result, EmbeddingOutput)
         return result
@@ -112,9 +113,10 @@ class OfflineTasks:
             raise TimeoutError(f"scoring missed the gate's deadline ({decision.latency_ms:.0f} ms)")
         return decision.item_scores
 
-    def embed(self, texts: str | list[str | list[int]], dimensions: int | None = None) -> list[list[float]]:
+    def embed(self, texts: str | list[str | list[int]], dimensions: int | None = None,
+              lora_request: LoRARequest | None = None) -> list[list[float]]:
         many = [texts] if isinstance(texts, str) else list(texts)
-        return run_sync(self.service.embed(many, dimensions))[0]
+        return run_sync(self.service.embed(many, dimensions, lora_request))[0]
 
     def gate(self, name: str, text: str) -> Decision:
         return run_sync(self.service.run_gate(name, text))

@@ -40,7 +40,8 @@ class TaskEngine(Protocol):
     async def score(self, context_ids: list[int], continuations: list[list[int]], request_id: str, *,
                     lora_request: LoRARequest | None = None) -> ScoreOutput: ...
 
-    async def embed(self, prompt_ids: list[int], request_id: str) -> EmbeddingOutput: ...
+    async def embed(self, prompt_ids: list[int], request_id: str, *,
+                    lora_request: LoRARequest | None = None) -> EmbeddingOutput: ...
 
     def generate(self, prompt_ids: list[int], params: SamplingParams, request_id: str,
                  prompt: str | None = None, lora_request: LoRARequest | None = None) -> AsyncIterator[RequestDelta]: ...
@@ -168,11 +169,13 @@ class GateService:
         return await self.generate_gate(spec, text, request_id)
 
     # ------------------------------------------------------------------------------------- embeddings
-    async def embed(self, inputs: list[str | list[int]], dimensions: int | None = None) -> tuple[list[list[float]], int]:
-        """Last-token pooling, L2-normalised (Qwen3-Embedding); `dimensions` truncates then re-normalises (MRL).
-        Returns the vectors and the number of prompt tokens."""
+    async def embed(self, inputs: list[str | list[int]], dimensions: int | None = None,
+                    lora_request: LoRARequest | None = None) -> tuple[list[list[float]], int]:
+        """Last-token pooling, L2-normalised (Qwen3-Embedding); `dimensions` truncates then re-normalises (MRL);
+        under `lora_request`'s adapter if given. Returns the vectors and the number of prompt tokens."""
         ids = [embedding_ids(self.tokenizer, x) if isinstance(x, str) else list(x) for x in inputs]
-        outs = await asyncio.gather(*(self.engine.embed(i, _new_id("embd")) for i in ids))
+        adapter = {"lora_request": lora_request} if lora_request is not None else {}  # engine doubles need not know LoRA
+        outs = await asyncio.gather(*(self.engine.embed(i, _new_id("embd"), **adapter) for i in ids))
         vectors = []
         for out in outs:
             vector = out.embedding
