@@ -104,7 +104,7 @@ def _nucleus_head(scaled: torch.Tensor, top_p: float) -> tuple[torch.Tensor, tor
 def _draw(values: torch.Tensor, generator: torch.Generator) -> int:
     """Index of a draw from softmax(values): inverse CDF with one uniform number from the row's own generator,
     so a seeded request gives the same tokens whatever else is in the batch."""
-    cdf = torch.cumsum(torch.softmax(values, dim=-1, dtype=torch.float64), dim=-1)
+    cdf = torch.cumsum(torch.softmax(values, dim=-1), dim=-1, dtype=torch.float64)  # summed in float64: no drift
     u = float(torch.rand((), dtype=torch.float64, generator=generator))
     # the first index whose cumulative mass exceeds u * total: a zero-probability token never is
     choice = int(torch.searchsorted(cdf, torch.tensor([u * float(cdf[-1])], dtype=torch.float64), right=True))

@@ -94,9 +94,9 @@ class PagedKVCache:
     """Per layer: keys and values [num_blocks * block_size + 1 scratch slot, kv_heads, head_dim].
 
     Stored in `dtype`: the model's (`compute_dtype`), or float8 e4m3 (vLLM's kv_cache_dtype="fp8", scale 1):
-    half the bytes per token of bf16, so twice the tokens per budget and half the traffic of decode attention,
-    at ~3 significant bits per value. fp8 is written through uint8 views (torch has no fp8 index_copy_ on CPU)
-    and read back as `compute_dtype`."""
+    half the bytes per token of bf16, so twice the tokens per budget, at ~3 significant bits per value (decode
+    attention reads half the bytes but, widening them, was no faster on the 2-vCPU box). fp8 is written
+    through uint8 views (torch has no fp8 index_copy_ on CPU) and read back as `compute_dtype`."""
 
     def __init__(self, num_layers: int, num_blocks: int, block_size: int, kv_heads: int, head_dim: int,
                  dtype: torch.dtype, device: torch.device | str = "cpu", compute_dtype: torch.dtype | None = None) -> None:
