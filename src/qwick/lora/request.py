@@ -27,3 +27,9 @@ class LoRARequest:
             raise ValueError(f"lora_int_id must be an integer >= 1 (0 means no adapter), got {self.lora_int_id!r}")
         if not isinstance(self.lora_path, str) or not self.lora_path:
             raise ValueError(f"lora_path must name the adapter folder, got {self.lora_path!r}")
+
+
+def adapter_kwargs(lora: LoRARequest | None) -> dict[str, LoRARequest]:
+    """Engine-client keywords (`generate`, `score`, `embed`) for a request's adapter: none for the base model, so
+    clients that predate LoRA (wrappers, test doubles) serve base requests unchanged."""
+    return {"lora_request": lora} if lora is not None else {}

@@ -13,6 +13,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 
 from qwick.engine.protocol import RequestDelta
+from qwick.lora.request import adapter_kwargs
 from qwick.outputs import CompletionOutput, RequestOutput, StreamDelta
 from qwick.sampling_params import SamplingParams, StructuredOutputsParams
 from qwick.server.errors import APIError, bad_request, internal_error
@@ -35,7 +36,7 @@ from qwick.server.protocol import (
     ToolDefinition,
     Usage,
 )
-from qwick.server.serving import ServerContext, aborted, adapter_kwargs, new_id, sampling_params
+from qwick.server.serving import ServerContext, aborted, new_id, sampling_params
 from qwick.server.streams import SSE_DONE, merged, respond, sse
 from qwick.server.structured import check_structure, requested_structure, tool_call_structure
 from qwick.tokenizer import (

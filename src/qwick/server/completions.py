@@ -16,13 +16,14 @@ from starlette.requests import Request
 from starlette.responses import Response
 
 from qwick.engine.protocol import RequestDelta
+from qwick.lora.request import adapter_kwargs
 from qwick.outputs import CompletionOutput, RequestOutput
 from qwick.sampling_params import SamplingParams
 from qwick.server.errors import APIError, bad_request, internal_error, not_supported
 from qwick.server.logprobs import completion_logprobs
 from qwick.server.metrics import RequestTimer
 from qwick.server.protocol import Completion, CompletionChoice, CompletionLogprobs, CompletionRequest, Usage
-from qwick.server.serving import ServerContext, aborted, adapter_kwargs, engine_error, new_id, sampling_params
+from qwick.server.serving import ServerContext, aborted, engine_error, new_id, sampling_params
 from qwick.server.streams import SSE_DONE, merged, respond, sse
 from qwick.server.structured import check_structure, requested_structure
 

@@ -34,7 +34,8 @@ def add_embedding_routes(app: FastAPI, ctx: ServerContext, service: GateService)
             release()
         data = [{"object": "embedding", "index": i, "embedding": _encode(v, body.encoding_format)}
                 for i, v in enumerate(vectors)]
-        return JSONResponse({"object": "list", "data": data, "model": body.model if lora is not None else ctx.model_name,
+        model = body.model if lora is not None else ctx.model_name
+        return JSONResponse({"object": "list", "data": data, "model": model,
                              "usage": {"prompt_tokens": tokens, "total_tokens": tokens}})
 
 

@@ -97,12 +97,6 @@ class ServerContext:
         return lora
 
 
-def adapter_kwargs(lora: LoRARequest | None) -> dict[str, LoRARequest]:
-    """`EngineClient.generate` keywords for a request's adapter: none for the base model, so clients that predate
-    LoRA (wrappers, test doubles) serve base requests unchanged."""
-    return {"lora_request": lora} if lora is not None else {}
-
-
 def new_id(prefix: str) -> str:
     return f"{prefix}-{secrets.token_hex(12)}"
 

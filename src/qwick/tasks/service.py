@@ -19,7 +19,7 @@ import torch
 
 from qwick.engine.protocol import RequestDelta
 from qwick.engine.scoring import EmbeddingOutput, ScoreOutput
-from qwick.lora.request import LoRARequest
+from qwick.lora.request import LoRARequest, adapter_kwargs
 from qwick.sampling_params import SamplingParams, StructuredOutputsParams
 from qwick.tasks.decisions import Decision, decide_labels, normalise, timed_out
 from qwick.tasks.identity import ModelIdentity, adapter_weights_sha256
@@ -174,8 +174,8 @@ class GateService:
         """Last-token pooling, L2-normalised (Qwen3-Embedding); `dimensions` truncates then re-normalises (MRL);
         under `lora_request`'s adapter if given. Returns the vectors and the number of prompt tokens."""
         ids = [embedding_ids(self.tokenizer, x) if isinstance(x, str) else list(x) for x in inputs]
-        adapter = {"lora_request": lora_request} if lora_request is not None else {}  # engine doubles need not know LoRA
-        outs = await asyncio.gather(*(self.engine.embed(i, _new_id("embd"), **adapter) for i in ids))
+        outs = await asyncio.gather(*(self.engine.embed(i, _new_id("embd"), **adapter_kwargs(lora_request))
+                                      for i in ids))
         vectors = []
         for out in outs:
             vector = out.embedding
@@ -189,12 +189,10 @@ class GateService:
 
     # ---------------------------------------------------------------------------------------- helpers
     def _adapter(self, spec: GateSpec) -> dict[str, LoRARequest]:
-        """Engine keywords for the gate's adapter: none for the base model (engine doubles need not know LoRA)."""
-        if spec.adapter is None:
-            return {}
-        if spec.adapter not in self.adapters:  # a gates file swapped in after start-up (llm.tasks.load_gates)
+        """Engine keywords for the gate's adapter (none for the base model)."""
+        if spec.adapter is not None and spec.adapter not in self.adapters:  # gates swapped in after start-up
             raise ValueError(f"gate {spec.name!r}: adapter {spec.adapter!r} is not a served LoRA adapter")
-        return {"lora_request": self.adapters[spec.adapter]}
+        return adapter_kwargs(self.adapters[spec.adapter] if spec.adapter is not None else None)
 
     def adapter_sha256(self, name: str) -> str:
         """sha256 of a served adapter's weight files, computed once (the ledger's record of what decided)."""
