@@ -3,7 +3,7 @@
 Why: a forward costs one read of the weights whatever its width (on CPU, ~70 ms for 0.6B in bf16), so a step
 whose prefill chunks, decodes and scoring forks run as separate padded [B, T] forwards pays that read once
 per forward. Packed, the step is one [1, N] forward with no padding; only attention tells the segments apart:
-- short segments (decodes, chunks of at most `paged_max` tokens) come first on the axis and attend through the
+- short segments (decodes, chunks of at most the runner's PAGED_MAX_CHUNK tokens) come first on the axis and attend via the
   paged op, one query per token with its own block table and context length (model/cpu_ops.py);
 - longer chunks follow, each attending by SDPA over its context gathered from the cache (or, for a fresh
   prompt, over its own keys, causally).
