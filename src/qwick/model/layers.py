@@ -8,7 +8,6 @@ from torch import nn
 
 from qwick.model.cpu_ops import rms_norm, usable
 
-
 # oneDNN's packed bf16 GEMM (torch 2.13, AMX Xeon) is ~20% slower for some row counts between 33 and 63 (e.g. 34,
 # 41, 49, 57: a 0.6B forward 94-106 ms) than at the next multiple of 16 (79-82 ms); elsewhere padding costs more
 # than it saves. Measured on this project's 2-vCPU box: a heuristic for that kernel, harmless (<= 5%) if it moves.
