@@ -33,3 +33,27 @@ def test_dense_state_dict_round_trips_the_weights(tiny_checkpoint):
     dense = dense_state_dict(packed)
     for key, value in plain.state_dict().items():
         assert torch.equal(dense[key], value), key
+
+
+@pytest.mark.parametrize(("rows", "padded"), [(1, False), (20, False), (32, False), (33, True), (41, True),
+                                              (57, True), (63, True), (64, False), (70, False)])
+def test_packed_linear_rows_padded_or_not_equal_the_plain_linear(rows, padded, monkeypatch):
+    from qwick.model import layers
+    from qwick.model.layers import Linear
+
+    pads = []
+    original = layers.F.pad
+    monkeypatch.setattr(layers.F, "pad", lambda *a, **k: pads.append(1) or original(*a, **k))
+
+    torch.manual_seed(rows)
+    plain = Linear(96, 80, bias=False).to(torch.bfloat16)
+    packed = Linear(96, 80, bias=False).to(torch.bfloat16)
+    packed.weight = torch.nn.Parameter(torch.ops.mkldnn._reorder_linear_weight(plain.weight.detach(), 1),
+                                       requires_grad=False)
+    x = torch.randn(1, rows, 96, dtype=torch.bfloat16)  # [B, T, in], as the packed forward passes it
+    with torch.inference_mode():
+        got = packed(x)
+        expected = torch.nn.functional.linear(x.float(), plain.weight.float())
+    assert got.shape == (1, rows, 80)  # the padding rows never leave the layer
+    assert (got.float() - expected).abs().max() <= 0.0625  # one bf16 step at |y| < 16
+    assert bool(pads) == padded
