@@ -83,7 +83,8 @@ class MaskBuilder:
         self.device = device
         self._executor = llg.LLExecutor()
         self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="qwick-grammar")
-        self._shifts = torch.arange(32, dtype=torch.int32)
+        # byte -> its 8 bits, least significant first: unpacking is one table lookup per mask byte
+        self._bits = ((torch.arange(256)[:, None] >> torch.arange(8)) & 1).to(torch.uint8)  # [256, 8]
 
     def submit(self, seqs: Iterable[Sequence]) -> PendingMasks | None:
         """Start filling the masks of the constrained rows among `seqs`; None when there are none."""
@@ -106,16 +107,21 @@ class MaskBuilder:
             return {}
         pending.fill.result()
         rows = pending.rows
-        # bit j of word w allows token 32*w + j
-        allowed = ((pending.bitmask.unsqueeze(-1) >> self._shifts) & 1).bool().view(len(rows), -1)
-        allowed = allowed[:, : self.vocab_size]
+        # bit j of word w allows token 32*w + j; the words are little-endian, so byte k of word w holds 32*w+8k..
+        raw = pending.bitmask.view(torch.uint8).long()  # [R, 4 * words]
+        allowed = torch.nn.functional.embedding(raw, self._bits).view(len(rows), -1)[:, : self.vocab_size].bool()
+        allowed[:, self.llg_eos_id] = False  # llguidance's single EOS; each sequence's own stop ids instead
+        extra_rows: list[int] = []
+        extra_ids: list[int] = []
         for i, seq in enumerate(rows):
             assert seq.constraint is not None
-            allowed[i, self.llg_eos_id] = False  # llguidance's single EOS; the sequence's own stop ids instead
-            if seq.constraint.matcher.is_accepting() and seq.stop_ids:
-                allowed[i, sorted(seq.stop_ids)] = True
+            ids = sorted(seq.stop_ids) if seq.constraint.matcher.is_accepting() else []
             if phase(seq) is Phase.EXPECT and seq.thinking is not None:
-                allowed[i, seq.thinking.start_id] = True
+                ids.append(seq.thinking.start_id)
+            extra_rows += [i] * len(ids)
+            extra_ids += ids
+        if extra_ids:  # one indexed write for every row's additions
+            allowed[extra_rows, extra_ids] = True
         allowed = allowed.to(self.device)
         return {id(seq): allowed[i] for i, seq in enumerate(rows)}
 
