@@ -151,3 +151,52 @@ def test_http_embeddings_pool_under_the_adapter_the_model_names(tiny_model_dir, 
                                    atol=1e-5, rtol=0)
         missing = server.post("/v1/embeddings", json={"model": "nope", "input": text})
         assert missing.status_code == 404 and missing.json()["error"]["code"] == "model_not_found"
+
+
+SCORE_AND_REWRITE = """\
+gates:
+  - name: sql_score
+    kind: score
+    instruction: "Given a web search query, retrieve relevant passages that answer the query"
+    adapter: sql
+  - name: sql_rewrite
+    kind: rewrite
+    instruction: "Rewrite the query."
+    max_tokens: 24
+    adapter: sql
+    schema:
+      type: object
+      properties: {rewrite: {type: string}, reason_code: {enum: [clarified, unchanged]}}
+      required: [rewrite, reason_code]
+"""
+
+
+def test_score_and_rewrite_gates_run_under_their_adapter(lora_llm, sql, tiny_model_dir, adapter_dirs, hf_tokenizer):
+    import torch
+
+    from qwick import SamplingParams, StructuredOutputsParams
+    from qwick.tasks.prompts import render_gate
+
+    tasks = OfflineTasks(lora_llm, parse_gates(SCORE_AND_REWRITE), adapters=[sql])
+    query, items = "capital of France", ["Paris is the capital of France.", "Bananas are yellow."]
+    scores = tasks.score(query, items, gate="sql_score")
+    tuned = peft_reference(tiny_model_dir, adapter_dirs["sql"])
+    yes, no = hf_tokenizer.convert_tokens_to_ids("yes"), hf_tokenizer.convert_tokens_to_ids("no")
+    instruct = parse_gates(SCORE_AND_REWRITE)["sql_score"].instruction
+    for item, score in zip(items, scores, strict=True):  # Qwen3-Reranker's format, P(yes) by hand under peft
+        text = ('<|im_start|>system\nJudge whether the Document meets the requirements based on the Query and the '
+                'Instruct provided. Note that the answer can only be "yes" or "no".<|im_end|>\n<|im_start|>user\n'
+                f"<Instruct>: {instruct}\n<Query>: {query}\n<Document>: {item}"
+                "<|im_end|>\n<|im_start|>assistant\n<think>\n\n</think>\n\n")
+        with torch.no_grad():
+            last = tuned(torch.tensor([hf_tokenizer(text, add_special_tokens=False).input_ids])).logits[0, -1].float()
+        assert score == pytest.approx(torch.softmax(torch.stack([last[no], last[yes]]), dim=0)[1].item(), abs=1e-5)
+    spec = tasks.service.gates["sql_rewrite"]
+    decision = tasks.gate("sql_rewrite", "cheap laptp chrger")
+    params = SamplingParams(temperature=0.0, max_tokens=spec.max_tokens,
+                            structured_outputs=StructuredOutputsParams(json=spec.schema))
+    rendered = render_gate(lora_llm.get_tokenizer(), spec, "cheap laptp chrger")
+    expected = lora_llm.generate({"prompt_token_ids": rendered.ids}, params, lora_request=sql)[0].outputs[0].text
+    assert decision.output_text == expected  # the same constrained greedy text as a generate under the adapter
+    base = lora_llm.generate({"prompt_token_ids": rendered.ids}, params)[0].outputs[0].text
+    assert base != expected  # so the comparison above tells the adapter was applied
