@@ -10,7 +10,8 @@ from qwick.model.cpu_ops import rms_norm, usable
 
 # oneDNN's packed bf16 GEMM (torch 2.13, AMX Xeon) is ~20% slower for some row counts between 33 and 63 (e.g. 34,
 # 41, 49, 57: a 0.6B forward 94-106 ms) than at the next multiple of 16 (79-82 ms); elsewhere padding costs more
-# than it saves. Measured on this project's 2-vCPU box: a heuristic for that kernel, harmless (<= 5%) if it moves.
+# than it saves. Measured on this project's 2-vCPU box: a heuristic for that kernel; at row counts that were already
+# fast (33, 36, 44, 60) it cost up to ~8% in one noisy comparison, ~4% faster averaged over 33-63.
 PAD_ROWS_ABOVE, PAD_ROWS_BELOW = 32, 64
 
 
