@@ -1,4 +1,4 @@
-"""Batched serving on CPU: qwick vs transformers on the same dummy Qwen3-0.6B weights, measured in one run.
+"""Batched serving on CPU (or --device cuda): qwick vs transformers on the same dummy Qwen3-0.6B weights, one run.
 
 Parts (select with --parts, default all):
   peak        a plain [2048,2048]x[2048,8192] GEMM in --dtype: the machine's matmul GFLOP/s
@@ -8,7 +8,9 @@ Parts (select with --parts, default all):
               requests/s and latency with prefix caching on vs off
   memory      KV bytes per token (from the config and from the allocated cache) and peak RSS after each part
 
-Run: python benchmarks/batched.py [--quick] [--parts peak,throughput,gate,memory] [--json out.json]
+Run: python benchmarks/batched.py [--quick] [--device cpu|cuda] [--parts peak,throughput,gate,memory] [--json out.json]
+On a GPU the gate workload defaults to 1,000 requests (the issue's GPU size) and memory reports the GPU's peak
+allocation too.
 """
 
 from __future__ import annotations
@@ -22,6 +24,7 @@ import statistics
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -37,6 +40,7 @@ from timing import best_seconds
 PARTS = ("peak", "throughput", "gate", "memory")
 FULL = {"num_prompts": 64, "output_tokens": 64, "decode_batch": 32, "decode_steps": 32, "gate_requests": 30}
 QUICK = {"num_prompts": 16, "output_tokens": 16, "decode_batch": 8, "decode_steps": 8, "gate_requests": 8}
+GPU = {"gate_requests": 1000}  # replaces FULL's values with --device cuda
 BARS = {"throughput": 1.5, "decode_peak": 0.5, "gate": 5.0}
 
 
@@ -103,7 +107,7 @@ def random_prompts(rng: random.Random, count: int, low: int, high: int) -> list[
 
 
 def build_llm(folder: Path, args: argparse.Namespace, prefix_caching: bool = True) -> LLM:
-    return LLM(folder, dtype=args.dtype, device="cpu", load_format="dummy", skip_tokenizer_init=True, seed=0,
+    return LLM(folder, dtype=args.dtype, device=args.device, load_format="dummy", skip_tokenizer_init=True, seed=0,
                max_model_len=args.max_model_len, max_num_seqs=args.max_num_seqs,
                max_num_batched_tokens=args.max_num_batched_tokens,
                kv_cache_memory_bytes=int(args.kv_cache_gib * 1024**3), enable_prefix_caching=prefix_caching)
@@ -120,21 +124,31 @@ def greedy(max_tokens: int) -> SamplingParams:
 
 
 # ------------------------------------------------------------------------------------------------- peak
-def measure_peak(dtype: torch.dtype, reps: int = 20, quiet: bool = False) -> dict[str, Any]:
+def device_sync(device: str) -> Callable[[], None] | None:
+    """What a timer must call before reading the clock on `device` (GPU kernels run asynchronously)."""
+    return torch.cuda.synchronize if torch.device(device).type == "cuda" else None
+
+
+def measure_peak(dtype: torch.dtype, reps: int = 20, quiet: bool = False, device: str = "cpu") -> dict[str, Any]:
     """Compute peak (a big square-ish GEMM) and the decode-like rate: batch 32 against lm_head-sized weights
-    (311 MB in bf16, far beyond the caches), which is bound by streaming the weights from memory."""
-    m, k, n = 2048, 2048, 8192
-    a, b = torch.randn(m, k).to(dtype), torch.randn(k, n).to(dtype)
-    gemm = best_seconds(lambda: torch.mm(a, b), reps)
-    x, w = torch.randn(32, 1024).to(dtype), torch.randn(151936, 1024).to(dtype)
-    stream = best_seconds(lambda: torch.nn.functional.linear(x, w), reps)
+    (311 MB in bf16, far beyond the caches), which is bound by streaming the weights from memory. On a GPU the
+    GEMM is 8192^3 (a 2048-row one leaves an H100 far from its peak) and the streamed matrix is 8x larger, past
+    its 50-60 MB L2."""
+    gpu = torch.device(device).type == "cuda"
+    m, k, n = (8192, 8192, 8192) if gpu else (2048, 2048, 8192)
+    rows = 151936 * (8 if gpu else 1)
+    sync = device_sync(device)
+    a, b = torch.randn(m, k, device=device).to(dtype), torch.randn(k, n, device=device).to(dtype)
+    gemm = best_seconds(lambda: torch.mm(a, b), reps, sync)
+    x, w = torch.randn(32, 1024, device=device).to(dtype), torch.randn(rows, 1024, device=device).to(dtype)
+    stream = best_seconds(lambda: torch.nn.functional.linear(x, w), reps, sync)
     out = {"shape": [m, k, n], "seconds": gemm, "gflops": 2 * m * k * n / gemm / 1e9,
            "stream_gflops": 2 * x.numel() * w.shape[0] / stream / 1e9,
-           "stream_gb_s": w.numel() * w.element_size() / stream / 1e9}
+           "stream_gb_s": w.numel() * w.element_size() / stream / 1e9, "device": device}
     if not quiet:
-        print(f"\n== matmul peak ({dtype}, best of {reps})")
+        print(f"\n== matmul peak ({dtype}, {device}, best of {reps})")
         print(f"  [{m},{k}]x[{k},{n}] GEMM: {gemm * 1e3:.1f} ms = {out['gflops']:.0f} GFLOP/s  <- the peak")
-        print(f"  [32,1024]x[1024,151936] (batch-32 decode against lm_head-sized weights): {stream * 1e3:.1f} ms = "
+        print(f"  [32,1024]x[1024,{rows}] (batch-32 decode against lm_head-sized weights): {stream * 1e3:.1f} ms = "
               f"{out['stream_gflops']:.0f} GFLOP/s, weights streamed at {out['stream_gb_s']:.1f} GB/s")
     return out
 
@@ -151,20 +165,23 @@ def qwick_offline(llm: LLM, prompts: list[list[int]], output_tokens: int) -> Run
 class HFPeer:
     """transformers Qwen3ForCausalLM holding qwick's weights; `generate` on left-padded batches."""
 
-    def __init__(self, folder: Path, dtype: torch.dtype, weights: dict[str, torch.Tensor]) -> None:
+    def __init__(self, folder: Path, dtype: torch.dtype, weights: dict[str, torch.Tensor],
+                 device: str = "cpu") -> None:
         import transformers
 
+        self.device = device
         transformers.logging.set_verbosity_error()
         config = transformers.AutoConfig.from_pretrained(folder)
         self.model = transformers.AutoModelForCausalLM.from_config(config, dtype=dtype).eval()
         self.model.load_state_dict(weights, strict=False, assign=True)  # same names as qwick; no extra copy
         if config.tie_word_embeddings:
             self.model.tie_weights()
+        self.model.to(device)
 
     def generate(self, batch: list[list[int]], new_tokens: int) -> int:
         width = max(map(len, batch))
-        ids = torch.tensor([[0] * (width - len(p)) + p for p in batch])
-        mask = torch.tensor([[0] * (width - len(p)) + [1] * len(p) for p in batch])
+        ids = torch.tensor([[0] * (width - len(p)) + p for p in batch], device=self.device)
+        mask = torch.tensor([[0] * (width - len(p)) + [1] * len(p) for p in batch], device=self.device)
         with torch.inference_mode():
             out = self.model.generate(input_ids=ids, attention_mask=mask, do_sample=False, pad_token_id=0,
                                       max_new_tokens=new_tokens, min_new_tokens=new_tokens)
@@ -224,7 +241,7 @@ def run_throughput(folder: Path, args: argparse.Namespace, results: Results) -> 
     preemptions = llm.engine.stats().num_preemptions
     results.peak_rss_kib["throughput (qwick only)"] = peak_rss_kib()
     if not args.no_transformers:
-        peer = HFPeer(folder, llm.dtype, dense_state_dict(llm.model))
+        peer = HFPeer(folder, llm.dtype, dense_state_dict(llm.model), args.device)
         rows.append(peer.offline(prompts, args.output_tokens, args.hf_batch))
         del peer
         gc.collect()
@@ -242,7 +259,7 @@ def run_throughput(folder: Path, args: argparse.Namespace, results: Results) -> 
     if args.decode_steps:
         results.decode = qwick_decode(llm, prompts[: args.decode_batch], args.decode_steps)
         if results.peak:  # re-measured next to the decode too: the better of the two is the peak
-            again = measure_peak(llm.dtype, quiet=True)
+            again = measure_peak(llm.dtype, quiet=True, device=args.device)
             results.decode["peak_gflops_measurements"] = [results.peak["gflops"], again["gflops"]]
             results.peak = max(results.peak, again, key=lambda p: p["gflops"]) | {
                 "stream_gb_s": max(results.peak["stream_gb_s"], again["stream_gb_s"])}
@@ -332,6 +349,8 @@ def run_memory(folder: Path, args: argparse.Namespace, results: Results) -> None
     del llm
     gc.collect()
     results.peak_rss_kib["memory"] = peak_rss_kib()
+    if torch.device(args.device).type == "cuda":
+        results.memory["gpu_peak_allocated_bytes"] = torch.cuda.max_memory_allocated()
     print(f"\n== memory ({args.dtype})")
     print(f"  KV bytes/token from config: {cfg.num_hidden_layers} layers x 2 (K,V) x {cfg.num_key_value_heads} "
           f"kv heads x {cfg.head_dim} head_dim x {itemsize} B = {from_config} B = {from_config / 1024:.1f} KiB")
@@ -344,6 +363,9 @@ def run_memory(folder: Path, args: argparse.Namespace, results: Results) -> None
     print(f"{'peak RSS after part':>20} {'MiB':>8}")
     for part, kib in results.peak_rss_kib.items():
         print(f"{part:>20} {kib / 1024:8.0f}")
+    if "gpu_peak_allocated_bytes" in results.memory:
+        print(f"  GPU peak allocated (torch.cuda.max_memory_allocated, whole run): "
+              f"{results.memory['gpu_peak_allocated_bytes'] / 2**20:.0f} MiB")
     print("  (ru_maxrss is the process high-water mark: it only grows, parts run in the order shown)")
 
 
@@ -352,6 +374,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--parts", default=",".join(PARTS), help=f"comma-separated subset of {','.join(PARTS)}")
     p.add_argument("--dtype", default="bfloat16", choices=("bfloat16", "float32", "float16"))
+    p.add_argument("--device", default="cpu", choices=("cpu", "cuda"))
     p.add_argument("--quick", action="store_true", help="small counts for a fast end-to-end check: "
                    + ", ".join(f"{k}={v}" for k, v in QUICK.items()))
     p.add_argument("--json", default=None, help="also write every measurement to this JSON file")
@@ -367,7 +390,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--max-num-seqs", type=int, default=64)
     p.add_argument("--max-num-batched-tokens", type=int, default=512)
     args = p.parse_args(argv)
-    for name, value in (QUICK if args.quick else FULL).items():
+    sizes = QUICK if args.quick else FULL | (GPU if args.device == "cuda" else {})
+    for name, value in sizes.items():
         if getattr(args, name) is None:
             setattr(args, name, value)
     parts = [s.strip() for s in args.parts.split(",") if s.strip()]
@@ -381,7 +405,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     results = Results(settings={k: v for k, v in vars(args).items() if k != "json"})
-    print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, dtype {args.dtype}, parts "
+    where = torch.cuda.get_device_name() if args.device == "cuda" else f"{torch.get_num_threads()} threads"
+    print(f"torch {torch.__version__}, {where}, dtype {args.dtype}, parts "
           f"{','.join(args.parts)}{' (quick)' if args.quick else ''}", flush=True)
     runners = {"throughput": run_throughput, "gate": run_gate}
     with tempfile.TemporaryDirectory() as tmp:
@@ -389,7 +414,7 @@ def main(argv: list[str] | None = None) -> int:
         for part in args.parts:
             start = time.perf_counter()
             if part == "peak":
-                results.peak = measure_peak(getattr(torch, args.dtype))
+                results.peak = measure_peak(getattr(torch, args.dtype), device=args.device)
             elif part in runners:
                 runners[part](folder, args, results)
             else:

@@ -105,9 +105,11 @@ def _draw(values: torch.Tensor, generator: torch.Generator) -> int:
     """Index of a draw from softmax(values): inverse CDF with one uniform number from the row's own generator,
     so a seeded request gives the same tokens whatever else is in the batch."""
     cdf = torch.cumsum(torch.softmax(values, dim=-1), dim=-1, dtype=torch.float64)  # summed in float64: no drift
-    u = float(torch.rand((), dtype=torch.float64, generator=generator))
+    # the generator lives on the sequence's device (a CUDA generator cannot fill a CPU tensor)
+    u = float(torch.rand((), dtype=torch.float64, generator=generator, device=generator.device))
     # the first index whose cumulative mass exceeds u * total: a zero-probability token never is
-    choice = int(torch.searchsorted(cdf, torch.tensor([u * float(cdf[-1])], dtype=torch.float64), right=True))
+    target = torch.tensor([u * float(cdf[-1])], dtype=torch.float64, device=cdf.device)
+    choice = int(torch.searchsorted(cdf, target, right=True))
     return min(choice, values.numel() - 1)
 
 
