@@ -16,7 +16,8 @@ pytestmark = pytest.mark.skipif(not cpu_packing_supported(torch.bfloat16, torch.
 def test_packed_model_gives_the_same_logits(tiny_checkpoint, name):
     plain = load_qwick(tiny_checkpoint(name), torch.bfloat16)
     packed = load_qwick(tiny_checkpoint(name), torch.bfloat16)
-    assert pack_linears_for_cpu(packed) == 7 * packed.config.num_hidden_layers
+    assert pack_linears_for_cpu(packed) == 7 * packed.config.num_hidden_layers + 1  # and lm_head
+    assert packed.lm_head.weight.is_mkldnn and not packed.model.embed_tokens.weight.is_mkldnn
     ids = torch.randint(0, 1000, (1, 24))
     positions = torch.arange(24)[None]
     with torch.inference_mode():
@@ -35,9 +36,32 @@ def test_dense_state_dict_round_trips_the_weights(tiny_checkpoint):
         assert torch.equal(dense[key], value), key
 
 
+def test_tied_lm_head_gets_its_own_packed_copy(tiny_checkpoint):
+    model = load_qwick(tiny_checkpoint("tied_gqa2"), torch.bfloat16)
+    embedding = model.model.embed_tokens.weight.detach().clone()
+    pack_linears_for_cpu(model)
+    assert model.lm_head.weight is not model.model.embed_tokens.weight  # the embedding keeps its dense rows
+    assert torch.equal(model.model.embed_tokens.weight, embedding)
+    assert torch.equal(model.lm_head.weight.to_dense(), embedding)
+
+
+@pytest.mark.parametrize("amx", [True, False])
+def test_row_padding_is_turned_on_for_amx_cpus_only(tiny_checkpoint, monkeypatch, amx):
+    from qwick.model import cpu_packing
+    from qwick.model.layers import Linear
+
+    monkeypatch.setattr(cpu_packing, "cpu_has_flags", lambda flags: amx and flags == ("amx_bf16",))
+    model = load_qwick(tiny_checkpoint("tied_gqa2"), torch.bfloat16)
+    pack_linears_for_cpu(model)
+    layer_linears = [m for m in model.model.layers.modules() if isinstance(m, Linear)]
+    assert all(m.pad_rows == amx for m in layer_linears)
+    assert not model.lm_head.pad_rows  # the heuristic was measured on the layers' shapes only
+
+
 @pytest.mark.parametrize(("rows", "padded"), [(1, False), (20, False), (32, False), (33, True), (41, True),
                                               (57, True), (63, True), (64, False), (70, False)])
-def test_packed_linear_rows_padded_or_not_equal_the_plain_linear(rows, padded, monkeypatch):
+@pytest.mark.parametrize("pad_rows", [True, False])
+def test_packed_linear_rows_padded_or_not_equal_the_plain_linear(rows, padded, pad_rows, monkeypatch):
     from qwick.model import layers
     from qwick.model.layers import Linear
 
@@ -50,10 +74,11 @@ def test_packed_linear_rows_padded_or_not_equal_the_plain_linear(rows, padded, m
     packed = Linear(96, 80, bias=False).to(torch.bfloat16)
     packed.weight = torch.nn.Parameter(torch.ops.mkldnn._reorder_linear_weight(plain.weight.detach(), 1),
                                        requires_grad=False)
+    packed.pad_rows = pad_rows
     x = torch.randn(1, rows, 96, dtype=torch.bfloat16)  # [B, T, in], as the packed forward passes it
     with torch.inference_mode():
         got = packed(x)
         expected = torch.nn.functional.linear(x.float(), plain.weight.float())
     assert got.shape == (1, rows, 80)  # the padding rows never leave the layer
     assert (got.float() - expected).abs().max() <= 0.0625  # one bf16 step at |y| < 16
-    assert bool(pads) == padded
+    assert bool(pads) == (padded and pad_rows)

@@ -7,7 +7,8 @@ The norms and the rotary embedding are ~25 small torch ops per layer, whose disp
 at decode sizes. The ops keep the torch code's float32 math and bfloat16 roundings (parity tests hold).
 They run on CPUs with AVX-512F once built (~20 s, once per machine, cached by torch.utils.cpp_extension), for
 bfloat16 and float32 tensors that need no gradient; elsewhere, or with `QWICK_CPU_OPS=torch`, the torch code
-runs.
+runs. Prefill chunks of more than a few tokens (bfloat16, CPUs with AVX512-BF16) attend through `paged_prefill`,
+which reads the cache in place too and takes its dot products in AVX512-BF16 (3-4x faster than gather + SDPA).
 """
 
 from __future__ import annotations
@@ -23,6 +24,8 @@ from qwick.native import build_cpu_ops, cpu_has_flags
 _SOURCES = [Path(__file__).parent / "csrc" / name for name in ("paged_attention.cpp", "norm_rope.cpp")]
 _CFLAGS = ["-mavx512f", "-mavx512bw", "-mavx512vl", "-mfma"]
 _SUPPORTED_DTYPES = (torch.bfloat16, torch.float32)
+# the prefill-chunk op uses AVX512-BF16 dot products: its own library, so CPUs without them keep the others
+_BF16_SOURCES = [Path(__file__).parent / "csrc" / "paged_prefill.cpp"]
 
 
 @functools.cache  # the ops land in torch's process-wide registry: build and load them once per process
@@ -48,6 +51,29 @@ def _built() -> bool:
         return torch.empty_like(x)
 
     return True
+
+
+@functools.cache
+def _bf16_built() -> bool:
+    if not _built() or not cpu_has_flags(("avx512_bf16",)):
+        return False
+    if not build_cpu_ops("qwick_cpu_bf16_ops", _BF16_SOURCES, [*_CFLAGS, "-mavx512bf16"]):
+        return False
+
+    @torch.library.register_fake("qwick_cpu::paged_prefill")
+    def _paged_prefill(q: torch.Tensor, key_cache: torch.Tensor, value_cache: torch.Tensor,
+                       block_table: torch.Tensor, start: int, block_size: int, scale: float) -> torch.Tensor:
+        return torch.empty_like(q)
+
+    return True
+
+
+def paged_prefill_available(device: torch.device, dtype: torch.dtype, cache_dtype: torch.dtype,
+                            head_dim: int) -> bool:
+    """Whether prefill chunks of this model and KV cache can attend through `paged_prefill`: bfloat16 compute
+    and cache (not fp8), head_dim a multiple of 32, a CPU with AVX512-BF16."""
+    return (dtype == torch.bfloat16 and cache_dtype == torch.bfloat16 and head_dim % 32 == 0
+            and cpu_ops_available(device, dtype) and _bf16_built())
 
 
 def cpu_ops_available(device: torch.device, dtype: torch.dtype) -> bool:
@@ -79,6 +105,17 @@ def paged_decode(q: torch.Tensor, keys: torch.Tensor, values: torch.Tensor, bloc
     values sit in keys/values [slots, kv_heads, D] at the slots its block table [B, W] names."""
     _require()
     return torch.ops.qwick_cpu.paged_decode(q, keys, values, block_tables, context_lens, block_size, scale)
+
+
+def paged_prefill(q: torch.Tensor, keys: torch.Tensor, values: torch.Tensor, block_table: torch.Tensor, start: int,
+                  block_size: int, scale: float) -> torch.Tensor:
+    """q [T, heads, D] of one sequence's tokens at positions start .. start+T-1 -> [T, heads, D]: token t attends
+    to positions 0 .. start+t, whose keys and values (its own included, already written) sit in keys/values
+    [slots, kv_heads, D] at the slots its block table [W] names. bfloat16 only (paged_prefill_available)."""
+    if not _bf16_built():
+        raise RuntimeError("qwick's paged_prefill op is unavailable here (it needs AVX512-BF16 and a C++ compiler): "
+                           "check paged_prefill_available() first")
+    return torch.ops.qwick_cpu.paged_prefill(q, keys, values, block_table, start, block_size, scale)
 
 
 def rms_norm(x: torch.Tensor, weight: torch.Tensor, eps: float) -> torch.Tensor:

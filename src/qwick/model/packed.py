@@ -5,8 +5,9 @@ whose prefill chunks, decodes and scoring forks run as separate padded [B, T] fo
 per forward. Packed, the step is one [1, N] forward with no padding; only attention tells the segments apart:
 - short segments (decodes, chunks of at most the runner's PAGED_MAX_CHUNK tokens) come first on the axis and attend via the
   paged op, one query per token with its own block table and context length (model/cpu_ops.py);
-- longer chunks follow, each attending by SDPA over its context gathered from the cache (or, for a fresh
-  prompt, over its own keys, causally).
+- longer chunks follow: each reads its context in place through the prefill op where it runs (bfloat16 on a
+  CPU with AVX512-BF16: model/cpu_ops.py), else attends by SDPA over its context gathered from the cache (or,
+  for a fresh prompt, over its own keys, causally).
 Mirror writes let a segment's new keys/values land in a second slot too: a scoring request's forks join the
 forward that computes their context, and each fork holds a private copy of the context's partial last block.
 Every layer writes all keys/values before any token attends, so a fork reads the context computed beside it.
@@ -32,9 +33,12 @@ class Segment:
 
 @dataclass
 class LongSegment:
-    """A chunk attended by SDPA: its tokens on the packed axis and the context they see."""
+    """A longer chunk: its tokens on the packed axis and the context they see (positions 0 .. start + t)."""
 
     tokens: slice
+    start: int  # position of its first token
+    block_table: torch.Tensor  # [W] int64 its sequence's physical blocks (for the in-place prefill op)
+    # for SDPA, when not read in place:
     context_slots: torch.Tensor | None  # [1, S] slots of positions 0..S-1; None: a fresh prompt (own keys, causal)
     mask: torch.Tensor | None  # [1, 1, T, S] bool (True = attend)
 
@@ -46,12 +50,14 @@ class PackedMetadata:
     block_tables: torch.Tensor  # [num_paged, W] int64 block table of each paged token's sequence, zero-padded
     context_lens: torch.Tensor  # [num_paged] int64 positions each paged token attends to (its own + 1)
     long: list[LongSegment]
+    in_place_prefill: bool  # long segments attend through cpu_ops.paged_prefill (their SDPA fields are None)
     mirror_tokens: torch.Tensor | None = None  # [M] packed token indices whose keys/values are written twice...
     mirror_slots: torch.Tensor | None = None  # [M] ...at these slots as well
 
     @classmethod
     def build(cls, paged: list[Segment], long: list[Segment], block_size: int, device: torch.device,
-              mirrors: list[tuple[int, int]] | None = None) -> tuple[PackedMetadata, torch.Tensor]:
+              mirrors: list[tuple[int, int]] | None = None,
+              in_place_prefill: bool = False) -> tuple[PackedMetadata, torch.Tensor]:
         """Segments in packed order (paged ones first); mirrors: (packed token index, extra slot) pairs.
         Returns the metadata and positions [1, N]."""
         segments = paged + long
@@ -69,17 +75,17 @@ class PackedMetadata:
         for i, seg in enumerate(long, start=len(paged)):
             tokens = slice(offset, offset + seg.length)
             offset += seg.length
-            if seg.start == 0:
-                long_segments.append(LongSegment(tokens, None, None))
+            if in_place_prefill or seg.start == 0:
+                long_segments.append(LongSegment(tokens, seg.start, tables[i], None, None))
                 continue
             cols = torch.arange(seg.start + seg.length, device=device)  # [S]
             context_slots = slots_of(tables[i : i + 1], cols[None, :], block_size)  # [1, S]
             mask = (cols[None, :] <= positions[tokens, None])[None, None]  # [1, 1, T, S]
-            long_segments.append(LongSegment(tokens, context_slots, mask))
+            long_segments.append(LongSegment(tokens, seg.start, tables[i], context_slots, mask))
         mirror_tokens = mirror_slots = None
         if mirrors:
             mirror_tokens = torch.tensor([t for t, _ in mirrors], dtype=torch.long, device=device)
             mirror_slots = torch.tensor([s for _, s in mirrors], dtype=torch.long, device=device)
         meta = cls(slot_mapping, num_paged, token_tables[:num_paged], positions[:num_paged] + 1, long_segments,
-                   mirror_tokens, mirror_slots)
+                   in_place_prefill, mirror_tokens, mirror_slots)
         return meta, positions[None, :]

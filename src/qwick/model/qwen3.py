@@ -7,7 +7,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from qwick.model.config import Qwen3Config
-from qwick.model.cpu_ops import paged_decode, qk_norm_rope, usable
+from qwick.model.cpu_ops import paged_decode, paged_prefill, qk_norm_rope, usable
 from qwick.model.kv_cache import AttentionMetadata, PagedKVCache
 from qwick.model.layers import MLP, Linear, RMSNorm
 from qwick.model.packed import PackedMetadata
@@ -77,6 +77,11 @@ class Attention(nn.Module):
                                                  cache.values[self.layer_index], meta.block_tables,
                                                  meta.context_lens, cache.block_size, self.scale)
         for seg in meta.long:
+            if meta.in_place_prefill:  # its context read in place from the cache (its own keys written above)
+                out[seg.tokens] = paged_prefill(rows[seg.tokens], cache.keys[self.layer_index],
+                                                cache.values[self.layer_index], seg.block_table, seg.start,
+                                                cache.block_size, self.scale)
+                continue
             if seg.context_slots is None:  # a fresh prompt: its own keys, causal
                 part = self._attend(q[:, :, seg.tokens], k[:, :, seg.tokens], v[:, :, seg.tokens], None, True)
             else:
@@ -150,8 +155,9 @@ class Qwen3ForCausalLM(nn.Module):
         """Hidden states [B, T, hidden]; call `compute_logits` on the rows that need logits."""
         return self.model(input_ids, positions, cache, meta)
 
-    def compute_logits(self, hidden: torch.Tensor) -> torch.Tensor:
-        # [..., hidden] -> [..., vocab_size] in float32 for sampling
+    def compute_logits(self, hidden: torch.Tensor, out: torch.Tensor | None = None) -> torch.Tensor:
+        """[..., hidden] -> [..., vocab_size] in float32 for sampling; written into `out` when given."""
         if not self.has_lm_head:
             raise ValueError("this checkpoint (architecture Qwen3Model) has no lm_head: it cannot generate text")
-        return self.lm_head(hidden).float()
+        logits = self.lm_head(hidden)
+        return logits.float() if out is None else out.copy_(logits)
