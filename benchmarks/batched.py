@@ -154,7 +154,7 @@ def measure_peak(dtype: torch.dtype, reps: int = 20, quiet: bool = False, device
                     sync)
     sum_gb_s = 2 * rows * 1024 * dtype.itemsize / read / 1e9
     out = {"shape": [m, k, n], "seconds": gemm, "gflops": 2 * m * k * n / gemm / 1e9,
-           "stream_gflops": 2 * x.numel() * rows * 1024 / stream / 1e9, "stream_gb_s": stream_gb_s,
+           "stream_gflops": 2 * 32 * rows * 1024 / stream / 1e9, "stream_gb_s": stream_gb_s,
            "sum_gb_s": sum_gb_s, "read_gb_s": max(stream_gb_s, sum_gb_s), "device": device}
     if not quiet:
         print(f"\n== matmul peak ({dtype}, {device}, best of {reps})")
@@ -295,9 +295,10 @@ def print_decode(d: dict[str, Any]) -> None:
     first, again = d["peak_gflops_measurements"]
     print(f"  fraction of measured matmul peak: {d['peak_fraction']:.1%} (bar >= {BARS['decode_peak']:.0%}: {met}); "
           f"peak = the better GEMM of the peak part ({first:.0f}) and a re-run next to this decode ({again:.0f})")
+    bound = (f"i.e. at most {d['bandwidth_bound_fraction']:.0%} of peak at this batch"
+             if d["bandwidth_bound_fraction"] < 1 else "below the compute floor: this batch is compute-bound here")
     print(f"  memory floor: {d['weight_bytes'] / 1e9:.2f} GB weights + {d['kv_bytes_per_step'] / 1e9:.2f} GB KV "
-          f"read per step at the read bandwidth = {d['bandwidth_floor_ms']:.0f} ms/step, i.e. at most "
-          f"{d['bandwidth_bound_fraction']:.0%} of peak at this batch")
+          f"read per step at the read bandwidth = {d['bandwidth_floor_ms']:.0f} ms/step, {bound}")
 
 
 # ------------------------------------------------------------------------------------------------- gate
