@@ -65,6 +65,21 @@ def test_shared_prefix_is_computed_once(tiny_model_dir):
     assert cached == _tokens(plain, [second])
 
 
+def test_a_shared_prefix_ending_mid_block_is_reused_to_the_token(tiny_model_dir):
+    # a gate's instruction rarely ends on a block boundary: its computed tail (the partial block) is copied
+    llm = LLM(tiny_model_dir, dtype="float32", max_model_len=1024)
+    prefix = [(13 * j) % 7000 + 50 for j in range(200)]  # 12 full blocks + 8 tokens
+    _tokens(llm, [prefix])
+    before = llm.engine.stats().prompt_tokens
+    second = [*prefix, 21, 22, 23, 24, 25]
+    cached = _tokens(llm, [second])
+    assert llm.engine.stats().prompt_tokens - before == 5  # not 13: the prefix's 8 tail tokens were copied
+    plain = LLM(tiny_model_dir, dtype="float32", max_model_len=1024, enable_prefix_caching=False)
+    assert cached == _tokens(plain, [second])
+    batch = [[*prefix[:195], 30 + i, 31, 32] for i in range(4)]  # share 3 of the 8 tail tokens, in one batch
+    assert _tokens(llm, batch) == _tokens(plain, batch)
+
+
 def test_fully_cached_prompt_still_computes_its_last_token(tiny_model_dir):
     llm = LLM(tiny_model_dir, dtype="float32", max_model_len=256)
     prompt = list(range(100, 164))  # exactly 4 blocks

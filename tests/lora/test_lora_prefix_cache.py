@@ -27,8 +27,12 @@ def test_the_same_prompt_under_adapters_a_then_b_gets_each_its_own_tokens(tiny_m
             for lora in (sql, chat, None)}
     assert len({tuple(t) for t in want.values()}) == 3
     stats = lora_llm.engine.blocks.stats
+    reused = []
     for lora in (sql, chat, None, sql):
         hits = stats.hits
         got = lora_llm.generate({"prompt_token_ids": PROMPT}, GREEDY, lora_request=lora)[0].outputs[0].token_ids
         assert got == want[lora], lora
-    assert stats.hits - hits == 48  # the second `sql` request reused its own 3 blocks
+        reused.append(stats.hits - hits)
+    # only the second `sql` request reuses: its own 3 blocks, and the first token of its own computed tail
+    # (the 50th token, the last, is always computed)
+    assert reused == [0, 0, 0, 49]

@@ -1,15 +1,22 @@
 """Paged KV cache bookkeeping: which physical blocks each sequence owns, and which full blocks are
-cached for reuse by later requests with the same prefix (automatic prefix caching). Plain Python."""
+cached for reuse by later requests with the same prefix (automatic prefix caching). Plain Python.
+
+Beyond vLLM's full-block caching, a prompt's computed tail (its last, partial block) is kept too: a later
+prompt that follows the same full blocks and starts its next block with some of the same tokens copies that
+block and skips those tokens (SGLang's radix cache reuses at token granularity the same way). Gates need it: a
+request is an instruction, whose last ~8 tokens sit in a partial block, then a short text.
+"""
 
 from __future__ import annotations
 
 import hashlib
 import struct
 from collections import Counter, OrderedDict, deque
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 _ROOT_HASH = 0  # the "parent hash" of a sequence's first block
+TAILS_SCANNED = 4  # computed tails compared per prefix, most recent first: bounds the cost of an allocation
 
 
 def chain_hash(parent_hash: int, token_ids: tuple[int, ...]) -> int:
@@ -53,15 +60,20 @@ class _Block:
     token_ids: tuple[int, ...] = ()
     salt: int = 0  # the chain's salt (LoRA adapter id, 0 = base model)
     parent: _Block | None = None  # block holding the KV just before this one (None: first block)
+    tail: tuple[int, ...] = ()  # a prompt's computed tail held in this block's first slots (reusable by a copy)
+    tail_key: int | None = None  # the chain hash the tail follows (its entry in BlockManager._tails)
 
 
 class BlockManager:
     """Allocates KV blocks to sequences and shares full, computed blocks between equal prefixes.
 
     Free memory is two pools: `_free` (holds nothing reusable) and `_evictable` (unreferenced but
-    cached, least recently freed first). A block is in exactly one pool or referenced by a sequence."""
+    cached, or holding a registered tail; least recently freed first). A block is in exactly one pool or
+    referenced by a sequence. `copy_block(src, dst)` copies one block's KV: with it, allocations reuse
+    computed tails (without it, e.g. in unit tests of the full-block cache, they do not)."""
 
-    def __init__(self, num_blocks: int, block_size: int, enable_prefix_caching: bool = True) -> None:
+    def __init__(self, num_blocks: int, block_size: int, enable_prefix_caching: bool = True,
+                 copy_block: Callable[[int, int], None] | None = None) -> None:
         if num_blocks < 1 or block_size < 1:
             raise ValueError(
                 f"num_blocks and block_size must be >= 1, got num_blocks={num_blocks}, "
@@ -75,6 +87,8 @@ class BlockManager:
         self._free: deque[int] = deque(range(num_blocks))
         self._evictable: OrderedDict[int, None] = OrderedDict()
         self._cached: dict[int, int] = {}  # chain hash -> block id
+        self._tails: dict[int, OrderedDict[int, None]] = {}  # chain hash -> blocks holding a tail after it
+        self._copy_block = copy_block
 
     @property
     def num_free_blocks(self) -> int:
@@ -92,31 +106,37 @@ class BlockManager:
         return -(-num_tokens // self.block_size)
 
     def can_allocate(self, token_ids: Sequence[int], reuse_limit: int | None = None, salt: int = 0) -> bool:
-        return self._fits(self._match_prefix(token_ids, reuse_limit, salt), self.blocks_needed(len(token_ids)))
+        hits, (tail_block, _) = self._match(token_ids, reuse_limit, salt)
+        return self._fits(hits, self.blocks_needed(len(token_ids)), tail_block)
 
     def allocate(self, token_ids: Sequence[int], reuse_limit: int | None = None,
                  salt: int = 0) -> tuple[list[int], int]:
         """Block table for a new (or resumed-after-preemption) sequence whose known tokens are
         `token_ids`, and how many leading tokens already have their KV in the cache.
 
-        The cached count is a multiple of block_size and at most `len(token_ids) - 1` rounded down to
-        one: the engine must run the last token to get logits, and it may only write into private
-        blocks, so a cached block holding the last token is not shared — a private block is
-        allocated in its place and recomputed. `reuse_limit` caps the cached count further (a scoring
+        Cached full blocks are shared, up to `len(token_ids) - 1` tokens: the engine must run the last token
+        to get logits, and it may only write into private blocks, so a cached block holding the last token
+        is not shared — a private block is allocated in its place and recomputed. After the shared blocks,
+        a registered tail (`commit_tail`) that starts the next block with the same tokens is copied into
+        the sequence's own block (with `copy_block`): the count then also covers those tokens. `reuse_limit` caps the cached count further (a scoring
         sequence reads logits from that position on, so it must compute it). Counts stats (queries += len(token_ids), hits += cached
         count) only when prefix caching is on and the allocation succeeds.
         Raises NoFreeBlocksError, allocating nothing, if the sequence does not fit."""
-        hits = self._match_prefix(token_ids, reuse_limit, salt)
+        hits, (tail_block, tail_len) = self._match(token_ids, reuse_limit, salt)
         num_blocks = self.blocks_needed(len(token_ids))
-        if not self._fits(hits, num_blocks):
+        if not self._fits(hits, num_blocks, tail_block):
             raise NoFreeBlocksError(
                 f"a {len(token_ids)}-token sequence needs {num_blocks - len(hits)} new KV blocks, "
                 f"{self.num_free_blocks} are free"
             )
-        for block_id in hits:  # before taking fresh blocks, so reused cached blocks are not evicted
+        for block_id in [*hits, *([tail_block] if tail_len else [])]:  # before taking fresh blocks: not evicted
             self._acquire(block_id)
         table = hits + [self._take_fresh() for _ in range(num_blocks - len(hits))]
-        num_cached = len(hits) * self.block_size
+        if tail_len:  # the tail's block copied into this sequence's own block, then let go
+            assert self._copy_block is not None
+            self._copy_block(tail_block, table[len(hits)])
+            self.free([tail_block])
+        num_cached = len(hits) * self.block_size + tail_len
         if self.enable_prefix_caching:
             self.stats.queries += len(token_ids)
             self.stats.hits += num_cached
@@ -161,6 +181,23 @@ class BlockManager:
             if block.hash not in self._cached and (block.parent is None or self._is_cached(block.parent)):
                 self._cached[block.hash] = table[i]
 
+    def commit_tail(self, table: list[int], token_ids: Sequence[int], num_computed: int, salt: int = 0) -> None:
+        """After a prompt's prefill computed its first `num_computed` tokens, register the computed part of
+        its last, partial block as a tail later prompts may copy (once per block: its first slots never
+        change while the block lives). Needs the full blocks before it committed and cached; a no-op when
+        prefix caching is off, or when nothing can copy blocks."""
+        full, partial = divmod(num_computed, self.block_size)
+        if not self.enable_prefix_caching or self._copy_block is None or not partial:
+            return
+        block = self._blocks[table[full]]
+        prev = self._blocks[table[full - 1]] if full else None
+        parent = self._cached_twin(prev) if prev else None
+        if block.tail or (prev is not None and parent is None):  # registered already, or unreachable
+            return
+        block.tail, block.salt, block.parent = tuple(token_ids[full * self.block_size : num_computed]), salt, parent
+        block.tail_key = parent.hash if parent is not None else root_hash(salt)
+        self._tails.setdefault(block.tail_key, OrderedDict())[table[full]] = None
+
     def fork(self, table: list[int], num_tokens: int) -> tuple[list[int], tuple[int, int] | None]:
         """A new table for a sequence that starts with the first `num_tokens` tokens of `table`'s: full
         blocks are shared (referenced again); a partial last block gets a fresh block, returned as
@@ -192,7 +229,7 @@ class BlockManager:
             block.ref_count -= 1
             if block.ref_count:
                 continue
-            if self._is_cached(block):
+            if self._is_cached(block) or block.tail:
                 self._evictable[block_id] = None
             else:
                 self._recycle(block_id)
@@ -201,21 +238,22 @@ class BlockManager:
         """Forget every unreferenced cached block. Blocks still held by live sequences stay cached, so
         to drop all KV (e.g. after reloading weights) call this when no sequence is running."""
         for block_id in self._evictable:
-            del self._cached[self._blocks[block_id].hash]
+            self._forget(block_id)
             self._recycle(block_id)
         self._evictable.clear()
 
-    def _match_prefix(self, token_ids: Sequence[int], reuse_limit: int | None = None, salt: int = 0) -> list[int]:
-        """Cached blocks holding the longest reusable full-block prefix of `token_ids` (within reuse_limit)."""
+    def _match(self, token_ids: Sequence[int], reuse_limit: int | None = None,
+               salt: int = 0) -> tuple[list[int], tuple[int, int]]:
+        """Cached blocks holding the longest reusable full-block prefix of `token_ids` (within reuse_limit),
+        and the registered tail that reuses most of the next block's tokens: (its block, how many; 0: none)."""
         if not self.enable_prefix_caching:
-            return []
+            return [], (-1, 0)
         size, hits = self.block_size, []
         parent_hash, parent = root_hash(salt), None
         usable = len(token_ids) - 1 if reuse_limit is None else min(len(token_ids) - 1, reuse_limit)
         for i in range(max(usable, 0) // size):  # never the block with the last token
             tokens = tuple(token_ids[i * size : (i + 1) * size])
-            parent_hash = chain_hash(parent_hash, tokens)
-            block_id = self._cached.get(parent_hash)
+            block_id = self._cached.get(chain_hash(parent_hash, tokens))
             if block_id is None:
                 break
             block = self._blocks[block_id]
@@ -223,12 +261,27 @@ class BlockManager:
             if block.parent is not parent or block.token_ids != tokens or block.salt != salt:
                 break
             hits.append(block_id)
-            parent = block
-        return hits
+            parent_hash, parent = block.hash, block
+        start = len(hits) * size
+        wanted = tuple(token_ids[start : min(usable, start + size - 1)])
+        best = (-1, 0)
+        if not wanted or self._copy_block is None:
+            return hits, best
+        for block_id in list(reversed(self._tails.get(parent_hash, {})))[:TAILS_SCANNED]:
+            block = self._blocks[block_id]
+            if block.parent is not parent or block.salt != salt:  # a colliding hash, never the same chain
+                continue
+            same = next((j for j, (a, b) in enumerate(zip(block.tail, wanted, strict=False)) if a != b),
+                        min(len(block.tail), len(wanted)))
+            if same > best[1]:
+                best = (block_id, same)
+        return hits, best
 
-    def _fits(self, hits: list[int], num_needed: int) -> bool:
-        # An unreferenced hit leaves the evictable pool, so it cannot also serve as a fresh block.
-        revived = sum(1 for block_id in hits if self._blocks[block_id].ref_count == 0)
+    def _fits(self, hits: list[int], num_needed: int, tail_block: int = -1) -> bool:
+        # An unreferenced hit (or tail held while it is copied) leaves the evictable pool, so it cannot also
+        # serve as a fresh block.
+        held = [*hits, *([tail_block] if tail_block >= 0 else [])]
+        revived = sum(1 for block_id in held if self._blocks[block_id].ref_count == 0)
         return num_needed - len(hits) <= self.num_free_blocks - revived
 
     def _is_cached(self, block: _Block) -> bool:
@@ -255,9 +308,20 @@ class BlockManager:
             block_id = self._free.popleft()
         else:
             block_id, _ = self._evictable.popitem(last=False)  # least recently freed
-            del self._cached[self._blocks[block_id].hash]
+            self._forget(block_id)
         self._blocks[block_id] = _Block(ref_count=1)
         return block_id
+
+    def _forget(self, block_id: int) -> None:
+        """Drop an evicted block from the prefix cache and the tails (its memory is about to be reused)."""
+        block = self._blocks[block_id]
+        if self._is_cached(block):
+            del self._cached[block.hash]  # type: ignore[arg-type]
+        if block.tail_key is not None:
+            tails = self._tails[block.tail_key]
+            del tails[block_id]
+            if not tails:
+                del self._tails[block.tail_key]
 
     def _recycle(self, block_id: int) -> None:
         self._blocks[block_id] = _Block()

@@ -86,7 +86,8 @@ class LLMEngine:
         num_blocks = config.num_kv_blocks(cfg, cache_dtype, device)
         self.cache = PagedKVCache(cfg.num_hidden_layers, num_blocks, config.block_size, cfg.num_key_value_heads,
                                   cfg.head_dim, cache_dtype, device, compute_dtype=dtype)
-        self.blocks = BlockManager(num_blocks, config.block_size, config.enable_prefix_caching)
+        self.blocks = BlockManager(num_blocks, config.block_size, config.enable_prefix_caching,
+                                   self.cache.copy_block)  # copies reuse computed prompt tails
         self.scheduler = Scheduler(self.blocks, config.max_num_seqs, config.max_num_batched_tokens)
         self.lora = lora  # adapter slots, when the model carries the LoRA pass (LLM(enable_lora=True))
         self.runner = ModelRunner(model, self.cache, device, lora)
@@ -219,8 +220,9 @@ class LLMEngine:
     def step(self) -> list[StepOutput]:
         """Schedule, run the model, sample; return the requests that advanced."""
         batch = self.scheduler.schedule()
+        completing = [c.seq for c in batch.prefills if c.completes]  # their prompts are computed after this step
         # grammar masks for the rows that sample this step, computed while the model runs
-        masks = self._masks.submit([c.seq for c in batch.prefills if c.completes] + batch.decodes)
+        masks = self._masks.submit(completing + batch.decodes)
         if self.runner.paged_attention:  # one packed forward for the whole step, scoring forks included
             mirrors = self.jobs.join_forks(batch.prefills)
             self.counters.prompt_tokens += sum(c.num_tokens for c in batch.prefills)
@@ -230,6 +232,8 @@ class LLMEngine:
             sampled, logits = self._run_grouped(batch.prefills, batch.decodes)
         for seq in [c.seq for c in batch.prefills] + batch.decodes:
             self.blocks.commit_full_blocks(seq.block_table, seq.all_ids, seq.num_cached, seq.lora_id)
+        for seq in completing:  # a prompt's partial last block: later prompts may copy its computed tokens
+            self.blocks.commit_tail(seq.block_table, seq.all_ids, seq.num_cached, seq.lora_id)
         done = self.jobs.finish_prefilled([c.seq for c in batch.prefills])
         self._sample_and_append(sampled, self._masks.collect(masks), logits)
         return self._collect(sampled) + [StepOutput(rid, [], None, result) for rid, result in done]
