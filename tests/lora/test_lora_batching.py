@@ -90,12 +90,12 @@ def test_n_samples_all_use_the_adapter(lora_llm, sql):
 
 
 @pytest.mark.skipif(not cpu_packing_supported(torch.bfloat16, torch.device("cpu")),
-                    reason="this CPU has no native bf16 (qwick packs bf16 Linears for oneDNN only then)")
+                    reason="this CPU has no native bf16 (qwick packs bf16 Linears only then)")
 def test_bf16_packed_base_keeps_its_packed_path_and_matches_peft(tiny_model_dir, adapter_dirs, sql):
     llm = LLM(tiny_model_dir, dtype="bfloat16", device="cpu", max_model_len=256, enable_lora=True, max_lora_rank=8)
     wrapped = [m for m in llm.model.modules() if isinstance(m, LoRALinear)]
     assert len(wrapped) == 7 * llm.model.config.num_hidden_layers
-    assert all(m.base.weight.is_mkldnn for m in wrapped)  # the oneDNN-packed base still runs
+    assert all(m.base.weight.is_mkldnn or m.base.vnni for m in wrapped)  # the packed base still runs
     llm.add_lora(sql)
     ids = PROMPTS[2]
     with torch.inference_mode(), llm.lora.active([sql.lora_int_id], len(ids)):

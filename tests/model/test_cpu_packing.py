@@ -6,7 +6,9 @@ import pytest
 import torch
 
 from model.conftest import load_qwick
+from qwick.model.cpu_ops import bf16_ops_available
 from qwick.model.cpu_packing import cpu_packing_supported, dense_state_dict, pack_linears_for_cpu
+from qwick.model.layers import Linear
 
 pytestmark = pytest.mark.skipif(not cpu_packing_supported(torch.bfloat16, torch.device("cpu")),
                                 reason="this CPU/torch build has no oneDNN bf16 linear")
@@ -17,7 +19,9 @@ def test_packed_model_gives_the_same_logits(tiny_checkpoint, name):
     plain = load_qwick(tiny_checkpoint(name), torch.bfloat16)
     packed = load_qwick(tiny_checkpoint(name), torch.bfloat16)
     assert pack_linears_for_cpu(packed) == 7 * packed.config.num_hidden_layers + 1  # and lm_head
-    assert packed.lm_head.weight.is_mkldnn and not packed.model.embed_tokens.weight.is_mkldnn
+    assert not packed.model.embed_tokens.weight.is_mkldnn
+    # oneDNN's layout, or linear_bf16's on AVX512-BF16 CPUs without AMX where the shape allows
+    assert all(m.weight.is_mkldnn or m.vnni for m in packed.modules() if isinstance(m, Linear))
     ids = torch.randint(0, 1000, (1, 24))
     positions = torch.arange(24)[None]
     with torch.inference_mode():
@@ -45,17 +49,23 @@ def test_tied_lm_head_gets_its_own_packed_copy(tiny_checkpoint):
     assert torch.equal(model.lm_head.weight.to_dense(), embedding)
 
 
-@pytest.mark.parametrize("amx", [True, False])
-def test_row_padding_is_turned_on_for_amx_cpus_only(tiny_checkpoint, monkeypatch, amx):
+@pytest.mark.parametrize(("amx", "bf16_ops"), [(True, True), (False, False), (False, True)])
+def test_the_layout_follows_the_cpu(tiny_checkpoint, monkeypatch, amx, bf16_ops):
     from qwick.model import cpu_packing
-    from qwick.model.layers import Linear
 
+    if bf16_ops and not bf16_ops_available():
+        pytest.skip("linear_bf16 needs AVX512-BF16 and a C++ compiler")
     monkeypatch.setattr(cpu_packing, "cpu_has_flags", lambda flags: amx and flags == ("amx_bf16",))
+    monkeypatch.setattr(cpu_packing, "bf16_ops_available", lambda: bf16_ops)
     model = load_qwick(tiny_checkpoint("tied_gqa2"), torch.bfloat16)
     pack_linears_for_cpu(model)
     layer_linears = [m for m in model.model.layers.modules() if isinstance(m, Linear)]
+    # AMX: oneDNN, rows padded (a heuristic for its AMX kernel); else linear_bf16 where it runs, oneDNN otherwise
+    assert all(m.vnni == (bf16_ops and not amx) for m in layer_linears)
+    assert all(m.weight.is_mkldnn != m.vnni for m in layer_linears)
     assert all(m.pad_rows == amx for m in layer_linears)
     assert not model.lm_head.pad_rows  # the heuristic was measured on the layers' shapes only
+    assert not model.lm_head.vnni  # this vocabulary (1000) is no multiple of 16: oneDNN's layout
 
 
 @pytest.mark.parametrize(("rows", "padded"), [(1, False), (20, False), (32, False), (33, True), (41, True),

@@ -24,8 +24,8 @@ from qwick.native import build_cpu_ops, cpu_has_flags
 _SOURCES = [Path(__file__).parent / "csrc" / name for name in ("paged_attention.cpp", "norm_rope.cpp")]
 _CFLAGS = ["-mavx512f", "-mavx512bw", "-mavx512vl", "-mfma"]
 _SUPPORTED_DTYPES = (torch.bfloat16, torch.float32)
-# the prefill-chunk op uses AVX512-BF16 dot products: its own library, so CPUs without them keep the others
-_BF16_SOURCES = [Path(__file__).parent / "csrc" / "paged_prefill.cpp"]
+# ops built on AVX512-BF16 dot products: their own library, so CPUs without them keep the others
+_BF16_SOURCES = [Path(__file__).parent / "csrc" / name for name in ("paged_prefill.cpp", "linear_bf16.cpp")]
 
 
 @functools.cache  # the ops land in torch's process-wide registry: build and load them once per process
@@ -60,6 +60,10 @@ def _bf16_built() -> bool:
     if not build_cpu_ops("qwick_cpu_bf16_ops", _BF16_SOURCES, [*_CFLAGS, "-mavx512bf16"]):
         return False
 
+    @torch.library.register_fake("qwick_cpu::linear_bf16")
+    def _linear_bf16(x: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
+        return x.new_empty(x.shape[0], weight.shape[0] * 16)
+
     @torch.library.register_fake("qwick_cpu::paged_prefill")
     def _paged_prefill(q: torch.Tensor, key_cache: torch.Tensor, value_cache: torch.Tensor,
                        block_table: torch.Tensor, start: int, block_size: int, scale: float) -> torch.Tensor:
@@ -68,12 +72,18 @@ def _bf16_built() -> bool:
     return True
 
 
+def bf16_ops_available() -> bool:
+    """Whether the AVX512-BF16 ops (paged_prefill, linear_bf16) run here: such a CPU, a C++ compiler, and
+    qwick's CPU ops not turned off (QWICK_CPU_OPS=torch)."""
+    return cpu_ops_available(torch.device("cpu"), torch.bfloat16) and _bf16_built()
+
+
 def paged_prefill_available(device: torch.device, dtype: torch.dtype, cache_dtype: torch.dtype,
                             head_dim: int) -> bool:
     """Whether prefill chunks of this model and KV cache can attend through `paged_prefill`: bfloat16 compute
     and cache (not fp8), head_dim a multiple of 32, a CPU with AVX512-BF16."""
-    return (dtype == torch.bfloat16 and cache_dtype == torch.bfloat16 and head_dim % 32 == 0
-            and cpu_ops_available(device, dtype) and _bf16_built())
+    return (device.type == "cpu" and dtype == torch.bfloat16 and cache_dtype == torch.bfloat16
+            and head_dim % 32 == 0 and bf16_ops_available())
 
 
 def cpu_ops_available(device: torch.device, dtype: torch.dtype) -> bool:
@@ -116,6 +126,27 @@ def paged_prefill(q: torch.Tensor, keys: torch.Tensor, values: torch.Tensor, blo
         raise RuntimeError("qwick's paged_prefill op is unavailable here (it needs AVX512-BF16 and a C++ compiler): "
                            "check paged_prefill_available() first")
     return torch.ops.qwick_cpu.paged_prefill(q, keys, values, block_table, start, block_size, scale)
+
+
+def pack_linear_bf16(weight: torch.Tensor) -> torch.Tensor:
+    """A Linear's weight [N, K] (bfloat16, N % 16 == 0, K even) -> [N / 16, K / 2, 16, 2], linear_bf16's layout:
+    per 16 outputs and pair of inputs, the 16 outputs' pairs side by side (csrc/linear_bf16.cpp)."""
+    n, k = weight.shape
+    return weight.reshape(n // 16, 16, k // 2, 2).transpose(1, 2).contiguous()
+
+
+def unpack_linear_bf16(packed: torch.Tensor) -> torch.Tensor:
+    """The inverse of pack_linear_bf16: [N / 16, K / 2, 16, 2] -> [N, K]."""
+    groups, pairs = packed.shape[:2]
+    return packed.transpose(1, 2).reshape(groups * 16, pairs * 2)
+
+
+def linear_bf16(x: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
+    """x [M, K] bfloat16 times a pack_linear_bf16 weight -> [M, N] bfloat16 (x @ W.T, float32 sums)."""
+    if not _bf16_built():
+        raise RuntimeError("qwick's linear_bf16 op is unavailable here (it needs AVX512-BF16 and a C++ compiler): "
+                           "check bf16_ops_available() first")
+    return torch.ops.qwick_cpu.linear_bf16(x, weight)
 
 
 def rms_norm(x: torch.Tensor, weight: torch.Tensor, eps: float) -> torch.Tensor:

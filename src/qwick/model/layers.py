@@ -6,7 +6,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from qwick.model.cpu_ops import rms_norm, usable
+from qwick.model.cpu_ops import linear_bf16, rms_norm, usable
 
 # oneDNN's packed bf16 GEMM (torch 2.13) on an AMX Xeon is ~20% slower for some row counts between 33 and 63 (e.g.
 # 34, 41, 49, 57: a 0.6B forward 94-106 ms) than at the next multiple of 16 (79-82 ms); elsewhere padding costs more
@@ -25,8 +25,11 @@ class Linear(nn.Linear):
     """
 
     pad_rows = False  # packed weights: pad 33-63 rows to a multiple of 16 (set by cpu_packing on AMX CPUs)
+    vnni = False  # the weight is in linear_bf16's layout (set by cpu_packing on AVX512-BF16 CPUs without AMX)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.vnni:
+            return linear_bf16(x.reshape(-1, x.shape[-1]), self.weight).view(*x.shape[:-1], -1)
         if self.weight.is_mkldnn:  # packed by model/cpu_packing.py
             x2d = x.reshape(-1, x.shape[-1])  # [M, in]
             m = x2d.shape[0]

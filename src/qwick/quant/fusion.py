@@ -31,7 +31,7 @@ def fuse_projections(modules: list[nn.Module]) -> nn.Module | None:
         if isinstance(first, Int4Linear) and any(m.group_size != first.group_size for m in modules):
             return None
         return _fuse_buffers(modules, ["weight_packed", "scale", *(["mins"] if isinstance(first, Int4Linear) else [])])
-    if type(first) is Linear and first.bias is None and not first.weight.is_mkldnn:
+    if type(first) is Linear and first.bias is None and not first.weight.is_mkldnn and not first.vnni:
         fused = Linear(first.in_features, sum(m.out_features for m in modules), bias=False,
                        device=first.weight.device, dtype=first.weight.dtype)
         fused.weight = nn.Parameter(torch.cat([m.weight.detach() for m in modules]), requires_grad=False)
