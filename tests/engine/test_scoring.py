@@ -118,7 +118,7 @@ def test_logits_are_computed_only_where_a_continuation_is_read(tiny_model_dir, m
     llm = LLM(tiny_model_dir, dtype="float32", max_model_len=256)
     rows = []
     original = llm.model.compute_logits
-    monkeypatch.setattr(llm.model, "compute_logits", lambda h: rows.append(h.shape[0]) or original(h))
+    monkeypatch.setattr(llm.model, "compute_logits", lambda h, out=None: rows.append(h.shape[0]) or original(h, out))
     _run(llm, {"s": ScoreSpec(CONTEXT, CONTINUATIONS)})
     assert sum(rows) == 1 + 2 + 1 + 4  # the context's last position, then each later continuation token
 

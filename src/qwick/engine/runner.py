@@ -70,7 +70,7 @@ class ModelRunner:
                                        paged=self.paged_attention and width <= PAGED_MAX_CHUNK)
         hidden = self._forward(input_ids, pos, meta, [c.seq for c in chunks], width)  # [B, T, H]
         # scoring / pooling rows: read here, never sampled
-        read_task_outputs(self.model, chunks, hidden.view(-1, hidden.shape[-1]), [i * width for i in range(len(chunks))])
+        read_task_outputs(self.logits, chunks, hidden.view(-1, hidden.shape[-1]), [i * width for i in range(len(chunks))])
         wants = [c.completes and c.seq.task is None for c in chunks]
         rows = [i for i, want in enumerate(wants) if want]
         last = [chunks[i].num_tokens - 1 for i in rows]
@@ -117,7 +117,7 @@ class ModelRunner:
         input_ids = torch.tensor([ids], dtype=torch.long, device=self.device)  # [1, N]
         hidden = self._forward(input_ids, positions, meta, [work[i][0] for i in order],
                                [work[i][1] for i in order])[0]  # [N, H]
-        read_task_outputs(self.model, chunks, hidden, offsets[: len(chunks)])
+        read_task_outputs(self.logits, chunks, hidden, offsets[: len(chunks)])  # before the step's own logits
         sampling = [i for i, c in enumerate(chunks) if c.completes and c.seq.task is None]
         rows = [offsets[i] + chunks[i].num_tokens - 1 for i in sampling] + offsets[len(chunks):]
         for seq, n in work:

@@ -8,6 +8,7 @@ instead of handing logits to the sampler; the sequence then leaves the engine wi
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
@@ -16,7 +17,6 @@ import torch
 if TYPE_CHECKING:
     from qwick.engine.scheduler import PrefillChunk
     from qwick.lora.request import LoRARequest
-    from qwick.model.qwen3 import Qwen3ForCausalLM
 
 LOGIT_ROWS = 64  # positions whose full-vocabulary logits are materialised at once (bounds memory)
 
@@ -80,10 +80,12 @@ class SequenceTask:
         return min(self.targets) if self.targets else None
 
 
-def read_task_outputs(model: Qwen3ForCausalLM, chunks: list[PrefillChunk], hidden: torch.Tensor,
-                      offsets: list[int]) -> None:
+def read_task_outputs(logits_of: Callable[[torch.Tensor], torch.Tensor], chunks: list[PrefillChunk],
+                      hidden: torch.Tensor, offsets: list[int]) -> None:
     """hidden [N, H] of a prefill forward, chunk i's tokens from row offsets[i] on: store what each task chunk
-    asks for (before num_cached moves). Logits are computed only at the positions some task reads."""
+    asks for (before num_cached moves). Logits are computed only at the positions some task reads, by
+    `logits_of` (hidden [n, H] -> float32 [n, V], which this function may overwrite: the runner's reused
+    buffer, so no [64, V] tensors are allocated and page-faulted per step)."""
     rows: list[int] = []
     owners: list[tuple[SequenceTask, int]] = []
     for chunk, offset in zip(chunks, offsets, strict=True):
@@ -97,13 +99,26 @@ def read_task_outputs(model: Qwen3ForCausalLM, chunks: list[PrefillChunk], hidde
         if task.pool and end == chunk.seq.total_len:
             task.hidden = hidden[offset + chunk.num_tokens - 1].float().clone()
     for lo in range(0, len(rows), LOGIT_ROWS):
-        picked = hidden[rows[lo : lo + LOGIT_ROWS]]  # [n, H]
-        logits = model.compute_logits(picked)  # [N, V] float32
-        logits[:, owners[lo][0].valid_vocab :] = float("-inf")  # in place: log_softmax of a slice is ~3x slower
-        logprobs = torch.log_softmax(logits, dim=-1)
-        for (task, position), row in zip(owners[lo : lo + LOGIT_ROWS], logprobs, strict=True):
+        owned = owners[lo : lo + LOGIT_ROWS]
+        logits = logits_of(hidden[rows[lo : lo + LOGIT_ROWS]])  # [n, V] float32
+        logits[:, owned[0][0].valid_vocab :] = float("-inf")  # embedding padding: outside the softmax
+        # the logits read here, before the normaliser is taken in place below
+        picks = [(i, t) for i, (task, position) in enumerate(owned) for t in task.targets[position]]
+        chosen = logits[[i for i, _ in picks], [t for _, t in picks]]  # [picks]
+        top_k = max(task.top_k for task, _ in owned)
+        top = torch.topk(logits, top_k) if top_k else None
+        lse = _logsumexp_(logits)  # [n]
+        chosen = (chosen - lse[[i for i, _ in picks]]).tolist()
+        for i, (task, position) in enumerate(owned):
             # keyed by position: a sequence recomputed after preemption overwrites, never double counts
-            task.logprobs[position] = row[task.targets[position]].tolist()
-            if task.top_k:
-                values, ids = torch.topk(row, task.top_k)
-                task.top[position] = list(zip(ids.tolist(), values.tolist(), strict=True))
+            task.logprobs[position] = chosen[: len(task.targets[position])]
+            chosen = chosen[len(task.targets[position]) :]
+            if task.top_k and top is not None:
+                values = (top.values[i, : task.top_k] - lse[i]).tolist()
+                task.top[position] = list(zip(top.indices[i, : task.top_k].tolist(), values, strict=True))
+
+
+def _logsumexp_(x: torch.Tensor) -> torch.Tensor:
+    """x [n, V] -> log(sum(exp(x))) per row [n], as log_softmax takes it; x is overwritten (exp(x - max))."""
+    top = x.amax(dim=-1, keepdim=True)  # [n, 1]
+    return top.squeeze(-1) + x.sub_(top).exp_().sum(dim=-1).log()
