@@ -22,18 +22,13 @@
 #include <algorithm>
 #include <cstdint>
 
+#include "simd.h"
+
 namespace {
 
 constexpr int GROUPS = 3;      // 16-output groups per tile
 constexpr int MAX_ROWS = 8;    // rows per register block
 constexpr int64_t AHEAD = 32;  // input pairs (2 KB of a group's weights) prefetched ahead
-
-inline void store_bf16(uint16_t* p, __m512 v) {  // round to nearest even (finite v)
-  __m512i bits = _mm512_castps_si512(v);
-  const __m512i lsb = _mm512_and_si512(_mm512_srli_epi32(bits, 16), _mm512_set1_epi32(1));
-  bits = _mm512_add_epi32(bits, _mm512_add_epi32(lsb, _mm512_set1_epi32(0x7fff)));
-  _mm256_storeu_si256(reinterpret_cast<__m256i*>(p), _mm512_cvtepi32_epi16(_mm512_srli_epi32(bits, 16)));
-}
 
 // out[r][16g + j] = sum over pairs p of x[r] pair p . w[g][p][j], for R rows and G groups (R x G accumulators).
 template <int R, int G>
@@ -53,7 +48,7 @@ void block(const uint32_t* x, int64_t pairs, const uint32_t* w, uint16_t* out, i
     }
   }
   for (int r = 0; r < R; ++r)
-    for (int g = 0; g < G; ++g) store_bf16(out + r * ldo + 16 * g, acc[r][g]);
+    for (int g = 0; g < G; ++g) qwick::store16(out + r * ldo + 16 * g, acc[r][g]);
 }
 
 // `rows` (1..R) rows: the largest instantiation that fits.

@@ -20,13 +20,12 @@
 #include <cstdint>
 #include <vector>
 
+#include "simd.h"
+
 namespace {
 
-inline __m512 load16(const at::BFloat16* p) {
-  __m256i raw = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(p));
-  return _mm512_castsi512_ps(_mm512_slli_epi32(_mm512_cvtepu16_epi32(raw), 16));
-}
-inline __m512 load16(const float* p) { return _mm512_loadu_ps(p); }
+using qwick::load16;
+using qwick::store16;  // of values round16 already rounded: their bits are kept
 
 // v rounded to T's precision, kept as float (bfloat16: round to nearest even; inputs are finite)
 template <typename T>
@@ -39,12 +38,6 @@ inline __m512 round16<at::BFloat16>(__m512 v) {
   __m512i lsb = _mm512_and_si512(_mm512_srli_epi32(bits, 16), _mm512_set1_epi32(1));
   bits = _mm512_add_epi32(bits, _mm512_add_epi32(lsb, _mm512_set1_epi32(0x7fff)));
   return _mm512_castsi512_ps(_mm512_and_si512(bits, _mm512_set1_epi32(static_cast<int>(0xffff0000u))));
-}
-
-inline void store16(float* p, __m512 v) { _mm512_storeu_ps(p, v); }
-inline void store16(at::BFloat16* p, __m512 v) {  // v already rounded: keep the high halves
-  _mm256_storeu_si256(reinterpret_cast<__m256i*>(p),
-                      _mm512_cvtepi32_epi16(_mm512_srli_epi32(_mm512_castps_si512(v), 16)));
 }
 
 template <typename T>
