@@ -14,6 +14,7 @@ import struct
 from collections import Counter, OrderedDict, deque
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from itertools import islice
 
 _ROOT_HASH = 0  # the "parent hash" of a sequence's first block
 TAILS_SCANNED = 4  # computed tails compared per prefix, most recent first: bounds the cost of an allocation
@@ -118,9 +119,10 @@ class BlockManager:
         to get logits, and it may only write into private blocks, so a cached block holding the last token
         is not shared — a private block is allocated in its place and recomputed. After the shared blocks,
         a registered tail (`commit_tail`) that starts the next block with the same tokens is copied into
-        the sequence's own block (with `copy_block`): the count then also covers those tokens. `reuse_limit` caps the cached count further (a scoring
-        sequence reads logits from that position on, so it must compute it). Counts stats (queries += len(token_ids), hits += cached
-        count) only when prefix caching is on and the allocation succeeds.
+        the sequence's own block (with `copy_block`): the count then also covers those tokens.
+        `reuse_limit` caps the cached count further (a scoring sequence reads logits from that position on,
+        so it must compute it). Counts stats (queries += len(token_ids), hits += cached count) only when
+        prefix caching is on and the allocation succeeds.
         Raises NoFreeBlocksError, allocating nothing, if the sequence does not fit."""
         hits, (tail_block, tail_len) = self._match(token_ids, reuse_limit, salt)
         num_blocks = self.blocks_needed(len(token_ids))
@@ -267,7 +269,7 @@ class BlockManager:
         best = (-1, 0)
         if not wanted or self._copy_block is None:
             return hits, best
-        for block_id in list(reversed(self._tails.get(parent_hash, {})))[:TAILS_SCANNED]:
+        for block_id in islice(reversed(self._tails.get(parent_hash, {})), TAILS_SCANNED):
             block = self._blocks[block_id]
             if block.parent is not parent or block.salt != salt:  # a colliding hash, never the same chain
                 continue

@@ -108,11 +108,10 @@ def read_task_outputs(logits_of: Callable[[torch.Tensor], torch.Tensor], chunks:
         top_k = max(task.top_k for task, _ in owned)
         top = torch.topk(logits, top_k) if top_k else None
         lse = _logsumexp_(logits)  # [n]
-        chosen = (chosen - lse[[i for i, _ in picks]]).tolist()
+        logprobs = iter((chosen - lse[[i for i, _ in picks]]).tolist())  # in `picks` order
         for i, (task, position) in enumerate(owned):
             # keyed by position: a sequence recomputed after preemption overwrites, never double counts
-            task.logprobs[position] = chosen[: len(task.targets[position])]
-            chosen = chosen[len(task.targets[position]) :]
+            task.logprobs[position] = [next(logprobs) for _ in task.targets[position]]
             if task.top_k and top is not None:
                 values = (top.values[i, : task.top_k] - lse[i]).tolist()
                 task.top[position] = list(zip(top.indices[i, : task.top_k].tolist(), values, strict=True))
