@@ -5,8 +5,9 @@
 - AVX512-BF16 without AMX (Zen 4): qwick's `linear_bf16` layout (model/csrc/linear_bf16.cpp), which streams the
   weights faster than oneDNN there: the 0.6B layer stack at 1 / 8 / 32 rows 26.5 / 28 / 72 ms vs 36 / 37 / 78 ms,
   even from 256 rows on. A Linear whose shape it cannot take (outputs not a multiple of 16) gets oneDNN's.
-Packing lm_head too pays on both: on Zen 4 oneDNN's packed lm_head takes 10.6 vs 15.1 ms at 1 row, 25.6 vs 42.2 ms
-at 32 rows. Run it last: passes that need dense weights (quantization, LoRA merging) go before it.
+lm_head is packed too: on Zen 4 oneDNN's packed lm_head took 10.6 vs 15.1 ms (plain) at 1 row, 25.6 vs 42.2 ms at
+32 rows (not measured on an AMX CPU, where the packed layers were as fast as `mv` at one row and faster above).
+Run it last: passes that need dense weights (quantization, LoRA merging) go before it.
 """
 
 from __future__ import annotations
