@@ -12,7 +12,8 @@ Bars: moderation QPS at concurrency 16 >= 10x naive; p50 at concurrency 1 <= 1.5
 uncached tokens (their FLOPs, attention and the lm_head rows read included, / the measured GEMM peak). The
 memory floor (weights read once at the measured read bandwidth) is printed beside it: on an AMX Xeon it was
 the larger one, on Zen 4 (no AMX) the compute floor is. Every run gets fresh texts (a text sent before would be
-a prefix-cache hit up to its last block). On a GPU (--device cuda) it also reports the best QPS with p95 < 50 ms over a concurrency sweep.
+a prefix-cache hit up to its last block). On a GPU (--device cuda) it also reports the best QPS with p95 < 50 ms
+over a concurrency sweep.
 
 Run: python benchmarks/gates.py [--tiny] [--device cpu|cuda] [--dtype bfloat16] [--requests 64] [--json out.json]
 `--tiny` runs everything on a tiny random config in seconds (a smoke test, numbers meaningless).

@@ -109,6 +109,12 @@ def _require() -> None:
                            "log): check cpu_ops_available() first")
 
 
+def _require_bf16(op: str, check: str) -> None:
+    if not _bf16_built():
+        raise RuntimeError(f"qwick's {op} op is unavailable here (it needs AVX512-BF16 and a C++ compiler): "
+                           f"check {check}() first")
+
+
 def paged_decode(q: torch.Tensor, keys: torch.Tensor, values: torch.Tensor, block_tables: torch.Tensor,
                  context_lens: torch.Tensor, block_size: int, scale: float) -> torch.Tensor:
     """q [B, heads, D] -> [B, heads, D]: row b attends to its positions 0..context_lens[b]-1, whose keys and
@@ -122,9 +128,7 @@ def paged_prefill(q: torch.Tensor, keys: torch.Tensor, values: torch.Tensor, blo
     """q [T, heads, D] of one sequence's tokens at positions start .. start+T-1 -> [T, heads, D]: token t attends
     to positions 0 .. start+t, whose keys and values (its own included, already written) sit in keys/values
     [slots, kv_heads, D] at the slots its block table [W] names. bfloat16 only (paged_prefill_available)."""
-    if not _bf16_built():
-        raise RuntimeError("qwick's paged_prefill op is unavailable here (it needs AVX512-BF16 and a C++ compiler): "
-                           "check paged_prefill_available() first")
+    _require_bf16("paged_prefill", "paged_prefill_available")
     return torch.ops.qwick_cpu.paged_prefill(q, keys, values, block_table, start, block_size, scale)
 
 
@@ -143,9 +147,7 @@ def unpack_linear_bf16(packed: torch.Tensor) -> torch.Tensor:
 
 def linear_bf16(x: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
     """x [M, K] bfloat16 times a pack_linear_bf16 weight -> [M, N] bfloat16 (x @ W.T, float32 sums)."""
-    if not _bf16_built():
-        raise RuntimeError("qwick's linear_bf16 op is unavailable here (it needs AVX512-BF16 and a C++ compiler): "
-                           "check bf16_ops_available() first")
+    _require_bf16("linear_bf16", "bf16_ops_available")
     return torch.ops.qwick_cpu.linear_bf16(x, weight)
 
 

@@ -78,7 +78,7 @@ struct Scratch {
   std::vector<uint32_t> keys;    // [KEYS / 16][D / 2][16]: (g, p, j) = dims 2p, 2p+1 of key 16g + j
   std::vector<uint32_t> values;  // [KEYS / 2][D / 16][16]: (i, c, l) = dim 16c + l of keys 2i, 2i+1
   std::vector<uint16_t> q;       // [rows4][D] the task's query rows, zero rows as padding
-  std::vector<float> scores;     // [rows4][KEYS] scores, then float32 probabilities
+  std::vector<float> scores;     // [rows4][KEYS] scaled scores of the current chunk
   std::vector<uint16_t> probs;   // [rows4][KEYS] the probabilities in bfloat16
   std::vector<float> acc, max, sum;  // [rows4][D] unnormalised outputs; running max and sum of each row
 };
