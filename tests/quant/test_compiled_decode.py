@@ -25,7 +25,6 @@ def _tokens(llm: LLM, prompts: list[dict[str, list[int]]]) -> list[list[int]]:
 
 @pytest.mark.parametrize("quantization", [None, "int8"])
 def test_compiled_decode_matches_eager_without_recompiling(trained_lm: tuple[Path, BigramLanguage],
-                                                           monkeypatch: pytest.MonkeyPatch,
                                                            quantization: str | None) -> None:
     folder, language = trained_lm
     kwargs = dict(dtype="float32", skip_tokenizer_init=True, max_model_len=128, quantization=quantization)
@@ -33,9 +32,12 @@ def test_compiled_decode_matches_eager_without_recompiling(trained_lm: tuple[Pat
     compiled = LLM(folder, compile_decode=True, **kwargs)  # warms up the 1-row and many-row graphs
     assert isinstance(compiled.model.model.forward, CompiledDecode)
     prompts = _prompts(language)
-    monkeypatch.setattr(torch._dynamo.config, "error_on_recompile", True)  # any new shape would now raise
-    assert [_tokens(compiled, [p]) for p in prompts] == [_tokens(eager, [p]) for p in prompts]  # 1 row
-    assert _tokens(compiled, prompts) == _tokens(eager, prompts)  # 3 rows of different context lengths
+    # Dynamo's own patch: monkeypatch's undo deletes config entries that were at their default, after which
+    # the next case's recompile check raised "error_on_recompile does not exist".
+    with torch._dynamo.config.patch(error_on_recompile=True):  # any new shape would now raise
+        assert [_tokens(compiled, [p]) for p in prompts] == [_tokens(eager, [p]) for p in prompts]  # 1 row
+        assert _tokens(compiled, prompts) == _tokens(eager, prompts)  # 3 rows of different context lengths
+    assert torch._dynamo.config.error_on_recompile is False  # restored for whatever runs next
 
 
 def test_compile_decode_and_lora_are_exclusive(trained_lm) -> None:

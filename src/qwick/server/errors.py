@@ -51,9 +51,14 @@ def internal_error(request_id: str) -> APIError:
                     code="internal_error")
 
 
+# Which complaint a body with several problems reports, decided here and not by pydantic's internal order:
+# malformed JSON, then an unknown field (usually a typo of a real one), then a missing one, then bad values.
+_ERROR_PRIORITY = {"json_invalid": 0, "extra_forbidden": 1, "missing": 2}
+
+
 def from_validation_error(exc: ValidationError) -> APIError:
-    """pydantic's first complaint, as a 400 naming the field (never FastAPI's default 422)."""
-    first = exc.errors(include_url=False)[0]
+    """One complaint, chosen deterministically (see _ERROR_PRIORITY), as a 400 naming the field (never a 422)."""
+    first = min(exc.errors(include_url=False), key=_error_rank)
     if first["type"] == "json_invalid":
         return bad_request(f"malformed JSON in the request body: {first.get('ctx', {}).get('error', first['msg'])}",
                            code="invalid_json")
@@ -61,6 +66,10 @@ def from_validation_error(exc: ValidationError) -> APIError:
     if param is None:
         return bad_request(f"the request body must be a JSON object: {first['msg']}")
     return bad_request(f"invalid value for '{param}': {first['msg']}", param=param, code="invalid_value")
+
+
+def _error_rank(error: Any) -> tuple[int, str]:
+    return _ERROR_PRIORITY.get(error["type"], len(_ERROR_PRIORITY) + 1), field_path(error["loc"]) or ""
 
 
 def field_path(loc: tuple[int | str, ...]) -> str | None:
