@@ -11,7 +11,7 @@ from typing import Any, TextIO
 DEFAULT_MODEL = "Qwen/Qwen3-0.6B"
 CHAT_HELP = "commands: /think  /no_think  /reset  /exit   (Ctrl-D also exits)"  # as qwick.chat_repl says
 # a Hugging Face id (Org/Name-1.5B) as a whole prompt is a model given in the prompt's place, not a prompt
-_MODEL_ID = re.compile(r"[\w.-]+/[\w.]*[\d-][\w.-]*")
+_MODEL_ID = re.compile(r"[A-Za-z][\w.-]*/[\w.]*[\d-][\w.-]*")
 
 
 def _add_model_args(parser: argparse.ArgumentParser) -> None:

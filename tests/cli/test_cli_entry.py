@@ -57,3 +57,12 @@ def test_generate_with_model_and_prompt_is_not_second_guessed(tiny_model_dir):
     out = subprocess.run([sys.executable, "-m", "qwick", "generate", str(tiny_model_dir), "Qwen/Qwen3-1.7B",
                           "--max-tokens", "2", "--dtype", "float32"], capture_output=True, text=True, timeout=120)
     assert out.returncode == 0, out.stderr
+
+
+@pytest.mark.parametrize("prompt", ["yes/no", "what is 1/2?", "Hello", "1/2"])
+def test_ordinary_prompts_without_a_model_are_prompts(prompt):
+    from qwick.cli import _check_generate_args, build_parser
+
+    args = build_parser().parse_args(["generate", prompt])
+    assert args.model is None and args.prompt == prompt
+    _check_generate_args(args)  # no error: the default model will be used
