@@ -17,9 +17,10 @@ from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from importlib import resources
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import torch
+if TYPE_CHECKING:
+    import torch
 
 TESTS = ("prefill_128", "prefill_512", "decode")
 
@@ -74,6 +75,7 @@ class QwickRunner:
 
 class TransformersRunner:
     def __init__(self, folder: Path, dtype: str, weights: dict[str, torch.Tensor], decode_tokens: int) -> None:
+        import torch  # here and below, not at the top: `qwick --help` builds bench's parser without torch
         import transformers
 
         config = transformers.AutoConfig.from_pretrained(folder)
@@ -93,10 +95,14 @@ class TransformersRunner:
         self.criteria = transformers.StoppingCriteriaList([Clock()])
 
     def prefill(self, ids: list[int]) -> None:
+        import torch
+
         with torch.inference_mode():
             self.model(torch.tensor([ids]), use_cache=True, logits_to_keep=1)
 
     def decode_rate(self, prompt: list[int]) -> float:
+        import torch
+
         self.stamps.clear()
         with torch.inference_mode():
             self.model.generate(torch.tensor([prompt]), do_sample=False, max_new_tokens=self.n + 1,
@@ -112,6 +118,8 @@ def _rate(fn: Callable[[], Any], tokens: int) -> float:
 
 def measure(runners: dict[str, Any], rounds: int) -> dict[str, dict[str, float]]:
     """tokens/s per engine and test: one warm-up, then `rounds` alternating rounds, median."""
+    import torch
+
     samples: dict[str, dict[str, list[float]]] = {name: {t: [] for t in TESTS} for name in runners}
     prompts = {length: torch.randint(0, 150000, (length,)).tolist() for length in (64, 128, 512)}
     for round_index in range(rounds + 1):
@@ -128,6 +136,8 @@ def measure(runners: dict[str, Any], rounds: int) -> dict[str, dict[str, float]]
 
 
 def run_bench(args: argparse.Namespace) -> int:
+    import torch
+
     from qwick.device import cpu_has_native_bf16, resolve_dtype
     from qwick.model.cpu_packing import dense_state_dict
 

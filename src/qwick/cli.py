@@ -3,17 +3,21 @@
 from __future__ import annotations
 
 import argparse
+import re
 import sys
 from collections.abc import Sequence
 from typing import Any, TextIO
 
-DIM, RESET = "\x1b[2m", "\x1b[0m"
-CHAT_HELP = "commands: /think  /no_think  /reset  /exit   (Ctrl-D also exits)"
+DEFAULT_MODEL = "Qwen/Qwen3-0.6B"
+CHAT_HELP = "commands: /think  /no_think  /reset  /exit   (Ctrl-D also exits)"  # as qwick.chat_repl says
+# a Hugging Face id (Org/Name-1.5B) as a whole prompt is a model given in the prompt's place, not a prompt
+_MODEL_ID = re.compile(r"[A-Za-z][\w.-]*/[\w.]*[\d-][\w.-]*")
 
 
 def _add_model_args(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("model", nargs="?", default="Qwen/Qwen3-0.6B",
-                        help="local model folder or Hugging Face id (default: Qwen/Qwen3-0.6B)")
+    # default None, not the id: generate must tell "no model given" apart from the default typed out
+    parser.add_argument("model", nargs="?", default=None,
+                        help=f"local model folder or Hugging Face id (default: {DEFAULT_MODEL})")
     parser.add_argument("--dtype", default="auto", choices=["auto", "float32", "bfloat16", "float16"],
                         help="weights/activations dtype; auto = bfloat16 on CPUs with bf16 math, else float32")
     parser.add_argument("--device", default="auto", help="auto, cpu or cuda")
@@ -54,12 +58,14 @@ def build_parser() -> argparse.ArgumentParser:
     gen.add_argument("prompt", help="the prompt text")
     gen.add_argument("--chat", action="store_true", help="treat PROMPT as a user message of a chat")
     gen.add_argument("--no-think", action="store_true", help="with --chat: enable_thinking=False")
+    _add_lora_arg(gen)
     _add_sampling_args(gen, 256)
 
     chat = sub.add_parser("chat", help="interactive multi-turn chat", description=f"Interactive chat. {CHAT_HELP}")
     _add_model_args(chat)
     chat.add_argument("--no-think", action="store_true", help="start with thinking disabled (/think re-enables)")
     chat.add_argument("--system", default=None, help="system prompt")
+    _add_lora_arg(chat)
     _add_sampling_args(chat, 2048)
 
     serve = sub.add_parser("serve", help="OpenAI-compatible HTTP server",
@@ -73,7 +79,7 @@ def build_parser() -> argparse.ArgumentParser:
     bench = sub.add_parser("bench", help="prefill/decode speed vs transformers on dummy weights",
                            description="Benchmark prefill (128/512 tokens) and batch-1 decode on the Qwen3-0.6B "
                                        "shape with dummy weights, side by side with transformers.")
-    from qwick.bench import add_bench_args
+    from qwick.bench import add_bench_args  # bench imports torch only when it runs
 
     add_bench_args(bench)
     # Further commands live beside their code; each sets `handler` (args -> exit code) on its parser.
@@ -87,6 +93,11 @@ def build_parser() -> argparse.ArgumentParser:
 
     register_quant_commands(sub)
     return parser
+
+
+def _add_lora_arg(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--lora", default=None, metavar="ADAPTER",
+                        help="a PEFT LoRA adapter folder to generate with (applied unmerged over MODEL)")
 
 
 def _sampling_params(args: argparse.Namespace) -> Any:
@@ -106,85 +117,51 @@ def _load(args: argparse.Namespace, **engine_kwargs: Any) -> Any:
                threads=args.threads, compile_decode=args.compile, **engine_kwargs)
 
 
+def _load_with_lora(args: argparse.Namespace) -> tuple[Any, Any]:
+    """The LLM and the LoRARequest of --lora (None without it); the adapter is loaded and checked now."""
+    if args.lora is None:
+        return _load(args), None
+    from pathlib import Path
+
+    from qwick.lora.adapter import read_rank
+    from qwick.lora.request import LoRARequest
+
+    if not Path(args.lora).is_dir():
+        raise FileNotFoundError(f"--lora {args.lora!r} is not a folder: pass a PEFT adapter folder "
+                                "(adapter_config.json + adapter_model.safetensors)")
+    llm = _load(args, enable_lora=True, max_lora_rank=read_rank(args.lora))
+    lora = LoRARequest(Path(args.lora).name or "adapter", 1, args.lora)
+    llm.add_lora(lora)
+    return llm, lora
+
+
+def _check_generate_args(args: argparse.Namespace) -> None:
+    """`qwick generate FOLDER` (prompt forgotten) parses as the default model with FOLDER as the prompt."""
+    if args.model is not None:
+        return
+    from pathlib import Path
+
+    looks_like_model = Path(args.prompt).is_dir() or _MODEL_ID.fullmatch(args.prompt) is not None
+    if looks_like_model:
+        raise ValueError(f"{args.prompt!r} looks like a model, given where the prompt goes, and no prompt was "
+                         f"given: run `qwick generate {args.prompt} \"PROMPT\"` (or name the model and the prompt "
+                         "both, to send this text as the prompt)")
+
+
 def run_generate(args: argparse.Namespace, out: TextIO) -> int:
     params = _sampling_params(args)
-    llm = _load(args)
+    llm, lora = _load_with_lora(args)
     if args.chat:
         kwargs = {"enable_thinking": False} if args.no_think else {}
-        deltas = llm.stream_chat([{"role": "user", "content": args.prompt}], params, chat_template_kwargs=kwargs)
+        deltas = llm.stream_chat([{"role": "user", "content": args.prompt}], params, chat_template_kwargs=kwargs,
+                                 lora_request=lora)
     else:
-        deltas = llm.stream(args.prompt, params)
+        deltas = llm.stream(args.prompt, params, lora_request=lora)
     for delta in deltas:
         out.write(delta.text)
         out.flush()
     out.write("\n")
     return 0
-
-
-def run_chat(args: argparse.Namespace, out: TextIO, inp: TextIO) -> int:
-    params = _sampling_params(args)
-    llm = _load(args)
-    tty = out.isatty()
-    dim, reset = (DIM, RESET) if tty else ("", "")
-    thinking = not args.no_think
-    system = [{"role": "system", "content": args.system}] if args.system else []
-    history: list[dict[str, str]] = []
-    out.write(f"qwick chat: {args.model} (thinking {'on' if thinking else 'off'}). {CHAT_HELP}\n")
-    while True:
-        out.write(">>> ")
-        out.flush()
-        line = inp.readline()
-        if not line:
-            out.write("\n")
-            return 0
-        text = line.strip()
-        if not text:
-            continue
-        if text in ("/exit", "/quit", "/bye"):
-            return 0
-        if text in ("/think", "/no_think"):
-            thinking = text == "/think"
-            out.write(f"[thinking {'on' if thinking else 'off'}]\n")
-            continue
-        if text == "/reset":
-            history.clear()
-            out.write("[history cleared]\n")
-            continue
-        if text.startswith("/") and " " not in text:
-            out.write(f"[unknown command {text}] {CHAT_HELP}\n")
-            continue
-        history.append({"role": "user", "content": text})
-        reasoning, content = _stream_turn(llm, system + history, params, thinking, out, dim, reset)
-        history.append({"role": "assistant", "content": content, "reasoning_content": reasoning})
-
-
-def _stream_turn(llm: Any, messages: list[dict[str, str]], params: Any, thinking: bool, out: TextIO,
-                 dim: str, reset: str) -> tuple[str, str]:
-    """Stream one assistant turn: thinking dimmed (or in [think] brackets off a terminal), then the answer."""
-    reasoning, content = "", ""
-    in_thought = False
-    kwargs = {"enable_thinking": thinking}
-    try:
-        for delta in llm.stream_chat(messages, params, chat_template_kwargs=kwargs):
-            if delta.reasoning_content:
-                if not in_thought:
-                    out.write(dim + ("" if dim else "[think] "))
-                    in_thought = True
-                out.write(delta.reasoning_content)
-                reasoning += delta.reasoning_content
-            if delta.content:
-                if in_thought:
-                    out.write(reset + ("" if reset else " [/think]") + "\n")
-                    in_thought = False
-                out.write(delta.content)
-                content += delta.content
-            out.flush()
-    except KeyboardInterrupt:
-        out.write(" [interrupted]")
-    if in_thought:
-        out.write(reset)
-    out.write("\n")
-    return reasoning, content
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -193,9 +170,18 @@ def main(argv: Sequence[str] | None = None) -> int:
         if getattr(args, "handler", None) is not None:
             return int(args.handler(args))
         if args.command == "generate":
+            _check_generate_args(args)
+        if args.command in ("generate", "chat", "serve"):
+            args.model = args.model or DEFAULT_MODEL  # _add_model_args' default, once generate has checked
+        if args.command == "generate":
             return run_generate(args, sys.stdout)
         if args.command == "chat":
-            return run_chat(args, sys.stdout, sys.stdin)
+            from qwick.chat_repl import run_chat
+
+            params = _sampling_params(args)  # bad values fail before the model loads
+            llm, lora = _load_with_lora(args)
+            return run_chat(llm, params, sys.stdout, sys.stdin, model=args.model,
+                            thinking=not args.no_think, system=args.system, lora=lora)
         if args.command == "serve":
             from qwick.server.cli import run_serve
 

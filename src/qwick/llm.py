@@ -24,7 +24,14 @@ from qwick.outputs import RequestOutput, StreamDelta
 from qwick.quant import validate_quantization
 from qwick.quant.checkpoint import load_model
 from qwick.sampling_params import GenerationDefaults, SamplingParams
-from qwick.tokenizer import ReasoningStreamParser, Tokenizer, parse_reasoning
+from qwick.tokenizer import (
+    ReasoningStreamParser,
+    Tokenizer,
+    output_thinks,
+    parse_tool_calls,
+    split_chat_output,
+)
+from qwick.tokenizer.reasoning import THINK_START
 
 if TYPE_CHECKING:
     from qwick.engine.async_engine import AsyncLLMEngine
@@ -125,11 +132,18 @@ class LLM:
         conversations = [messages] if messages and isinstance(messages[0], dict) else list(messages)
         kwargs = chat_template_kwargs or {}
         prompts = [self.render_chat(c, tools, kwargs, add_generation_prompt) for c in conversations]
-        outputs = self.generate([{"prompt": p} for p in prompts], sampling_params, lora_request=lora_request)
+        params = _params_per_prompt(sampling_params, len(prompts))
+        outputs = self.generate([{"prompt": p} for p in prompts], params, lora_request=lora_request)
         thinking = kwargs.get("enable_thinking", True) is not False
-        for out in outputs:
+        for out, prompt, p in zip(outputs, prompts, params, strict=True):
+            opened, structured = prompt.rstrip().endswith(THINK_START), p.structured_outputs is not None
             for completion in out.outputs:
-                completion.reasoning_content, completion.content = parse_reasoning(completion.text, thinking)
+                # the server's split (qwick.server.chat), so offline and HTTP answers agree
+                completion.reasoning_content, completion.content = split_chat_output(
+                    completion.text, thinking, opened, structured)
+                if tools and completion.content:
+                    parsed = parse_tool_calls(completion.content)
+                    completion.content, completion.tool_calls = parsed.content, parsed.tool_calls or None
         return outputs
 
     def stream(self, prompt: PromptInput, sampling_params: SamplingParams | None = None, *,
@@ -150,14 +164,20 @@ class LLM:
                     tools: list[dict[str, Any]] | None = None,
                     chat_template_kwargs: dict[str, Any] | None = None,
                     lora_request: LoRARequest | None = None) -> Iterator[StreamDelta]:
-        """Like `stream`, with each delta's text also split into `reasoning_content` and `content`."""
+        """Like `stream`, with each delta's text also split into `reasoning_content` and `content` as `chat` splits
+        the whole text. Tool calls are not parsed here: the text carries them (`chat` parses them)."""
         kwargs = chat_template_kwargs or {}
         prompt = self.render_chat(messages, tools, kwargs, True)
+        params = sampling_params or SamplingParams()
         parsers: dict[int, ReasoningStreamParser] = {}
         thinking = kwargs.get("enable_thinking", True) is not False
-        opened = prompt.rstrip().endswith("<think>")
-        for delta in self.stream({"prompt": prompt}, sampling_params, lora_request=lora_request):
-            parser = parsers.setdefault(delta.index, ReasoningStreamParser(thinking, prompt_opened_think=opened))
+        opened, structured = prompt.rstrip().endswith(THINK_START), params.structured_outputs is not None
+        for delta in self.stream({"prompt": prompt}, params, lora_request=lora_request):
+            if delta.index not in parsers and not delta.text and delta.finish_reason is None:
+                yield delta  # no text yet: the split is decided from the first text (see output_thinks)
+                continue
+            parser = parsers.setdefault(delta.index, ReasoningStreamParser(
+                output_thinks(delta.text, thinking, opened, structured), prompt_opened_think=opened))
             parts = [parser.feed(delta.text)]
             if delta.finish_reason is not None:
                 parts.append(parser.finish())

@@ -3,6 +3,10 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from qwick.tokenizer.tool_calls import ToolCall
 
 
 @dataclass
@@ -26,7 +30,8 @@ class CompletionOutput:
     finish_reason: str | None = None  # "stop" | "length" | "abort"
     stop_reason: int | str | None = None  # the stop token id or stop string that ended it
     reasoning_content: str | None = None  # chat only: the <think> block's text
-    content: str | None = None  # chat only: the answer after </think>
+    content: str | None = None  # chat only: the answer after </think>, less any tool calls
+    tool_calls: list[ToolCall] | None = None  # chat with tools=: the parsed hermes calls (None: no call)
 
 
 @dataclass

@@ -14,6 +14,7 @@ on the main thread and stepping it here creates exactly that; a factory keeps ev
 from __future__ import annotations
 
 import asyncio
+import atexit
 import contextlib
 import logging
 import queue
@@ -108,6 +109,10 @@ class AsyncLLMEngine:
         if failure:
             self._thread.join()
             raise failure[0]
+        # At interpreter exit, stop the loop between two steps. Left running (a caller that failed and never shut
+        # it down), the daemon thread can still be inside a torch op when the process tears down, which aborts it:
+        # "terminate called without an active exception", exit status 134.
+        atexit.register(self.stop)
 
     # ---- EngineClient, called from coroutines ----
 
@@ -181,6 +186,8 @@ class AsyncLLMEngine:
             logger.warning("requests %s still running after %.1f s of shutdown: aborting them", left, timeout)
             self._inbox.put(_Stop(graceful=False))
             await asyncio.to_thread(self._thread.join, timeout)  # at most one step more
+        if not self._thread.is_alive():
+            atexit.unregister(self.stop)
 
     def stop(self, timeout: float = 30.0) -> None:
         """Stop now, from synchronous code (e.g. a server setup that failed after starting the engine): abort
@@ -189,6 +196,8 @@ class AsyncLLMEngine:
             self._accepting = False
             self._inbox.put(_Stop(graceful=False))
         self._thread.join(timeout)
+        if not self._thread.is_alive():
+            atexit.unregister(self.stop)
 
     @property
     def is_running(self) -> bool:

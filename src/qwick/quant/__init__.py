@@ -2,9 +2,24 @@
 
 from __future__ import annotations
 
-from qwick.quant.apply import QUANTIZATION_METHODS, quantize_model, validate_quantization
-from qwick.quant.int4 import INT4_GROUP_SIZES, Int4Linear
-from qwick.quant.int8 import Int8Embedding, Int8Linear
+import importlib
+from typing import TYPE_CHECKING, Any
+
+from qwick.quant.options import INT4_GROUP_SIZES, QUANTIZATION_METHODS
+
+if TYPE_CHECKING:
+    from qwick.quant.apply import quantize_model, validate_quantization
+    from qwick.quant.int4 import Int4Linear
+    from qwick.quant.int8 import Int8Embedding, Int8Linear
 
 __all__ = ["INT4_GROUP_SIZES", "QUANTIZATION_METHODS", "Int4Linear", "Int8Embedding", "Int8Linear",
            "quantize_model", "validate_quantization"]
+# Imported on first use (they need torch), so the `qwick quantize` parser builds without torch.
+_LOCATIONS = {"quantize_model": "qwick.quant.apply", "validate_quantization": "qwick.quant.apply",
+              "Int4Linear": "qwick.quant.int4", "Int8Embedding": "qwick.quant.int8", "Int8Linear": "qwick.quant.int8"}
+
+
+def __getattr__(name: str) -> Any:
+    if name in _LOCATIONS:
+        return getattr(importlib.import_module(_LOCATIONS[name]), name)
+    raise AttributeError(f"module 'qwick.quant' has no attribute {name!r}")

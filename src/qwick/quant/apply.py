@@ -8,12 +8,11 @@ import torch
 from torch import nn
 
 from qwick.model.qwen3 import Qwen3ForCausalLM
-from qwick.quant.int4 import INT4_GROUP_SIZES, Int4Linear
+from qwick.quant.int4 import Int4Linear
 from qwick.quant.int8 import Int8Embedding, Int8Linear
+from qwick.quant.options import DEFAULT_GROUP_SIZE, INT4_GROUP_SIZES, QUANTIZATION_METHODS
 
-QUANTIZATION_METHODS = ("int8", "int4")
 PROJECTIONS = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj")
-DEFAULT_GROUP_SIZE = 128
 
 
 def validate_quantization(method: str | None, group_size: int = DEFAULT_GROUP_SIZE) -> None:

@@ -8,8 +8,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from qwick.quant.apply import DEFAULT_GROUP_SIZE, QUANTIZATION_METHODS
-from qwick.quant.int4 import INT4_GROUP_SIZES
+from qwick.quant.options import DEFAULT_GROUP_SIZE, INT4_GROUP_SIZES, QUANTIZATION_METHODS
 
 
 def register_quant_commands(sub: Any) -> None:

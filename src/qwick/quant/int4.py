@@ -9,8 +9,8 @@ from torch import nn
 from qwick.quant.int8 import dense_weight
 from qwick.quant.kernels import resolve_kernel
 from qwick.quant.layout import block_int4, pack_nibbles, unpack_nibbles
+from qwick.quant.options import INT4_GROUP_SIZES
 
-INT4_GROUP_SIZES = (32, 64, 128)
 CLIP_RATIOS = (1.0, 0.95, 0.9, 0.85, 0.8, 0.75, 0.7)
 _CPU_N_MULTIPLE = 16  # `_convert_weight_to_int4pack_for_cpu` rejects out_features not divisible by 16
 

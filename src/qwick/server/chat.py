@@ -43,8 +43,9 @@ from qwick.tokenizer import (
     ReasoningStreamParser,
     Tokenizer,
     ToolCallStreamParser,
-    parse_reasoning,
+    output_thinks,
     parse_tool_calls,
+    split_chat_output,
 )
 from qwick.tokenizer.reasoning import THINK_START
 
@@ -69,9 +70,7 @@ class ChatPlan:
 
     def thinks(self, output_start: str) -> bool:
         """Whether the output holds a think block, judged from its start (the grammar never writes <think>)."""
-        if self.structured and self.thinking and not self.prompt_opened_think:
-            return output_start.startswith(THINK_START)
-        return self.thinking
+        return output_thinks(output_start, self.thinking, self.prompt_opened_think, self.structured)
 
 
 class ChatServing:
@@ -153,7 +152,7 @@ class ChatServing:
         return Response(response.model_dump_json(), media_type="application/json")
 
     def _choice(self, out: CompletionOutput, plan: ChatPlan) -> ChatChoice:
-        reasoning, content = parse_reasoning(out.text, plan.thinks(out.text), plan.prompt_opened_think)
+        reasoning, content = split_chat_output(out.text, plan.thinking, plan.prompt_opened_think, plan.structured)
         calls = []
         if plan.parse_tools and content:
             parsed = parse_tool_calls(content)

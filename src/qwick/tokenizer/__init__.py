@@ -2,7 +2,13 @@
 
 from qwick.tokenizer.chat import ChatTemplate
 from qwick.tokenizer.detokenizer import IncrementalDetokenizer
-from qwick.tokenizer.reasoning import ReasoningDelta, ReasoningStreamParser, parse_reasoning
+from qwick.tokenizer.reasoning import (
+    ReasoningDelta,
+    ReasoningStreamParser,
+    output_thinks,
+    parse_reasoning,
+    split_chat_output,
+)
 from qwick.tokenizer.tokenizer import Tokenizer
 from qwick.tokenizer.tool_calls import (
     ToolCall,
@@ -26,6 +32,8 @@ __all__ = [
     "ToolCallStreamParser",
     "ToolStreamDelta",
     "make_tool_call_id",
+    "output_thinks",
     "parse_reasoning",
     "parse_tool_calls",
+    "split_chat_output",
 ]

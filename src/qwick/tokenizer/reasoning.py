@@ -46,6 +46,24 @@ def parse_reasoning(text: str, thinking_enabled: bool = True,
     return reasoning.strip("\n") or None, content.lstrip("\n") or None
 
 
+def output_thinks(output_start: str, thinking_enabled: bool, prompt_opened_think: bool = False,
+                  structured: bool = False) -> bool:
+    """Whether a chat output holds a think block, judged from its start (its first text is enough).
+
+    A structured answer's grammar never writes `<think>`, so there an output that does not open one is all
+    answer; otherwise the template's thinking switch decides (a truncated thought is still reasoning)."""
+    if structured and thinking_enabled and not prompt_opened_think:
+        return output_start.startswith(THINK_START)
+    return thinking_enabled
+
+
+def split_chat_output(text: str, thinking_enabled: bool, prompt_opened_think: bool = False,
+                      structured: bool = False) -> tuple[str | None, str | None]:
+    """(reasoning_content, content) of a whole chat output: the one split the server and `LLM.chat` share."""
+    return parse_reasoning(text, output_thinks(text, thinking_enabled, prompt_opened_think, structured),
+                           prompt_opened_think)
+
+
 class ReasoningStreamParser:
     """Streaming twin of `parse_reasoning`: `feed` each text delta, then `finish` once.
 

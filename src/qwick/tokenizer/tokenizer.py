@@ -15,6 +15,7 @@ from typing import Any
 import tokenizers
 
 from qwick.tokenizer.chat import ChatTemplate
+from qwick.tokenizer.hf_api import HFTokenizerAPI
 
 TOKENIZER_FILE = "tokenizer.json"
 CONFIG_FILE = "tokenizer_config.json"
@@ -24,14 +25,17 @@ SPECIAL_TOKEN_ROLES = ("bos_token", "eos_token", "unk_token", "sep_token", "pad_
 THINK_START, THINK_END = "<think>", "</think>"
 
 
-class Tokenizer:
-    """Byte-level BPE tokenizer with chat-template rendering; see `from_pretrained`."""
+class Tokenizer(HFTokenizerAPI):
+    """Byte-level BPE tokenizer with chat-template rendering; see `from_pretrained`. Also answers transformers'
+    common calls (qwick.tokenizer.hf_api)."""
 
     def __init__(self, backend: tokenizers.Tokenizer, *, chat_template: str | None = None,
-                 special_tokens_map: Mapping[str, str] | None = None) -> None:
+                 special_tokens_map: Mapping[str, str] | None = None,
+                 additional_special_tokens: Sequence[str] = ()) -> None:
         self._backend = backend
         self.chat_template = chat_template
         self.special_tokens_map = dict(special_tokens_map or {})
+        self.additional_special_tokens = list(additional_special_tokens)
         added = backend.get_added_tokens_decoder()
         self.special_token_ids = frozenset(i for i, token in added.items() if token.special)
         # Max id + 1 rather than a count, so an id gap could never make a valid id look out of range.
@@ -64,19 +68,23 @@ class Tokenizer:
             raise ValueError(f"{config_file}: only a single string `chat_template` is supported, "
                              f"got {type(chat_template).__name__}")
         roles = {role: _token_text(config[role]) for role in SPECIAL_TOKEN_ROLES if config.get(role) is not None}
+        extra = [_token_text(t) for t in config.get("additional_special_tokens") or []]
         return cls(tokenizers.Tokenizer.from_file(str(tokenizer_file)), chat_template=chat_template,
-                   special_tokens_map=roles)
+                   special_tokens_map=roles, additional_special_tokens=extra)
 
     def to_json(self) -> str:
         """The tokenizer as `tokenizer.json` text (grammar backends build their own index from it)."""
         return self._backend.to_str()
 
-    def encode(self, text: str) -> list[int]:
-        """Token ids of `text`; added tokens written in the text (`<|im_start|>`, `<think>`) are recognised."""
-        return self._backend.encode(text, add_special_tokens=False).ids
+    def encode(self, text: str, add_special_tokens: bool = False) -> list[int]:
+        """Token ids of `text`; added tokens written in the text (`<|im_start|>`, `<think>`) are recognised.
+        `add_special_tokens` applies tokenizer.json's post-processor (Qwen3's adds nothing, so either gives
+        transformers' ids)."""
+        return self._backend.encode(text, add_special_tokens=add_special_tokens).ids
 
-    def decode(self, ids: Iterable[int], skip_special_tokens: bool = False) -> str:
-        return self._backend.decode(list(ids), skip_special_tokens=skip_special_tokens)
+    def decode(self, ids: Iterable[int] | int, skip_special_tokens: bool = False, **_: Any) -> str:
+        """Text of `ids` (a list, a tensor or one id); extra transformers options are accepted and ignored."""
+        return self._backend.decode(_id_list(ids), skip_special_tokens=skip_special_tokens)
 
     def token_to_id(self, token: str) -> int | None:
         return self._backend.token_to_id(token)
@@ -84,8 +92,15 @@ class Tokenizer:
     def id_to_token(self, token_id: int) -> str | None:
         return self._backend.id_to_token(token_id)
 
-    def convert_ids_to_tokens(self, ids: Iterable[int]) -> list[str | None]:
-        return [self._backend.id_to_token(i) for i in ids]
+    def convert_ids_to_tokens(self, ids: Iterable[int] | int,
+                              skip_special_tokens: bool = False) -> str | list[str | None] | None:
+        if isinstance(ids, int):
+            return self._backend.id_to_token(ids)
+        return [self._backend.id_to_token(i) for i in _id_list(ids)
+                if not (skip_special_tokens and i in self.special_token_ids)]
+
+    def get_vocab(self) -> dict[str, int]:
+        return self._backend.get_vocab(with_added_tokens=True)
 
     def apply_chat_template(self, messages: Sequence[Mapping[str, Any]], tools: Sequence[Mapping[str, Any]] | None = None,
                             add_generation_prompt: bool = True, tokenize: bool = False, *,
@@ -111,6 +126,11 @@ class Tokenizer:
     def _role_id(self, role: str) -> int | None:
         token = self.special_tokens_map.get(role)
         return None if token is None else self._backend.token_to_id(token)
+
+
+def _id_list(ids: Iterable[int] | int) -> list[int]:
+    # one id, a list, or a tensor / numpy array (whose items are not Python ints)
+    return [int(ids)] if isinstance(ids, int) else [int(i) for i in ids]
 
 
 def _token_text(value: str | Mapping[str, Any]) -> str:
