@@ -54,9 +54,10 @@ def with_legacy_functions(body: ChatCompletionRequest) -> ChatCompletionRequest:
     choice: str | NamedToolChoice | None
     if isinstance(body.function_call, dict):
         name = body.function_call.get("name")
-        if not isinstance(name, str):
-            raise bad_request("'function_call' must be \"none\", \"auto\" or {\"name\": <a function's name>}",
-                              param="function_call", code="invalid_value")
+        names = [function.name for function in body.functions]
+        if name not in names:
+            raise bad_request(f"'function_call' must be \"none\", \"auto\" or {{\"name\": <one of {names}>}}, "
+                              f"got {body.function_call!r}", param="function_call", code="invalid_value")
         choice = NamedToolChoice(function={"name": name})
     else:
         choice = body.function_call
