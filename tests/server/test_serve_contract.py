@@ -4,6 +4,8 @@ message forms, and options qwick refuses by name instead of ignoring."""
 
 from __future__ import annotations
 
+import json
+
 import openai
 import pytest
 from serverkit import MODEL
@@ -30,10 +32,10 @@ def test_a_chat_message_has_a_null_refusal_and_no_tool_calls_key(server):
 
 
 def test_streamed_logprobs_carry_a_null_refusal(server):
-    with server.client().chat.completions.create(model=MODEL, messages=USER, max_tokens=2, logprobs=True,
-                                                 stream=True) as stream:
-        logprobs = [c.choices[0].logprobs for c in stream if c.choices and c.choices[0].logprobs]
-    assert logprobs and all(lp.refusal is None and lp.content for lp in logprobs)
+    events = chat(server, max_tokens=2, logprobs=True, stream=True).text.split("\n\n")
+    chunks = [json.loads(e[len("data: "):]) for e in events if e.startswith("data: {")]
+    logprobs = [c["choices"][0]["logprobs"] for c in chunks if c["choices"] and c["choices"][0].get("logprobs")]
+    assert logprobs and all("refusal" in lp and lp["refusal"] is None and lp["content"] for lp in logprobs)
 
 
 def test_null_means_the_default_in_chat(server):
