@@ -7,6 +7,7 @@ from dataclasses import dataclass, field, replace
 from typing import Any
 
 MAX_LOGPROBS = 20
+MAX_LOGIT_BIAS = 100.0  # OpenAI's range for a logit_bias value: [-100, 100]
 STRUCTURED_KINDS = ("json", "regex", "choice", "grammar", "json_object")
 
 
@@ -98,12 +99,14 @@ class SamplingParams:
     skip_special_tokens: bool = True
     max_thinking_tokens: int | None = None  # thinking budget, see docs/thinking.md
     structured_outputs: StructuredOutputsParams | None = None
+    logit_bias: dict[int, float] | None = None  # token id -> added to its logit before sampling (OpenAI's)
     stop_strings: tuple[str, ...] = field(init=False, repr=False, default=())
 
     def __post_init__(self) -> None:
         _check_int("n", self.n, 1)
         _check_range("temperature", self.temperature, 0.0, None, "must be >= 0 (0 means greedy)")
-        _check_range("top_p", self.top_p, 0.0, 1.0, "must be in (0, 1]", low_open=True)
+        # top_p 0 is the smallest nucleus, the most likely token alone (vLLM and OpenAI accept it too)
+        _check_range("top_p", self.top_p, 0.0, 1.0, "must be in [0, 1]")
         if self.top_k is not None and (not _is_int(self.top_k) or self.top_k < -1):
             raise ValueError(f"top_k must be an integer >= 1, or 0 / -1 to disable it; got {self.top_k!r}")
         _check_range("min_p", self.min_p, 0.0, 1.0, "must be in [0, 1]")
@@ -122,12 +125,17 @@ class SamplingParams:
         if self.max_thinking_tokens is not None:
             _check_int("max_thinking_tokens", self.max_thinking_tokens, 0)
         stops = [self.stop] if isinstance(self.stop, str) else list(self.stop or [])
-        if any(not isinstance(s, str) or not s for s in stops):
-            raise ValueError(f"stop must be a non-empty string or a list of non-empty strings, got {self.stop!r}")
-        object.__setattr__(self, "stop_strings", tuple(stops))
+        if any(not isinstance(s, str) for s in stops):
+            raise ValueError(f"stop must be a string or a list of strings, got {self.stop!r}")
+        object.__setattr__(self, "stop_strings", tuple(s for s in stops if s))  # "" stops nothing: ignored
         if self.structured_outputs is not None and not isinstance(self.structured_outputs, StructuredOutputsParams):
             raise ValueError("structured_outputs must be a StructuredOutputsParams, "
                              f"got {type(self.structured_outputs).__name__}")
+        for token, bias in (self.logit_bias or {}).items():
+            if not _is_int(token) or token < 0:
+                raise ValueError(f"logit_bias keys must be token ids (non-negative integers), got {token!r}")
+            _check_range("logit_bias", bias, -MAX_LOGIT_BIAS, MAX_LOGIT_BIAS,
+                         f"values must be in [-{MAX_LOGIT_BIAS:g}, {MAX_LOGIT_BIAS:g}] (token {token})")
         for token in self.stop_token_ids or []:
             if not _is_int(token) or token < 0:
                 raise ValueError(f"stop_token_ids must be non-negative integers, got {self.stop_token_ids!r}")

@@ -123,3 +123,15 @@ def test_echo_with_logprobs_of_a_one_token_prompt(client):
     reply = client.completions.create(model=MODEL, prompt=[9707], max_tokens=1, logprobs=0, echo=True)
     lp = reply.choices[0].logprobs
     assert lp.token_logprobs[0] is None and lp.top_logprobs[0] is None and len(lp.tokens) == 2
+
+
+def test_echo_with_logprobs_zero(client):
+    """logprobs 0: each token's own logprob, no ranked alternatives; was a 500 (and an error event streamed)."""
+    kwargs = dict(model=MODEL, prompt="Hello there friend", max_tokens=2, logprobs=0, echo=True, temperature=0.0)
+    lp = client.completions.create(**kwargs).choices[0].logprobs
+    assert lp.token_logprobs[0] is None and all(v is not None for v in lp.token_logprobs[1:])
+    assert lp.top_logprobs[0] is None and all(top == {} for top in lp.top_logprobs[1:])
+    chunks = [c for c in client.completions.create(stream=True, **kwargs) if c.choices and c.choices[0].logprobs]
+    assert [t for c in chunks for t in c.choices[0].logprobs.tokens] == lp.tokens
+    streamed = [v for c in chunks for v in c.choices[0].logprobs.token_logprobs]
+    assert streamed[0] is None and streamed[1:] == pytest.approx(lp.token_logprobs[1:], abs=1e-5)

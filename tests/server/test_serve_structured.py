@@ -174,3 +174,35 @@ def test_constrained_and_free_requests_together(server):
             jsonschema.validate(json.loads(content), CITY_SCHEMA)
         else:
             assert response.choices[0].finish_reason == "length"  # free text from a random model runs on
+
+
+def _assembled(stream) -> tuple[str, list[tuple[str, str]], str | None]:
+    content, calls, finish = "", {}, None
+    for chunk in stream:
+        if not chunk.choices:
+            continue
+        delta = chunk.choices[0].delta
+        content += delta.content or ""
+        for call in delta.tool_calls or []:
+            if call.function.name:
+                calls[call.index] = [call.function.name, ""]
+            calls[call.index][1] += call.function.arguments or ""
+        finish = chunk.choices[0].finish_reason or finish
+    return content, [tuple(c) for c in calls.values()], finish
+
+
+@pytest.mark.parametrize("max_tokens", [10, 40, 70])  # cut in the 1st call, in the 2nd, in the 3rd (tiny model)
+def test_forced_tool_calls_cut_by_max_tokens_agree_streamed_and_not(client, max_tokens):
+    """Finished calls are tool_calls (each valid), an unfinished one is only "length", never markup in content.
+    ignore_eos keeps the grammar from ending after one call, so later calls get cut too."""
+    for seed in range(2):
+        kwargs = dict(tools=[WEATHER, ADD], tool_choice="required", max_tokens=max_tokens,
+                      extra_body={**NO_THINK, "ignore_eos": True})
+        whole = _chat(client, seed, **kwargs).choices[0]
+        content, calls, finish = _assembled(_chat(client, seed, stream=True, **kwargs))
+        expected = [(c.function.name, c.function.arguments) for c in whole.message.tool_calls or []]
+        assert (calls, finish) == (expected, whole.finish_reason)
+        assert "<tool_call>" not in content + (whole.message.content or "")
+        for name, arguments in calls:
+            jsonschema.validate(json.loads(arguments), TOOL_SCHEMAS[name])
+        assert whole.finish_reason == "length" or (whole.finish_reason == "tool_calls" and calls)

@@ -31,6 +31,8 @@ SCRIPTS = {
     "malformed": '<think>\nhm\n</think>\n\n<tool_call>\n{"name": "get_weather", "arguments": {"city": }\n</tool_call>',
     "not json": '<think>\n\n</think>\n\n<tool_call>\nget_weather(city="Paris")\n</tool_call>',
     "plain answer": "<think>\nsimple\n</think>\n\nIt is sunny.",
+    "truncated second": "<think>\nok\n</think>\n\n" + CALL + "\n" + SECOND[:40],  # max_tokens ended it
+    "truncated first": "<think>\nok\n</think>\n\n" + CALL[:30],
     "unicode args": '<think>\n\n</think>\n\n<tool_call>\n{"name": "get_weather", "arguments": {"city": "Zürich 🌧"}}\n</tool_call>',
 }
 
@@ -47,7 +49,8 @@ class ScriptedEngine:
                        prompt: str | None = None) -> AsyncIterator[RequestDelta]:
         assert prompt is not None
         self.prompts.append(prompt)
-        text = next(script for key, script in SCRIPTS.items() if key in prompt)
+        key = next(key for key in SCRIPTS if key in prompt)
+        text, finish = SCRIPTS[key], "length" if key.startswith("truncated") else "stop"
         ids = self.tokenizer.encode(text)
         pieces = list(text) if self.by_char else self._token_pieces(ids)
         for i, piece in enumerate(pieces):
@@ -56,8 +59,8 @@ class ScriptedEngine:
             output = None
             if last:
                 output = RequestOutput(request_id, prompt, prompt_ids,
-                                       [CompletionOutput(0, text, ids, None, None, "stop")])
-            yield RequestDelta(request_id, [StreamDelta(0, piece, [ids[min(i, len(ids) - 1)]], "stop" if last else None)],
+                                       [CompletionOutput(0, text, ids, None, None, finish)])
+            yield RequestDelta(request_id, [StreamDelta(0, piece, [ids[min(i, len(ids) - 1)]], finish if last else None)],
                                last, output)
 
     def _token_pieces(self, ids: list[int]) -> list[str]:
@@ -145,7 +148,7 @@ def test_without_tools_or_with_tool_choice_none_nothing_is_parsed(scripted):
     assert "<tools>" in scripted.engine.prompts[-1]
 
 
-@pytest.mark.parametrize("key", [key for key in SCRIPTS if key != "malformed"])
+@pytest.mark.parametrize("key", [key for key in SCRIPTS if key != "malformed" and not key.startswith("truncated")])
 def test_streamed_deltas_assemble_to_the_non_streamed_message(scripted, key):
     client = scripted.client()
     whole = client.chat.completions.create(model=MODEL, messages=ask(key), tools=TOOLS).choices[0]
@@ -177,3 +180,58 @@ def test_the_sdk_stream_helper_accumulates_tool_calls(scripted):
     assert final.choices[0].finish_reason == "tool_calls"
     assert [(c.function.name, json.loads(c.function.arguments)) for c in calls] == [
         ("get_weather", {"city": "Paris", "unit": "celsius"}), ("get_time", {"zone": "Europe/Paris"})]
+
+
+FUNCTIONS = [tool["function"] for tool in TOOLS]
+
+
+def test_legacy_functions_act_as_tools(scripted):
+    client = scripted.client()
+    for function_call in (None, "auto", {"name": "get_weather"}):
+        extra = {} if function_call is None else {"function_call": function_call}
+        choice = client.chat.completions.create(model=MODEL, messages=ask("one call"), functions=FUNCTIONS,
+                                                **extra).choices[0]
+        assert "<tools>" in scripted.engine.prompts[-1] and '"get_weather"' in scripted.engine.prompts[-1]
+        assert choice.finish_reason == "tool_calls" and choice.message.tool_calls[0].function.name == "get_weather"
+    none = client.chat.completions.create(model=MODEL, messages=ask("one call"), functions=FUNCTIONS,
+                                          function_call="none").choices[0]
+    assert none.message.content == CALL and "<tools>" not in scripted.engine.prompts[-1]
+
+
+def test_legacy_function_messages_render_as_a_tool_call_and_its_result(scripted):
+    history = [*ask("plain answer"),
+               {"role": "assistant", "content": None,
+                "function_call": {"name": "get_weather", "arguments": '{"city": "Paris"}'}},
+               {"role": "function", "name": "get_weather", "content": "18 degrees, sunny"}]
+    reply = scripted.client().chat.completions.create(model=MODEL, messages=history, functions=FUNCTIONS)
+    assert reply.choices[0].message.content == "It is sunny."
+    prompt = scripted.engine.prompts[-1]
+    assert '<tool_call>\n{"name": "get_weather", "arguments": {"city": "Paris"}}\n</tool_call>' in prompt
+    assert "<tool_response>\n18 degrees, sunny\n</tool_response>" in prompt
+
+
+@pytest.mark.parametrize("tool_choice", ["auto", "required"])
+def test_a_call_cut_by_max_tokens_is_left_out_and_the_finished_ones_kept(scripted, tool_choice):
+    client = scripted.client()
+    for key, names in (("truncated second", ["get_weather"]), ("truncated first", [])):
+        choice = client.chat.completions.create(model=MODEL, messages=ask(key), tools=TOOLS,
+                                                tool_choice=tool_choice).choices[0]
+        assert choice.finish_reason == "length" and choice.message.content is None
+        assert [c.function.name for c in choice.message.tool_calls or []] == names
+        for call in choice.message.tool_calls or []:
+            assert json.loads(call.function.arguments) == {"city": "Paris", "unit": "celsius"}
+
+
+def test_forced_calls_cut_by_max_tokens_stream_exactly_the_finished_calls(scripted):
+    """tool_choice "required": calls are sent whole, so a cut call is never started in the stream either."""
+    client = scripted.client()
+    for key in ("truncated second", "truncated first"):
+        chunks = list(client.chat.completions.create(model=MODEL, messages=ask(key), tools=TOOLS,
+                                                     tool_choice="required", stream=True))
+        calls = [call for c in chunks for call in c.choices[0].delta.tool_calls or []]
+        names = [call.function.name for call in calls if call.function.name]
+        assert names == (["get_weather"] if key == "truncated second" else [])
+        arguments = "".join(call.function.arguments or "" for call in calls)
+        assert (json.loads(arguments) if names else arguments) == ({"city": "Paris", "unit": "celsius"} if names else "")
+        assert chunks[-1].choices[0].finish_reason == "length"
+        assert "<tool_call>" not in "".join(c.choices[0].delta.content or "" for c in chunks)

@@ -39,11 +39,13 @@ MALFORMED = {
 }
 
 
-def streamed(text: str, cuts: list[int]) -> tuple[str | None, list[tuple[str, str]]]:
+def streamed(text: str, cuts: list[int], whole_calls: bool = False,
+             cut: bool = False) -> tuple[str | None, list[tuple[str, str]]]:
     """Feed text split at `cuts`, assemble the OpenAI-style pieces like a client would."""
-    parser = ToolCallStreamParser()
+    parser = ToolCallStreamParser(whole_calls=whole_calls)
     pieces = [text[a:b] for a, b in zip([0, *cuts], [*cuts, len(text)], strict=True)]
-    deltas = [parser.feed(piece) for piece in pieces] + [parser.finish()]
+    deltas = [parser.feed(piece) for piece in pieces] + [parser.finish(cut)]
+    assert parser.cut == parse_tool_calls(text, cut=cut).cut
     calls: list[dict] = []
     for delta in deltas:
         for piece in delta.tool_calls:
@@ -141,3 +143,39 @@ def test_stream_matches_whole_text_when_the_first_call_never_names_a_function(na
     text = MALFORMED[name]
     for cut in range(len(text) + 1):
         assert streamed(text, [cut]) == whole(text), cut
+
+
+TWO_CALLS = WELL_FORMED["content_then_two_calls"]
+
+
+@pytest.mark.parametrize("end", range(TWO_CALLS.index("<tool_call>") + len("<tool_call>"), len(TWO_CALLS) + 1))
+def test_an_output_cut_inside_a_call_keeps_the_finished_calls_and_no_markup(end):
+    text = TWO_CALLS[:end]
+    result = parse_tool_calls(text, cut=True)
+    assert result.content == "Let me check both.\n" and "<tool_call>" not in (result.content or "")
+    full = [(c.name, c.arguments) for c in parse_tool_calls(TWO_CALLS).tool_calls]
+    calls = [(c.name, c.arguments) for c in result.tool_calls]
+    assert calls == full[:len(calls)] and all(json.loads(arguments) is not None for _, arguments in calls)
+    assert result.cut == (len(calls) < text.count("<tool_call>"))  # only an unfinished last call is left out
+
+
+@pytest.mark.parametrize("end", range(TWO_CALLS.index("<tool_call>") + len("<tool_call>"), len(TWO_CALLS) + 1))
+def test_whole_call_streams_agree_with_the_cut_output_at_every_length(end):
+    text = TWO_CALLS[:end]
+    expected = whole_cut(text)
+    rng = random.Random(end)
+    for _ in range(3):
+        cuts = sorted(rng.sample(range(1, len(text)), min(len(text) - 1, rng.randint(1, 12))))
+        assert streamed(text, cuts, whole_calls=True, cut=True) == expected
+    assert streamed(text, list(range(1, len(text))), whole_calls=True, cut=True) == expected
+
+
+def test_a_cut_body_that_is_not_json_is_malformed_not_cut():
+    text = '<tool_call>\n{"name": "f", "arguments": {"a": ]'
+    result = parse_tool_calls(text, cut=True)
+    assert not result.cut and result.tool_calls == [] and result.content == text
+
+
+def whole_cut(text: str) -> tuple[str | None, list[tuple[str, str]]]:
+    result = parse_tool_calls(text, cut=True)
+    return result.content, [(call.name, call.arguments) for call in result.tool_calls]

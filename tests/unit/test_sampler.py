@@ -130,3 +130,26 @@ def test_a_draw_never_picks_an_excluded_token_and_follows_the_distribution():
         counts[token] = counts.get(token, 0) + 1
     assert set(counts) == {10, 500, 999}
     assert abs(counts[10] / 4000 - 0.5) < 0.03 and abs(counts[999] / 4000 - 0.2) < 0.03
+
+
+def test_top_p_zero_is_the_most_likely_token_alone():
+    logits = torch.randn(4, V)
+    rows = [_row(seed=s, temperature=2.0, top_p=0.0) for s in range(4)]
+    assert sample(logits.clone(), rows, V).token_ids == logits.argmax(dim=-1).tolist()
+
+
+def test_logit_bias_is_added_per_row_in_one_batch():
+    logits = torch.zeros(3, V)
+    rows = [_row(temperature=0, logit_bias={7: 100.0}), _row(temperature=0, logit_bias={9: 5.0, 7: -100.0}),
+            _row(temperature=0)]
+    logits[2, 3] = 1.0
+    assert sample(logits, rows, V).token_ids == [7, 9, 3]
+
+
+def test_logit_bias_minus_100_bans_a_sampled_token_and_logprobs_stay_raw():
+    logits = torch.zeros(1, V)
+    logits[0, 5] = 20.0  # would win nearly every draw
+    for seed in range(5):
+        result = sample(logits.clone(), [_row(seed=seed, logprobs=1, logit_bias={5: -100.0})], V)
+        assert result.token_ids[0] != 5
+        assert result.logprobs[0].argmax() == 5  # reported from the model's distribution, before the bias

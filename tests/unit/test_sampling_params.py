@@ -9,7 +9,7 @@ from qwick.sampling_params import GenerationDefaults, SamplingParams
         ({"n": 0}, "n"),
         ({"temperature": -0.1}, "temperature"),
         ({"temperature": float("nan")}, "temperature"),
-        ({"top_p": 0.0}, "top_p"),
+        ({"top_p": -0.1}, "top_p"),
         ({"top_p": 1.5}, "top_p"),
         ({"top_k": -2}, "top_k"),
         ({"top_k": 1.5}, "top_k"),
@@ -22,7 +22,10 @@ from qwick.sampling_params import GenerationDefaults, SamplingParams
         ({"min_tokens": 5, "max_tokens": 2}, "min_tokens"),
         ({"logprobs": 21}, "logprobs"),
         ({"seed": "7"}, "seed"),
-        ({"stop": ""}, "stop"),
+        ({"stop": [None]}, "stop"),
+        ({"logit_bias": {5: 101.0}}, "logit_bias"),
+        ({"logit_bias": {-1: 1.0}}, "logit_bias"),
+        ({"logit_bias": {5: float("nan")}}, "logit_bias"),
         ({"stop": ["ok", 3]}, "stop"),
         ({"stop_token_ids": [-1]}, "stop_token_ids"),
         ({"max_thinking_tokens": -1}, "max_thinking_tokens"),
@@ -34,7 +37,7 @@ def test_invalid_values_raise_value_error_naming_the_field(kwargs, field):
 
 
 def test_error_message_states_the_allowed_range():
-    with pytest.raises(ValueError, match=r"top_p must be in \(0, 1\], got 1.5"):
+    with pytest.raises(ValueError, match=r"top_p must be in \[0, 1\], got 1.5"):
         SamplingParams(top_p=1.5)
 
 
@@ -57,3 +60,8 @@ def test_generation_config_without_sampling_means_greedy():
 
 def test_single_stop_string_is_normalised_to_a_tuple():
     assert SamplingParams(stop="END").stop_strings == ("END",)
+
+
+def test_empty_stop_strings_are_ignored():
+    assert SamplingParams(stop=["", "END", ""]).stop_strings == ("END",)
+    assert SamplingParams(stop="").stop_strings == ()

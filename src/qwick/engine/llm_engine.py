@@ -124,6 +124,9 @@ class LLMEngine:
         bad = [t for t in prompt_ids if not 0 <= t < self.model.config.vocab_size]
         if bad:
             raise ValueError(f"prompt token ids out of range [0, {self.model.config.vocab_size}): {bad[:5]}")
+        bad = [t for t in params.logit_bias or {} if t >= self.valid_vocab]
+        if bad:  # checked here: an id past the logits would fail the whole batch's step
+            raise ValueError(f"logit_bias token ids out of range [0, {self.valid_vocab}): {bad[:5]}")
         if params.max_thinking_tokens is not None and (self.tokenizer is None or self.tokenizer.think_end_id is None):
             raise ValueError("max_thinking_tokens needs a tokenizer with <think> and </think> tokens")
         if params.structured_outputs is not None:

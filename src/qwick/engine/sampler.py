@@ -1,6 +1,7 @@
 """Batched sampling: penalties, temperature, top-k / top-p / min-p, per-request seeded generators, logprobs.
 
-Order follows vLLM: penalties on the raw logits, then temperature, then the truncations, then sampling.
+Order follows vLLM: logit_bias and penalties on the raw logits, then temperature, then the truncations, then
+sampling.
 Logprobs are reported from the raw model distribution (before penalties and temperature), as vLLM does.
 """
 
@@ -47,6 +48,22 @@ def apply_penalties(logits: torch.Tensor, rows: list[SamplingRow]) -> torch.Tens
     return logits
 
 
+def apply_logit_bias(logits: torch.Tensor, rows: list[SamplingRow]) -> torch.Tensor:
+    """logits [B, V]: each row's {token id: bias} added in one scatter (the loop is over bias entries, not vocab)."""
+    row_ids: list[int] = []
+    token_ids: list[int] = []
+    biases: list[float] = []
+    for i, row in enumerate(rows):
+        for token, bias in (row.params.logit_bias or {}).items():
+            row_ids.append(i)
+            token_ids.append(token)
+            biases.append(bias)
+    if biases:
+        index = (torch.tensor(row_ids, device=logits.device), torch.tensor(token_ids, device=logits.device))
+        logits.index_put_(index, torch.tensor(biases, dtype=logits.dtype, device=logits.device), accumulate=True)
+    return logits
+
+
 NUCLEUS_HEAD = 256  # top-p without top-k looks for the nucleus among this many most likely tokens first
 
 
@@ -70,7 +87,7 @@ def _truncate(scaled: torch.Tensor, params: SamplingParams,
     """Keep the top-k / top-p / min-p candidates of one row: its logits over the temperature, or with top-k its
     precomputed `head` (scaled top-k logits, ids). Returns (logits, vocab ids or None = all)."""
     top_k = len(head[0]) if head is not None else _top_k(params, scaled.numel())
-    top_p = params.top_p or 1.0
+    top_p = 1.0 if params.top_p is None else params.top_p
     if top_k:
         values, ids = head if head is not None else torch.topk(scaled, top_k)  # sorted descending
         probs = torch.softmax(values, dim=-1) if top_p < 1.0 else None  # top-p within the top-k (vLLM's order)
@@ -79,8 +96,10 @@ def _truncate(scaled: torch.Tensor, params: SamplingParams,
     else:
         values, ids, probs = scaled, None, None
     if probs is not None:
-        # drop a token when the mass before it already reaches top_p (the first token is always kept)
+        # drop a token when the mass before it already reaches top_p; the first (most likely) is always kept,
+        # so top_p 0 means that token alone
         drop = (torch.cumsum(probs, dim=-1) - probs) >= top_p
+        drop[0] = False
         values = values.masked_fill(drop, float("-inf"))
     if params.min_p:  # relative to the most likely token: the same whatever the normalisation
         values = values.masked_fill(values < values.max() + math.log(params.min_p), float("-inf"))
@@ -125,7 +144,7 @@ def sample(logits: torch.Tensor, rows: list[SamplingRow], valid_vocab: int) -> S
             logits[i].masked_fill_(~row.allowed, float("-inf"))
         if row.banned_ids:
             logits[i, row.banned_ids] = float("-inf")
-    logits = apply_penalties(logits, rows)
+    logits = apply_penalties(apply_logit_bias(logits, rows), rows)
     tokens = [0] * len(rows)
     if any(row.params.greedy for row in rows):  # greedy rows are done here (first maximum, as argmax; ~3x faster)
         tokens = logits.max(dim=-1).indices.tolist()

@@ -6,9 +6,7 @@ import logging
 import time
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
-from typing import Any
 
-import jinja2
 from starlette.requests import Request
 from starlette.responses import Response
 
@@ -16,6 +14,7 @@ from qwick.engine.protocol import RequestDelta
 from qwick.lora.request import adapter_kwargs
 from qwick.outputs import CompletionOutput, RequestOutput, StreamDelta
 from qwick.sampling_params import SamplingParams, StructuredOutputsParams
+from qwick.server.chat_compat import refuse_unsupported, render_chat, template_kwargs, with_legacy_functions
 from qwick.server.errors import APIError, bad_request, internal_error
 from qwick.server.logprobs import chat_logprobs
 from qwick.server.metrics import RequestTimer
@@ -28,12 +27,10 @@ from qwick.server.protocol import (
     ChatCompletionRequest,
     ChatDelta,
     ChatLogprobs,
-    ChatMessage,
     FunctionCallOut,
     FunctionDelta,
     ToolCallDeltaOut,
     ToolCallOut,
-    ToolDefinition,
     Usage,
 )
 from qwick.server.serving import ServerContext, aborted, new_id, sampling_params
@@ -41,7 +38,6 @@ from qwick.server.streams import SSE_DONE, merged, respond, sse
 from qwick.server.structured import check_structure, requested_structure, tool_call_structure
 from qwick.tokenizer import (
     ReasoningStreamParser,
-    Tokenizer,
     ToolCallStreamParser,
     output_thinks,
     parse_tool_calls,
@@ -50,8 +46,6 @@ from qwick.tokenizer import (
 from qwick.tokenizer.reasoning import THINK_START
 
 logger = logging.getLogger("qwick.server")
-# chat_template_kwargs may not override what the server itself passes to the template
-RESERVED_TEMPLATE_KWARGS = frozenset({"messages", "tools", "add_generation_prompt", "tokenize", "chat_template"})
 
 
 @dataclass
@@ -67,6 +61,7 @@ class ChatPlan:
     top_logprobs: int | None  # None: no logprobs requested
     structured: bool = False  # constrained answer: an output that does not open <think> is all answer
     model: str | None = None  # the served name the request used (a LoRA adapter's); None: the base model's
+    forced_tools: bool = False  # tool_choice "required" or named: the grammar makes every finished call valid
 
     def thinks(self, output_start: str) -> bool:
         """Whether the output holds a think block, judged from its start (the grammar never writes <think>)."""
@@ -102,11 +97,13 @@ class ChatServing:
         if len(body.messages) > self.ctx.limits.max_messages:
             raise bad_request(f"'messages' holds {len(body.messages)} messages, more than this server's limit of "
                               f"{self.ctx.limits.max_messages}", param="messages", code="too_many_messages")
+        refuse_unsupported(body)
+        body = with_legacy_functions(body)
         structure = self._structure(body)
         if body.top_logprobs is not None and not body.logprobs:
             raise bad_request("top_logprobs needs logprobs set to true", param="top_logprobs")
         parse_tools = bool(body.tools) and body.tool_choice != "none"
-        kwargs = body.chat_template_kwargs or {}
+        kwargs = template_kwargs(body)
         prompt = render_chat(self.ctx.tokenizer, body.messages, body.tools if parse_tools else None,
                              body.add_generation_prompt, kwargs)
         prompt_ids = self.ctx.tokenizer.encode(prompt)
@@ -118,9 +115,11 @@ class ChatServing:
         params = sampling_params(
             body, prompt_len=len(prompt_ids), max_model_len=self.ctx.max_model_len, max_tokens=max_tokens,
             logprobs=top_logprobs, max_thinking_tokens=body.max_thinking_tokens, structured_outputs=structure,
+            vocab_size=self.ctx.tokenizer.vocab_size,
             fields={"prompt": "messages", "max_tokens": max_tokens_field, "logprobs": "top_logprobs"})
         return ChatPlan(prompt, prompt_ids, params, kwargs.get("enable_thinking", True) is not False,
-                        prompt.rstrip().endswith(THINK_START), parse_tools, top_logprobs, structure is not None)
+                        prompt.rstrip().endswith(THINK_START), parse_tools, top_logprobs, structure is not None,
+                        forced_tools=parse_tools and body.tool_choice not in (None, "auto"))
 
     def _structure(self, body: ChatCompletionRequest) -> StructuredOutputsParams | None:
         """The answer's constraint: response_format / structured_outputs / guided_*, or forced tool calls."""
@@ -153,16 +152,16 @@ class ChatServing:
 
     def _choice(self, out: CompletionOutput, plan: ChatPlan) -> ChatChoice:
         reasoning, content = split_chat_output(out.text, plan.thinking, plan.prompt_opened_think, plan.structured)
-        calls = []
+        calls, cut = [], False
         if plan.parse_tools and content:
-            parsed = parse_tool_calls(content)
-            content, calls = parsed.content, parsed.tool_calls
+            parsed = parse_tool_calls(content, cut=out.finish_reason == "length")
+            content, calls, cut = parsed.content, parsed.tool_calls, parsed.cut
         tool_calls = [ToolCallOut(id=c.id, function=FunctionCallOut(name=c.name, arguments=c.arguments))
                       for c in calls]
-        message = AssistantMessage(content=content if calls else content or "", reasoning_content=reasoning,
-                                   reasoning=reasoning, tool_calls=tool_calls or None)
+        message = AssistantMessage(content=content if calls or cut else content or "",
+                                   reasoning_content=reasoning, reasoning=reasoning, tool_calls=tool_calls or None)
         return ChatChoice(index=out.index, message=message, logprobs=self._logprobs(out, plan),
-                          finish_reason="tool_calls" if calls else out.finish_reason)
+                          finish_reason=_finish_reason(out.finish_reason, bool(calls), cut))
 
     def _logprobs(self, out: CompletionOutput, plan: ChatPlan) -> ChatLogprobs | None:
         if plan.top_logprobs is None or out.logprobs is None:
@@ -207,8 +206,8 @@ class ChatServing:
                     yield sse(aborted().body())
                     break
                 for out in final.outputs:
-                    finish = "tool_calls" if states[out.index].tool_called else out.finish_reason
-                    yield chunk(out.index, ChatDelta(), finish)
+                    state = states[out.index]
+                    yield chunk(out.index, ChatDelta(), _finish_reason(out.finish_reason, state.tool_called, state.cut))
                 if include_usage:
                     usage = ChatCompletionChunk(id=request_id, created=created, model=plan.model or self.ctx.model_name,
                                                 choices=[], usage=_usage(final))
@@ -227,8 +226,12 @@ class _ChoiceStream:
     def __init__(self, plan: ChatPlan) -> None:
         self.plan = plan
         self.reasoning: ReasoningStreamParser | None = None  # made at the first text: see ChatPlan.thinks
-        self.tools = ToolCallStreamParser() if plan.parse_tools else None
+        self.tools = ToolCallStreamParser(whole_calls=plan.forced_tools) if plan.parse_tools else None
         self.tool_called = False
+
+    @property
+    def cut(self) -> bool:
+        return self.tools is not None and self.tools.cut
 
     def feed(self, delta: StreamDelta) -> list[ChatDelta]:
         last = delta.finish_reason is not None
@@ -242,7 +245,8 @@ class _ChoiceStream:
         content = "".join(p.content for p in parts)
         calls = []
         if self.tools is not None:
-            pieces = [self.tools.feed(content), *([self.tools.finish()] if last else [])]
+            cut = delta.finish_reason == "length"
+            pieces = [self.tools.feed(content), *([self.tools.finish(cut)] if last else [])]
             content = "".join(p.content for p in pieces)
             calls = [call for p in pieces for call in p.tool_calls]
         out = []
@@ -264,46 +268,6 @@ def _usage(final: RequestOutput) -> Usage:
     return Usage.of(len(final.prompt_token_ids), sum(len(out.token_ids) for out in final.outputs))
 
 
-def render_chat(tokenizer: Tokenizer, messages: list[ChatMessage], tools: list[ToolDefinition] | None,
-                add_generation_prompt: bool, template_kwargs: dict[str, Any]) -> str:
-    """The prompt text; a template that rejects the conversation (it may raise) is the client's 400."""
-    reserved = sorted(RESERVED_TEMPLATE_KWARGS & template_kwargs.keys())
-    if reserved:
-        raise bad_request(f"chat_template_kwargs may not set {reserved}: the server sets them",
-                          param="chat_template_kwargs")
-    plain = [_template_message(i, m) for i, m in enumerate(messages)]
-    tool_dicts = [tool.model_dump(exclude_none=True) for tool in tools] if tools else None
-    try:
-        prompt = tokenizer.apply_chat_template(plain, tools=tool_dicts, add_generation_prompt=add_generation_prompt,
-                                               **template_kwargs)
-    except (jinja2.TemplateError, TypeError, ValueError) as exc:
-        raise bad_request(f"the chat template cannot render these messages: {exc}", param="messages") from None
-    assert isinstance(prompt, str)
-    return prompt
-
-
-def _template_message(i: int, message: ChatMessage) -> dict[str, Any]:
-    """A message as the chat template reads it: text parts joined, `developer` as `system`."""
-    content = message.content
-    if isinstance(content, list):
-        texts = []
-        for j, part in enumerate(content):
-            if part.type != "text" or part.text is None:
-                raise bad_request(f"content parts of type {part.type!r} are not supported: send text parts",
-                                  param=f"messages[{i}].content[{j}]", code="invalid_value")
-            texts.append(part.text)
-        content = "\n".join(texts)
-    if content is None and not (message.role == "assistant" and message.tool_calls):
-        raise bad_request(f"messages[{i}] ({message.role}) needs 'content'", param=f"messages[{i}].content")
-    out: dict[str, Any] = {"role": "system" if message.role == "developer" else message.role,
-                           "content": content or ""}
-    if message.name is not None:
-        out["name"] = message.name
-    if message.tool_calls:
-        out["tool_calls"] = [call.model_dump() for call in message.tool_calls]
-    if message.tool_call_id is not None:
-        out["tool_call_id"] = message.tool_call_id
-    reasoning = message.reasoning_content if message.reasoning_content is not None else message.reasoning
-    if reasoning is not None:
-        out["reasoning_content"] = reasoning
-    return out
+def _finish_reason(engine_reason: str | None, tool_called: bool, cut: bool) -> str | None:
+    """"tool_calls" when calls were made, unless max_tokens cut the last one: then "length" (as when cut anywhere)."""
+    return "tool_calls" if tool_called and not cut else engine_reason

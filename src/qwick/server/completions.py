@@ -1,6 +1,8 @@
 """POST /v1/completions: prompts as text, a list of texts, token ids or a list of token-id lists; echo; logprobs.
 
 Each prompt is one engine request of `n` samples; choice `i * n + j` is sample j of prompt i, as in OpenAI.
+An empty text prompt ("", or `prompt: null`, the contract's default) is the document boundary `<|endoftext|>`,
+as OpenAI's default prompt is: the model needs at least one token to start from.
 """
 
 from __future__ import annotations
@@ -28,6 +30,7 @@ from qwick.server.streams import SSE_DONE, merged, respond, sse
 from qwick.server.structured import check_structure, requested_structure
 
 logger = logging.getLogger("qwick.server")
+EMPTY_PROMPT_TOKEN = "<|endoftext|>"
 
 
 @dataclass
@@ -60,7 +63,7 @@ class CompletionServing:
             raise not_supported("suffix", "suffix")
         if body.best_of is not None and body.best_of != body.n:
             raise not_supported("best_of other than n", "best_of")
-        prompts = _prompt_list(body.prompt)
+        prompts = _prompt_list("" if body.prompt is None else body.prompt)
         if not prompts:
             raise bad_request("'prompt' is empty", param="prompt", code="invalid_value")
         if len(prompts) > self.ctx.limits.max_prompts:
@@ -71,7 +74,7 @@ class CompletionServing:
             check_structure(self.ctx.grammars, *requested)
         plans = []
         for prompt in prompts:
-            text, ids = (prompt, self.ctx.tokenizer.encode(prompt)) if isinstance(prompt, str) else (None, prompt)
+            text, ids = (prompt, self._encode(prompt)) if isinstance(prompt, str) else (None, prompt)
             if not ids:
                 raise bad_request("a prompt is empty: give at least one token", param="prompt", code="invalid_value")
             if min(ids) < 0 or max(ids) >= self.ctx.tokenizer.vocab_size:
@@ -79,10 +82,20 @@ class CompletionServing:
                                   param="prompt", code="invalid_value")
             params = sampling_params(body, prompt_len=len(ids), max_model_len=self.ctx.max_model_len,
                                      max_tokens=body.max_tokens, logprobs=body.logprobs,
+                                     vocab_size=self.ctx.tokenizer.vocab_size,
                                      fields={"prompt": "prompt", "max_tokens": "max_tokens", "logprobs": "logprobs"},
                                      structured_outputs=requested[0] if requested is not None else None)
             plans.append(PromptPlan(text, ids, params))
         return plans
+
+    def _encode(self, prompt: str) -> list[int]:
+        if prompt:
+            return self.ctx.tokenizer.encode(prompt)
+        boundary = self.ctx.tokenizer.token_to_id(EMPTY_PROMPT_TOKEN)
+        if boundary is None:
+            raise bad_request(f"an empty prompt needs the {EMPTY_PROMPT_TOKEN} token, which this tokenizer lacks: "
+                              "give at least one token", param="prompt", code="invalid_value")
+        return [boundary]
 
     def _echo(self, plan: PromptPlan, body: CompletionRequest) -> str:
         if not body.echo:
@@ -108,9 +121,12 @@ class CompletionServing:
                 except Exception as exc:
                     raise engine_error(exc) or exc from None
                 values += scored.token_logprobs[0]
-                assert scored.top_logprobs is not None
-                tops += [{self.ctx.tokenizer.decode([t]): lp for t, lp in top[:top_n]}
-                         for top in scored.top_logprobs[0]]
+                if top_n == 0:  # nothing ranked was asked for: empty, as for generated tokens
+                    tops += [{} for _ in ids[1:]]
+                else:
+                    assert scored.top_logprobs is not None
+                    tops += [{self.ctx.tokenizer.decode([t]): lp for t, lp in top[:top_n]}
+                             for top in scored.top_logprobs[0]]
             offsets = list(itertools.accumulate((len(t) for t in tokens[:-1]), initial=0))
             return CompletionLogprobs(tokens=tokens, token_logprobs=values, top_logprobs=tops, text_offset=offsets)
 

@@ -3,7 +3,8 @@
 Requests accept unknown fields (clients send `user`, `metadata`, `store`...) and the server logs their names;
 types are checked here, strictly (`true` is not a temperature), value ranges by `SamplingParams`, so each
 rule lives in one place.
-Stream deltas drop their unset (None) fields, as OpenAI's chunks do.
+`Lenient` (leniency.py) takes what OpenAI's contract allows beyond strict types: null for "the default",
+2.0 for an integer. Stream deltas drop their unset (None) fields, as OpenAI's chunks do.
 """
 
 from __future__ import annotations
@@ -13,21 +14,23 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_serializer
 
+from qwick.server.leniency import Lenient
+
 MAX_N = 128  # samples per prompt
 
 
-class OpenAIRequest(BaseModel):
+class OpenAIRequest(Lenient):
     model_config = ConfigDict(extra="allow", strict=True)
 
     def unknown_fields(self) -> list[str]:
         return sorted(self.model_extra or {})
 
 
-class StreamOptions(BaseModel):
+class StreamOptions(Lenient):
     include_usage: bool = False
 
 
-class JsonSchemaFormat(BaseModel):
+class JsonSchemaFormat(Lenient):
     model_config = ConfigDict(extra="allow", populate_by_name=True)
     name: str = Field(pattern=r"^[a-zA-Z0-9_-]{1,64}$")
     description: str | None = None
@@ -35,7 +38,7 @@ class JsonSchemaFormat(BaseModel):
     strict: bool | None = None
 
 
-class ResponseFormat(BaseModel):
+class ResponseFormat(Lenient):
     model_config = ConfigDict(extra="allow")
     type: Literal["text", "json_object", "json_schema"]
     json_schema: JsonSchemaFormat | None = None
@@ -78,35 +81,37 @@ class SamplingFields(OpenAIRequest):
 # ---------------------------------------------------------------------------------------------- chat
 
 
-class ContentPart(BaseModel):
+class ContentPart(Lenient):
     model_config = ConfigDict(extra="allow")
     type: str
     text: str | None = None
+    refusal: str | None = None  # an assistant's `refusal` part
 
 
-class FunctionCall(BaseModel):
+class FunctionCall(Lenient):
     name: str
     arguments: str
 
 
-class ToolCallIn(BaseModel):
+class ToolCallIn(Lenient):
     id: str | None = None
     type: Literal["function"] = "function"
     function: FunctionCall
 
 
-class ChatMessage(BaseModel):
+class ChatMessage(Lenient):
     model_config = ConfigDict(extra="allow")
-    role: Literal["system", "developer", "user", "assistant", "tool"]
+    role: Literal["system", "developer", "user", "assistant", "tool", "function"]  # function: legacy tool result
     content: str | list[ContentPart] | None = None
     name: str | None = None
     tool_calls: list[ToolCallIn] | None = None
+    function_call: FunctionCall | None = None  # legacy form of one tool call
     tool_call_id: str | None = None
     reasoning_content: str | None = None
     reasoning: str | None = None
 
 
-class FunctionDefinition(BaseModel):
+class FunctionDefinition(Lenient):
     model_config = ConfigDict(extra="allow")
     name: str
     description: str | None = None
@@ -114,17 +119,17 @@ class FunctionDefinition(BaseModel):
     strict: bool | None = None
 
 
-class ToolDefinition(BaseModel):
+class ToolDefinition(Lenient):
     type: Literal["function"] = "function"
     function: FunctionDefinition
 
 
-class NamedToolChoice(BaseModel):
+class NamedToolChoice(Lenient):
     type: Literal["function"] = "function"
     function: dict[str, Any]
 
 
-
+ReasoningEffort = Literal["none", "minimal", "low", "medium", "high"]
 
 class ChatCompletionRequest(SamplingFields):
     messages: list[ChatMessage]
@@ -134,6 +139,14 @@ class ChatCompletionRequest(SamplingFields):
     tools: list[ToolDefinition] | None = None
     tool_choice: Literal["none", "auto", "required"] | NamedToolChoice | None = None
     parallel_tool_calls: bool | None = None
+    functions: list[FunctionDefinition] | None = None  # legacy tools
+    function_call: Literal["none", "auto"] | dict[str, Any] | None = None  # legacy tool_choice
+    reasoning_effort: ReasoningEffort | None = None  # Qwen3 thinks or not: see chat_compat.py
+    # options that would change the answer and that qwick cannot honour: refused by name (chat_compat.py)
+    modalities: list[str] | None = None
+    audio: dict[str, Any] | None = None
+    web_search_options: dict[str, Any] | None = None
+    prediction: dict[str, Any] | None = None
     # vLLM extras
     chat_template_kwargs: dict[str, Any] | None = None
     add_generation_prompt: bool = True
@@ -163,6 +176,7 @@ class TokenLogprob(TopLogprob):
 
 class ChatLogprobs(BaseModel):
     content: list[TokenLogprob] | None
+    refusal: list[TokenLogprob] | None = None  # required by the contract; qwick never refuses
 
 
 class Usage(BaseModel):
@@ -179,9 +193,17 @@ class Usage(BaseModel):
 class AssistantMessage(BaseModel):
     role: Literal["assistant"] = "assistant"
     content: str | None
+    refusal: str | None = None  # required by the contract (nullable); qwick never refuses
     reasoning_content: str | None = None
     reasoning: str | None = None  # vLLM >= 0.11's name for reasoning_content; both are sent
-    tool_calls: list[ToolCallOut] | None = None
+    tool_calls: list[ToolCallOut] | None = None  # omitted when None: the contract wants an array or nothing
+
+    @model_serializer(mode="wrap")
+    def _drop_no_tool_calls(self, handler: Any) -> dict[str, Any]:
+        out = handler(self)
+        if out.get("tool_calls") is None:
+            out.pop("tool_calls", None)
+        return out
 
 
 class ChatChoice(BaseModel):
@@ -248,7 +270,7 @@ class ChatCompletionChunk(BaseModel):
 
 
 class CompletionRequest(SamplingFields):
-    prompt: str | list[str] | list[int] | list[list[int]]
+    prompt: str | list[str] | list[int] | list[list[int]] | None  # null or "": see completions.py
     max_tokens: int | None = 16  # OpenAI's and vLLM's default for completions; null = up to the context
     echo: bool = False
     logprobs: int | None = None

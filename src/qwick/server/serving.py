@@ -15,7 +15,7 @@ from qwick.engine.grammar import GrammarCompiler
 from qwick.engine.protocol import EngineClient, EngineNotRunningError
 from qwick.lora.request import LoRARequest
 from qwick.sampling_params import SamplingParams
-from qwick.server.errors import APIError, bad_request, from_validation_error, not_supported
+from qwick.server.errors import APIError, bad_request, from_validation_error
 from qwick.server.metrics import ServerMetrics
 from qwick.server.protocol import OpenAIRequest, SamplingFields
 from qwick.tokenizer import Tokenizer
@@ -129,12 +129,10 @@ def _too_large(limits: ServerLimits) -> APIError:
 
 
 def sampling_params(body: SamplingFields, *, prompt_len: int, max_model_len: int, max_tokens: int | None,
-                    logprobs: int | None, fields: dict[str, str], **extra: Any) -> SamplingParams:
+                    logprobs: int | None, fields: dict[str, str], vocab_size: int, **extra: Any) -> SamplingParams:
     """SamplingParams for one prompt, after the context check; a bad value is a 400 naming its field.
 
     `fields` maps "prompt", "max_tokens" and "logprobs" to the request's names for them."""
-    if body.logit_bias:
-        raise not_supported("logit_bias", "logit_bias")
     if body.stream_options is not None and not body.stream:
         raise bad_request("stream_options is only allowed when stream is true", param="stream_options")
     if prompt_len >= max_model_len:
@@ -154,11 +152,25 @@ def sampling_params(body: SamplingFields, *, prompt_len: int, max_model_len: int
             max_tokens=max_model_len - prompt_len if max_tokens is None else max_tokens,
             min_tokens=body.min_tokens, stop=body.stop, stop_token_ids=body.stop_token_ids,
             include_stop_str_in_output=body.include_stop_str_in_output, ignore_eos=body.ignore_eos,
-            logprobs=logprobs, skip_special_tokens=body.skip_special_tokens, **extra)
+            logprobs=logprobs, skip_special_tokens=body.skip_special_tokens,
+            logit_bias=logit_bias_ids(body.logit_bias, vocab_size), **extra)
     except ValueError as exc:
         name = str(exc).split(" ", 1)[0]
         param = fields.get(name, name if name in type(body).model_fields else None)
         raise bad_request(str(exc), param=param, code="invalid_value") from None
+
+
+def logit_bias_ids(bias: dict[str, float] | None, vocab_size: int) -> dict[int, float] | None:
+    """OpenAI's logit_bias keys are token ids written as strings; each must be in the vocabulary."""
+    if not bias:
+        return None
+    out = {}
+    for key, value in bias.items():
+        if not key.isdecimal() or int(key) >= vocab_size:
+            raise bad_request(f"logit_bias keys must be token ids in [0, {vocab_size}) written as strings, "
+                              f"got {key!r}", param="logit_bias", code="invalid_value")
+        out[int(key)] = value
+    return out
 
 
 def aborted() -> APIError:
