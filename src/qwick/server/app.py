@@ -114,6 +114,8 @@ def build_app(engine: LLM | EngineClient, served_model_name: str | None = None, 
 
     app = FastAPI(title="qwick", summary="OpenAI-compatible server for Qwen3", lifespan=lifespan)
     app.state.ctx = ctx
+    # `qwick serve` calls this when its shutdown timeout expires: the engine ends what still runs (see runner.py)
+    app.state.abort_running = (lambda: client.stop(timeout=0)) if client is not None else None
     _add_routes(app, ctx)
     add_gate_routes(app, ctx, gate_service)
     add_embedding_routes(app, ctx, gate_service)

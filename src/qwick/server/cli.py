@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import logging
 import os
 from typing import Any
@@ -58,6 +59,7 @@ def run_serve(args: argparse.Namespace, load_llm: Any) -> int:
         import uvicorn
 
         from qwick.server.app import build_app, start_llm
+        from qwick.server.runner import DrainingServer
         from qwick.server.serving import ServerLimits
     except ImportError as exc:
         raise ValueError(f"qwick serve needs the serve extra: pip install 'qwick[serve]' ({exc})") from exc
@@ -78,8 +80,13 @@ def run_serve(args: argparse.Namespace, load_llm: Any) -> int:
     except BaseException:
         client.stop()  # a failing setup leaves no engine thread behind
         raise
-    uvicorn.run(app, host=args.host, port=args.port, log_level=args.log_level, access_log=False,
-                timeout_graceful_shutdown=args.shutdown_timeout)
+    config = uvicorn.Config(app, host=args.host, port=args.port, log_level=args.log_level, access_log=False)
+    server = DrainingServer(config, app.state.abort_running, args.shutdown_timeout)
+    with contextlib.suppress(KeyboardInterrupt):  # a second Ctrl-C: uvicorn's forced exit
+        server.run()
+    if not server.started:
+        client.stop()
+        raise ValueError(f"the server could not start on {args.host}:{args.port} (see the log above)")
     return 0
 
 
