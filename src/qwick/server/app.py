@@ -2,11 +2,7 @@
 
 from __future__ import annotations
 
-import hmac
 import logging
-import re
-import time
-import uuid
 from collections.abc import AsyncIterator, Callable, Sequence
 from contextlib import asynccontextmanager
 
@@ -17,7 +13,6 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.middleware.cors import CORSMiddleware
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
-from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from qwick.engine.async_engine import AsyncLLMEngine
 from qwick.engine.grammar import GrammarCompiler
@@ -28,8 +23,9 @@ from qwick.lora.request import LoRARequest
 from qwick.server.chat import ChatServing
 from qwick.server.completions import CompletionServing
 from qwick.server.embeddings import add_embedding_routes
-from qwick.server.errors import APIError, bad_request, internal_error
+from qwick.server.errors import APIError, bad_request
 from qwick.server.gates import GateOptions, add_gate_routes, setup_gates
+from qwick.server.guard import HTTPGuard
 from qwick.server.metrics import ServerMetrics
 from qwick.server.protocol import (
     ChatCompletionRequest,
@@ -44,9 +40,6 @@ from qwick.server.tokenize import TokenizeServing
 from qwick.tokenizer import Tokenizer
 
 logger = logging.getLogger("qwick.server")
-REQUEST_ID_HEADER = "x-request-id"
-_CLIENT_REQUEST_ID = re.compile(r"^[A-Za-z0-9._:@/+=-]{1,128}$")  # anything else is replaced: ids reach logs
-PUBLIC_PATHS = ("/health", "/metrics", "/docs", "/openapi.json")  # vLLM leaves these open too
 
 
 def build_app(engine: LLM | EngineClient, served_model_name: str | None = None, api_key: str | None = None, *,
@@ -200,62 +193,3 @@ def _add_error_handlers(app: FastAPI) -> None:
     app.add_exception_handler(APIError, api_error)
     app.add_exception_handler(StarletteHTTPException, http_error)
     app.add_exception_handler(RequestValidationError, validation_error)
-
-
-class HTTPGuard:
-    """Pure ASGI (streams pass through untouched): request id, API key, access log, and a 500 in the one error
-    shape for anything a route did not expect."""
-
-    def __init__(self, app: ASGIApp, api_key: str | None) -> None:
-        self.app = app
-        self.expected = f"Bearer {api_key}".encode() if api_key else None
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http":
-            await self.app(scope, receive, send)
-            return
-        request_id = _request_id(scope)
-        scope.setdefault("state", {})["request_id"] = request_id
-        start, status = time.perf_counter(), 0
-
-        async def send_with_id(message: Message) -> None:
-            nonlocal status
-            if message["type"] == "http.response.start":
-                status = message["status"]
-                message["headers"] = [*message.get("headers", []), (b"x-request-id", request_id.encode())]
-            await send(message)
-
-        try:
-            refusal = self._refusal(scope)
-            if refusal is not None:
-                await refusal.response()(scope, receive, send_with_id)
-            else:
-                await self.app(scope, receive, send_with_id)
-        except Exception:
-            logger.exception("request %s: unhandled error in %s %s", request_id, scope["method"], scope["path"])
-            if status == 0:
-                await internal_error(request_id).response()(scope, receive, send_with_id)
-        finally:
-            logger.info("request %s: %s %s -> %d in %.3f s", request_id, scope["method"], scope["path"], status,
-                        time.perf_counter() - start)
-
-    def _refusal(self, scope: Scope) -> APIError | None:
-        if self.expected is None or scope["method"] == "OPTIONS" or scope["path"] in PUBLIC_PATHS:
-            return None
-        given = _header(scope, b"authorization")
-        if given is None:
-            return APIError(401, "missing API key: send the header 'Authorization: Bearer <key>'",
-                            code="invalid_api_key")
-        if not hmac.compare_digest(given, self.expected):
-            return APIError(401, "incorrect API key provided", code="invalid_api_key")
-        return None
-
-
-def _header(scope: Scope, name: bytes) -> bytes | None:
-    return next((value for key, value in scope["headers"] if key.lower() == name), None)
-
-
-def _request_id(scope: Scope) -> str:
-    given = _header(scope, REQUEST_ID_HEADER.encode())
-    text = given.decode("latin-1") if given is not None else ""
-    return text if _CLIENT_REQUEST_ID.match(text) else uuid.uuid4().hex
