@@ -175,6 +175,9 @@ def test_ledger_all_records_completions(gated):
     ("/v1/score", {"query": "q"}, 400, "items"),
     ("/v1/rewrite", {}, 400, "text"),
     ("/v1/extract", {"text": "x"}, 400, "gate"),
+    ("/v1/extract", {"text": "x", "gate": ""}, 400, "gate"),  # "" must not fall back to the rewrite gate
+    ("/v1/moderate", {"text": "x", "gate": ""}, 400, "gate"),
+    ("/v1/score", {"query": "q", "items": ["a"], "gate": ""}, 400, "gate"),
     ("/v1/extract", {"text": "x", "gate": "topics"}, 400, None),
     ("/v1/embeddings", {"input": ""}, 400, "input"),
     ("/v1/embeddings", {"input": []}, 400, "input"),
@@ -211,6 +214,16 @@ def test_serve_refuses_an_invalid_gates_file_before_loading_the_model(tmp_path, 
     assert f"{bad}:6: gate 'g': threshold must be a number in [0, 1], got 7" in capsys.readouterr().err
     assert main(["serve", str(tmp_path / "no-model-here"), "--ledger-all"]) == 2
     assert "--ledger-all and --ledger-raw-text need --ledger PATH" in capsys.readouterr().err
+
+
+def test_serve_refuses_a_bad_ledger_path_in_one_line_before_loading_the_model(tmp_path, capsys):
+    from qwick.cli import main
+
+    missing = tmp_path / "no-such-folder" / "ledger.db"
+    assert main(["serve", str(tmp_path / "no-model-here"), "--ledger", str(missing)]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith(f"qwick: error: cannot open the ledger {missing}: unable to open database file")
+    assert err.count("\n") == 1 and "Traceback" not in err
 
 
 def test_a_gate_setup_that_fails_in_build_app_leaves_no_engine_thread(tiny_model_dir):

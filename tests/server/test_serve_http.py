@@ -62,3 +62,9 @@ def test_a_client_hanging_up_mid_upload_is_logged_as_499_without_a_traceback(ser
     assert all(r.levelno < logging.ERROR and r.exc_info is None for r in mine())
     assert not [r for r in caplog.records if r.levelno >= logging.ERROR]
     assert server.get("/health").status_code == 200
+
+
+def test_models_name_the_served_model_as_root_not_its_path(server, tiny_model_dir):
+    response = server.get("/v1/models")
+    assert [card["root"] for card in response.json()["data"]] == [MODEL]
+    assert str(tiny_model_dir) not in response.text

@@ -69,11 +69,11 @@ def build_app(engine: LLM | EngineClient, served_model_name: str | None = None, 
             raise
     limits = limits or ServerLimits()
     gates = gates or GateOptions()
-    root, llm = None, None
+    llm = None
     if isinstance(engine, LLM):
         llm = engine
         tokenizer, max_model_len = llm.get_tokenizer(), llm.max_model_len
-        max_num_seqs, root = llm.engine_config.max_num_seqs, str(llm.model_path)
+        max_num_seqs = llm.engine_config.max_num_seqs
         served_model_name = served_model_name or llm.model_name
         assert client is not None  # started above
         if client.engine is not llm.engine:
@@ -93,7 +93,7 @@ def build_app(engine: LLM | EngineClient, served_model_name: str | None = None, 
         if max_num_seqs is None:
             raise ValueError("limits.max_queue needs max_num_seqs (the engine's batch size)")
         capacity = max_num_seqs + limits.max_queue
-    ctx = ServerContext(engine_client, tokenizer, served_model_name, root, max_model_len, limits,
+    ctx = ServerContext(engine_client, tokenizer, served_model_name, served_model_name, max_model_len, limits,
                         ServerMetrics(served_model_name, engine_client.stats), Admission(capacity), grammars,
                         adapters)
 
@@ -154,9 +154,10 @@ def _add_routes(app: FastAPI, ctx: ServerContext) -> None:
 
     @app.get("/v1/models")
     async def models() -> ModelList:
-        base = ModelCard(id=ctx.model_name, root=ctx.model_root, max_model_len=ctx.max_model_len)
-        adapters = [ModelCard(id=name, root=lora.lora_path, parent=ctx.model_name, max_model_len=ctx.max_model_len)
-                    for name, lora in ctx.lora_modules.items()]
+        # `root` is the served name, never a path: a client has no business knowing the server's file system
+        base = ModelCard(id=ctx.model_name, root=ctx.model_name, max_model_len=ctx.max_model_len)
+        adapters = [ModelCard(id=name, root=name, parent=ctx.model_name, max_model_len=ctx.max_model_len)
+                    for name in ctx.lora_modules]
         return ModelList(data=[base, *adapters])
 
     @app.post("/v1/chat/completions")

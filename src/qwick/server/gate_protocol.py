@@ -18,7 +18,7 @@ MAX_INPUTS = 2048  # inputs per /v1/embeddings request (OpenAI's limit)
 class GateRequest(BaseModel):
     model_config = ConfigDict(extra="forbid", strict=True, populate_by_name=True)
     model: str | None = None
-    gate: str | None = None
+    gate: str | None = Field(None, min_length=1)  # "" names no gate: a 400, never a silent default
 
 
 class ModerateRequest(GateRequest):

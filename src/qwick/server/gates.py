@@ -92,7 +92,7 @@ def add_gate_routes(app: FastAPI, ctx: ServerContext, service: GateService) -> N
     @app.post("/v1/extract")
     async def extract(request: Request) -> Response:
         body = await read_body(request, RewriteRequest, ctx.limits)
-        if body.gate is None:
+        if not body.gate:
             raise bad_request("'gate' is required: name an extract gate from the gates file", param="gate")
         d = await _decide(ctx, "extract", body, lambda: service.rewrite(body.text, body.gate,
                                                                         request_id=request.state.request_id))
