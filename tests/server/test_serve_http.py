@@ -68,3 +68,39 @@ def test_models_name_the_served_model_as_root_not_its_path(server, tiny_model_di
     response = server.get("/v1/models")
     assert [card["root"] for card in response.json()["data"]] == [MODEL]
     assert str(tiny_model_dir) not in response.text
+
+
+@pytest.mark.parametrize("path", ["/v1/rerank", "/v1/score", "/moderate", "/v1/moderate", "/v1/embeddings"])
+def test_the_api_key_covers_the_json_endpoints(keyed, path):
+    response = keyed.post(path, json={"query": "q", "documents": ["d"], "text": "t"})
+    assert response.status_code == 401 and response.json()["error"]["code"] == "invalid_api_key"
+
+
+def test_health_and_version_are_open_json(keyed):
+    import qwick
+
+    health, version = keyed.get("/health"), keyed.get("/version")
+    assert health.status_code == 200 and health.headers["content-type"] == "application/json"
+    assert health.json() == {"status": "ok"}
+    assert version.status_code == 200 and version.json() == {"version": qwick.__version__}
+
+
+def test_openapi_declares_every_post_body_and_its_errors(server):
+    spec = server.get("/openapi.json").json()
+    schemas = spec["components"]["schemas"]
+    error_shape = schemas["ErrorResponse"]["properties"]["error"]["$ref"].rsplit("/", 1)[1]
+    assert set(schemas[error_shape]["properties"]) == {"message", "type", "param", "code"}
+    posts = {path: ops["post"] for path, ops in spec["paths"].items() if "post" in ops}
+    assert {"/v1/chat/completions", "/v1/completions", "/v1/rerank", "/v1/score", "/moderate",
+            "/v1/embeddings", "/tokenize"} <= set(posts)
+    for path, op in posts.items():
+        ref = op["requestBody"]["content"]["application/json"]["schema"]["$ref"]
+        assert ref.rsplit("/", 1)[1] in schemas, path
+        for status in ("400", "401", "413", "415", "500", "503"):
+            schema = op["responses"][status]["content"]["application/json"]["schema"]
+            assert schema == {"$ref": "#/components/schemas/ErrorResponse"}, (path, status)
+    chat = schemas["ChatCompletionRequest"]
+    assert "messages" in chat["required"] and "messages" in chat["properties"]
+    assert "userId" in schemas["ModerateRequest"]["properties"]
+    score = schemas["ScoreBody"]["anyOf"]
+    assert {s["$ref"].rsplit("/", 1)[1] for s in score} == {"ScoreRequest", "PairScoreRequest"}

@@ -14,6 +14,7 @@ from starlette.middleware.cors import CORSMiddleware
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 
+import qwick
 from qwick.engine.async_engine import AsyncLLMEngine
 from qwick.engine.grammar import GrammarCompiler
 from qwick.engine.protocol import EngineClient
@@ -27,6 +28,7 @@ from qwick.server.errors import APIError, bad_request
 from qwick.server.gates import GateOptions, add_gate_routes, setup_gates
 from qwick.server.guard import HTTPGuard
 from qwick.server.metrics import ServerMetrics
+from qwick.server.openapi import ERROR_RESPONSES, JSONRoutes
 from qwick.server.protocol import (
     ChatCompletionRequest,
     CompletionRequest,
@@ -35,6 +37,7 @@ from qwick.server.protocol import (
     ModelList,
     TokenizeRequest,
 )
+from qwick.server.rerank import add_rerank_routes
 from qwick.server.serving import Admission, ServerContext, ServerLimits, read_body
 from qwick.server.tokenize import TokenizeServing
 from qwick.tokenizer import Tokenizer
@@ -109,9 +112,11 @@ def build_app(engine: LLM | EngineClient, served_model_name: str | None = None, 
     app.state.ctx = ctx
     # `qwick serve` calls this when its shutdown timeout expires: the engine ends what still runs (see runner.py)
     app.state.abort_running = (lambda: client.stop(timeout=0)) if client is not None else None
-    _add_routes(app, ctx)
-    add_gate_routes(app, ctx, gate_service)
-    add_embedding_routes(app, ctx, gate_service)
+    routes = JSONRoutes(app)
+    _add_routes(routes, ctx)
+    add_gate_routes(routes, ctx, gate_service)
+    add_rerank_routes(routes, ctx, gate_service)
+    add_embedding_routes(routes, ctx, gate_service)
     _add_error_handlers(app)
     app.add_middleware(HTTPGuard, api_key=api_key)
     if allowed_origins:
@@ -139,14 +144,19 @@ def _add_loras(llm: LLM, lora_modules: Sequence[LoRARequest], served_model_name:
         llm.add_lora(lora)
 
 
-def _add_routes(app: FastAPI, ctx: ServerContext) -> None:
+def _add_routes(routes: JSONRoutes, ctx: ServerContext) -> None:
+    app = routes.app
     chat, completions, tokens = ChatServing(ctx), CompletionServing(ctx), TokenizeServing(ctx)
 
-    @app.get("/health")
+    @app.get("/health", responses={503: ERROR_RESPONSES[503]})
     async def health() -> Response:
         if ctx.engine.errored or not ctx.engine.is_running:
             return APIError(503, "the engine is not running", code="engine_not_running").response()
-        return Response(status_code=200)
+        return JSONResponse({"status": "ok"})
+
+    @app.get("/version")
+    async def version() -> Response:
+        return JSONResponse({"version": qwick.__version__})
 
     @app.get("/metrics")
     async def metrics() -> Response:
@@ -160,20 +170,20 @@ def _add_routes(app: FastAPI, ctx: ServerContext) -> None:
                     for name in ctx.lora_modules]
         return ModelList(data=[base, *adapters])
 
-    @app.post("/v1/chat/completions")
+    @routes.post("/v1/chat/completions", ChatCompletionRequest)
     async def chat_completions(request: Request) -> Response:
         return await chat.create(await read_body(request, ChatCompletionRequest, ctx.limits), request)
 
-    @app.post("/v1/completions")
+    @routes.post("/v1/completions", CompletionRequest)
     async def text_completions(request: Request) -> Response:
         return await completions.create(await read_body(request, CompletionRequest, ctx.limits), request)
 
-    @app.post("/tokenize")
+    @routes.post("/tokenize", TokenizeRequest)
     async def tokenize(request: Request) -> Response:
         body = tokens.tokenize(await read_body(request, TokenizeRequest, ctx.limits))
         return JSONResponse(body.model_dump(exclude_none=True))
 
-    @app.post("/detokenize")
+    @routes.post("/detokenize", DetokenizeRequest)
     async def detokenize(request: Request) -> Response:
         return JSONResponse(tokens.detokenize(await read_body(request, DetokenizeRequest, ctx.limits)).model_dump())
 
