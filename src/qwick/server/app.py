@@ -27,6 +27,7 @@ from qwick.server.embeddings import add_embedding_routes
 from qwick.server.errors import APIError, bad_request
 from qwick.server.gates import GateOptions, add_gate_routes, setup_gates
 from qwick.server.guard import HTTPGuard
+from qwick.server.lora_admin import add_lora_admin_routes
 from qwick.server.metrics import ServerMetrics
 from qwick.server.openapi import ERROR_RESPONSES, JSONRoutes
 from qwick.server.protocol import (
@@ -50,7 +51,7 @@ def build_app(engine: LLM | EngineClient, served_model_name: str | None = None, 
               max_num_seqs: int | None = None, allowed_origins: Sequence[str] = (),
               limits: ServerLimits | None = None, grammars: GrammarCompiler | None = None,
               gates: GateOptions | None = None, lora_modules: Sequence[LoRARequest] = (),
-              client: AsyncLLMEngine | None = None) -> FastAPI:
+              client: AsyncLLMEngine | None = None, lora_runtime_updates: bool = False) -> FastAPI:
     """An OpenAI-compatible app over `engine`, which it owns from now on (it shuts it down on app shutdown).
 
     An `LLM` brings its tokenizer, context length and batch size; a bare `EngineClient` needs `tokenizer`,
@@ -59,6 +60,8 @@ def build_app(engine: LLM | EngineClient, served_model_name: str | None = None, 
     here, so a bad adapter fails at startup).
     `client`: the AsyncLLMEngine already stepping this LLM's engine, when the LLM was built on its loop thread
     (`start_llm`: faster on CPU, see qwick.engine.async_engine); `start_llm` also loaded `lora_modules`.
+    `lora_runtime_updates`: add POST /v1/load_lora_adapter and /v1/unload_lora_adapter (needs an LLM with
+    enable_lora=True).
     """
     if isinstance(engine, LLM) and client is None:
         _add_loras(engine, lora_modules, served_model_name)  # before the engine thread: a bad one leaves no thread
@@ -66,7 +69,8 @@ def build_app(engine: LLM | EngineClient, served_model_name: str | None = None, 
         try:
             return build_app(engine, served_model_name, api_key, tokenizer=tokenizer, max_model_len=max_model_len,
                              max_num_seqs=max_num_seqs, allowed_origins=allowed_origins, limits=limits,
-                             grammars=grammars, gates=gates, lora_modules=lora_modules, client=client)
+                             grammars=grammars, gates=gates, lora_modules=lora_modules, client=client,
+                             lora_runtime_updates=lora_runtime_updates)
         except BaseException:
             client.stop()  # a setup that fails leaves no engine thread behind
             raise
@@ -117,6 +121,10 @@ def build_app(engine: LLM | EngineClient, served_model_name: str | None = None, 
     add_gate_routes(routes, ctx, gate_service)
     add_rerank_routes(routes, ctx, gate_service)
     add_embedding_routes(routes, ctx, gate_service)
+    if lora_runtime_updates:
+        if llm is None or llm.lora is None:
+            raise ValueError("runtime LoRA updates need an LLM built with enable_lora=True")
+        add_lora_admin_routes(routes, ctx, llm.lora)
     _add_error_handlers(app)
     app.add_middleware(HTTPGuard, api_key=api_key)
     if allowed_origins:

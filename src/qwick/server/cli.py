@@ -9,6 +9,7 @@ import os
 from typing import Any
 
 API_KEY_ENV = "QWICK_API_KEY"
+RUNTIME_LORA_ENV = "VLLM_ALLOW_RUNTIME_LORA_UPDATING"
 
 
 def add_serve_args(parser: argparse.ArgumentParser) -> None:
@@ -42,7 +43,12 @@ def add_serve_args(parser: argparse.ArgumentParser) -> None:
                       help="adapters resident at once (default: all of --lora-modules); a request for another one "
                            "while all are busy gets a 400")
     lora.add_argument("--max-lora-rank", type=int, default=None,
-                      help="largest adapter rank (default: the largest r among --lora-modules)")
+                      help="largest adapter rank (default: the largest r among --lora-modules, or 16)")
+    lora.add_argument("--enable-lora-runtime-updates", action="store_true",
+                      default=os.environ.get(RUNTIME_LORA_ENV, "").lower() in ("1", "true"),
+                      help="allow POST /v1/load_lora_adapter and /v1/unload_lora_adapter (behind --api-key; "
+                           f"default: ${RUNTIME_LORA_ENV}, vLLM's switch). Loaded adapters need rank <= "
+                           "--max-lora-rank and share --max-loras slots")
     gates = parser.add_argument_group("gates and ledger (POST /v1/moderate, /classify, /rewrite, /score, /embeddings)")
     gates.add_argument("--gates", default=None, metavar="YAML",
                        help="gates file: adds gates or redefines the built-in ones (checked before the model loads)")
@@ -76,7 +82,8 @@ def run_serve(args: argparse.Namespace, load_llm: Any) -> int:
                             lora_modules, served_name)
     try:
         app = build_app(llm, served_name, args.api_key, allowed_origins=_origins(args.allowed_origins),
-                        limits=limits, gates=gate_options, lora_modules=lora_modules, client=client)
+                        limits=limits, gates=gate_options, lora_modules=lora_modules, client=client,
+                        lora_runtime_updates=args.enable_lora_runtime_updates)
     except BaseException:
         client.stop()  # a failing setup leaves no engine thread behind
         raise
@@ -95,8 +102,12 @@ def _lora_options(args: argparse.Namespace) -> tuple[list[Any], dict[str, Any]]:
     from qwick.lora.modules import lora_llm_options, parse_lora_modules
 
     modules = parse_lora_modules(args.lora_modules)
-    if not modules and (args.max_loras is not None or args.max_lora_rank is not None):
-        raise ValueError("--max-loras and --max-lora-rank need --lora-modules")
+    runtime = args.enable_lora_runtime_updates
+    if not modules and not runtime and (args.max_loras is not None or args.max_lora_rank is not None):
+        raise ValueError("--max-loras and --max-lora-rank need --lora-modules or --enable-lora-runtime-updates")
+    if runtime and not modules:  # adapters come later: vLLM's defaults size the slots
+        return modules, {"enable_lora": True, "max_loras": args.max_loras or 1,
+                         "max_lora_rank": args.max_lora_rank or 16}
     return modules, lora_llm_options(modules, args.max_loras, args.max_lora_rank)
 
 
