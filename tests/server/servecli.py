@@ -32,7 +32,7 @@ class ServeProcess:
 
 
 @contextlib.contextmanager
-def qwick_serve(model_dir: object, *args: str, startup_timeout: float = 90) -> Iterator[ServeProcess]:
+def qwick_serve(model_dir: object, *args: str, startup_timeout: float = 240) -> Iterator[ServeProcess]:
     """`qwick serve MODEL --port P ARGS...` (float32, max-model-len 2048 unless ARGS say otherwise), up and
     healthy; killed at the end if the test left it running."""
     port = free_port()

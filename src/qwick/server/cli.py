@@ -8,6 +8,9 @@ import logging
 import os
 from typing import Any
 
+from qwick.server.vllm_flags import add_vllm_args
+
+logger = logging.getLogger("qwick.server")
 API_KEY_ENV = "QWICK_API_KEY"
 RUNTIME_LORA_ENV = "VLLM_ALLOW_RUNTIME_LORA_UPDATING"
 
@@ -49,6 +52,7 @@ def add_serve_args(parser: argparse.ArgumentParser) -> None:
                       help="allow POST /v1/load_lora_adapter and /v1/unload_lora_adapter (behind --api-key; "
                            f"default: ${RUNTIME_LORA_ENV}, vLLM's switch). Loaded adapters need rank <= "
                            "--max-lora-rank and share --max-loras slots")
+    add_vllm_args(parser)
     gates = parser.add_argument_group("gates and ledger (POST /v1/moderate, /classify, /rewrite, /score, /embeddings)")
     gates.add_argument("--gates", default=None, metavar="YAML",
                        help="gates file: adds gates or redefines the built-in ones (checked before the model loads)")
@@ -69,16 +73,18 @@ def run_serve(args: argparse.Namespace, load_llm: Any) -> int:
         from qwick.server.serving import ServerLimits
     except ImportError as exc:
         raise ValueError(f"qwick serve needs the serve extra: pip install 'qwick[serve]' ({exc})") from exc
+    from qwick.server.startup import describe
+    from qwick.server.vllm_flags import check_vllm_args, configure_llm, quiet_request_log
+
     logging.basicConfig(level=args.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    noops = check_vllm_args(args)  # a flag that cannot apply fails before the model loads
+    quiet_request_log(args)
     gate_options = _gate_options(args)  # a bad gates file or ledger path fails before the model loads
     lora_modules, lora_options = _lora_options(args)  # likewise a bad --lora-modules entry
     sizes = {"max_body_bytes": args.max_body_bytes, "max_messages": args.max_messages}
     limits = ServerLimits(max_queue=args.max_queue, **{k: v for k, v in sizes.items() if v is not None})
     served_name = args.served_model_name or args.model
-    llm, client = start_llm(lambda: load_llm(args, max_num_seqs=args.max_num_seqs,
-                                             max_num_batched_tokens=args.max_num_batched_tokens,
-                                             enable_prefix_caching=args.enable_prefix_caching,
-                                             kv_cache_dtype=args.kv_cache_dtype, **lora_options),
+    llm, client = start_llm(lambda: configure_llm(load_llm(args, **engine_options(args), **lora_options), args),
                             lora_modules, served_name)
     try:
         app = build_app(llm, served_name, args.api_key, allowed_origins=_origins(args.allowed_origins),
@@ -87,7 +93,11 @@ def run_serve(args: argparse.Namespace, load_llm: Any) -> int:
     except BaseException:
         client.stop()  # a failing setup leaves no engine thread behind
         raise
-    config = uvicorn.Config(app, host=args.host, port=args.port, log_level=args.log_level, access_log=False)
+    if noops:
+        logger.info("vLLM flags that change nothing here: %s", "; ".join(noops))
+    logger.info(describe(llm))
+    config = uvicorn.Config(app, host=args.host, port=args.port, log_level=args.uvicorn_log_level or args.log_level,
+                            access_log=False)
     server = DrainingServer(config, app.state.abort_running, args.shutdown_timeout)
     with contextlib.suppress(KeyboardInterrupt):  # a second Ctrl-C: uvicorn's forced exit
         server.run()
@@ -95,6 +105,13 @@ def run_serve(args: argparse.Namespace, load_llm: Any) -> int:
         client.stop()
         raise ValueError(f"the server could not start on {args.host}:{args.port} (see the log above)")
     return 0
+
+
+def engine_options(args: argparse.Namespace) -> dict[str, Any]:
+    """The LLM(...) engine keywords `qwick serve`'s flags set."""
+    return {"max_num_seqs": args.max_num_seqs, "max_num_batched_tokens": args.max_num_batched_tokens,
+            "enable_prefix_caching": args.enable_prefix_caching, "kv_cache_dtype": args.kv_cache_dtype,
+            "kv_cache_memory_bytes": args.kv_cache_memory_bytes}
 
 
 def _lora_options(args: argparse.Namespace) -> tuple[list[Any], dict[str, Any]]:

@@ -16,6 +16,7 @@ from qwick.server.errors import APIError, internal_error
 from qwick.server.streams import CLIENT_CLOSED
 
 logger = logging.getLogger("qwick.server")
+access_log = logging.getLogger("qwick.server.access")  # `qwick serve --disable-log-requests` quiets it
 REQUEST_ID_HEADER = "x-request-id"
 _CLIENT_REQUEST_ID = re.compile(r"^[A-Za-z0-9._:@/+=-]{1,128}$")  # anything else is replaced: ids reach logs
 PUBLIC_PATHS = ("/health", "/version", "/metrics", "/docs", "/openapi.json")  # vLLM leaves these open too
@@ -57,7 +58,7 @@ class HTTPGuard:
             if status == 0:
                 await internal_error(request_id).response()(scope, receive, send_with_id)
         finally:
-            logger.info("request %s: %s %s -> %d in %.3f s", request_id, scope["method"], scope["path"], status,
+            access_log.info("request %s: %s %s -> %d in %.3f s", request_id, scope["method"], scope["path"], status,
                         time.perf_counter() - start)
 
     def _auth_refusal(self, scope: Scope) -> APIError | None:
