@@ -37,7 +37,8 @@ def add_serve_args(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--max-body-bytes", type=int, default=None, help="largest request body (default 8 MiB)")
     parser.add_argument("--max-messages", type=int, default=None, help="most chat messages per request (default 2048)")
     parser.add_argument("--shutdown-timeout", type=float, default=30.0,
-                        help="seconds in-flight requests get to finish on Ctrl-C / SIGTERM (default 30)")
+                        help="seconds in-flight requests get to finish on Ctrl-C / SIGTERM; then they are aborted (streams "
+                             "end with an error event and [DONE]) (default 30)")
     parser.add_argument("--log-level", default="info", choices=["debug", "info", "warning", "error"])
     lora = parser.add_argument_group("LoRA adapters (served unmerged; a request's model = an adapter name uses it)")
     lora.add_argument("--lora-modules", nargs="+", default=[], metavar="NAME=PATH",
