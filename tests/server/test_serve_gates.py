@@ -239,3 +239,15 @@ def test_a_gate_setup_that_fails_in_build_app_leaves_no_engine_thread(tiny_model
     with pytest.raises(GateFileError, match="prefix"):
         build_app(tiny_llm(tiny_model_dir), MODEL, gates=GateOptions(gates=parse_gates(bad, "gates.yaml")))
     assert engine_threads() == before
+
+
+def test_a_gate_aborted_by_shutdown_is_a_503_and_an_engine_failure_stays_a_500():
+    from qwick.engine.protocol import RequestFailedError
+    from qwick.server.errors import APIError
+    from qwick.server.gates import gate_error
+
+    error = gate_error(RequestFailedError("request 'x' was aborted before its result was ready"))
+    assert isinstance(error, APIError) and error.status == 503 and error.code == "aborted"
+    failed = RequestFailedError("the engine failed while running request 'x'")
+    failed.__cause__ = RuntimeError("boom")
+    assert gate_error(failed) is failed  # our bug: a logged 500

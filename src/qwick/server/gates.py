@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING, Any
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 
-from qwick.engine.protocol import EngineClient
+from qwick.engine.protocol import EngineClient, RequestFailedError
 from qwick.lora.request import LoRARequest
 from qwick.server.errors import APIError, bad_request
 from qwick.server.gate_protocol import (
@@ -23,7 +23,7 @@ from qwick.server.gate_protocol import (
     RewriteRequest,
 )
 from qwick.server.openapi import JSONRoutes
-from qwick.server.serving import ServerContext, engine_error, read_body
+from qwick.server.serving import ServerContext, aborted, engine_error, read_body
 from qwick.tasks.decisions import Decision
 from qwick.tasks.identity import ModelIdentity
 from qwick.tasks.ledger import Ledger
@@ -131,6 +131,8 @@ def gate_error(exc: Exception) -> Exception:
         return bad_request(str(exc), param=exc.field, code="invalid_value")
     if isinstance(exc, ValueError) and "max_model_len" in str(exc):
         return bad_request(str(exc), code="context_length_exceeded")
+    if isinstance(exc, RequestFailedError) and exc.__cause__ is None:  # aborted, not failed: only shutdown does it
+        return aborted()
     return engine_error(exc) or exc
 
 
