@@ -42,8 +42,8 @@ def test_models_lists_the_adapters_with_the_base_as_parent(server, adapter_dirs)
     cards = server.get("/v1/models").json()["data"]
     assert [c["id"] for c in cards] == [MODEL, "sql", "chat"]
     assert cards[0]["parent"] is None
-    assert [(c["parent"], c["root"]) for c in cards[1:]] == [(MODEL, str(adapter_dirs["sql"])),
-                                                            (MODEL, str(adapter_dirs["chat"]))]
+    assert [(c["parent"], c["root"]) for c in cards] == [(None, MODEL), (MODEL, "sql"), (MODEL, "chat")]
+    assert str(adapter_dirs["sql"]) not in server.get("/v1/models").text  # no server paths
 
 
 def test_completions_use_the_adapter_the_model_names(client, lora_llm, sql, chat):

@@ -175,6 +175,9 @@ def test_ledger_all_records_completions(gated):
     ("/v1/score", {"query": "q"}, 400, "items"),
     ("/v1/rewrite", {}, 400, "text"),
     ("/v1/extract", {"text": "x"}, 400, "gate"),
+    ("/v1/extract", {"text": "x", "gate": ""}, 400, "gate"),  # "" must not fall back to the rewrite gate
+    ("/v1/moderate", {"text": "x", "gate": ""}, 400, "gate"),
+    ("/v1/score", {"query": "q", "items": ["a"], "gate": ""}, 400, "gate"),
     ("/v1/extract", {"text": "x", "gate": "topics"}, 400, None),
     ("/v1/embeddings", {"input": ""}, 400, "input"),
     ("/v1/embeddings", {"input": []}, 400, "input"),
@@ -213,6 +216,16 @@ def test_serve_refuses_an_invalid_gates_file_before_loading_the_model(tmp_path, 
     assert "--ledger-all and --ledger-raw-text need --ledger PATH" in capsys.readouterr().err
 
 
+def test_serve_refuses_a_bad_ledger_path_in_one_line_before_loading_the_model(tmp_path, capsys):
+    from qwick.cli import main
+
+    missing = tmp_path / "no-such-folder" / "ledger.db"
+    assert main(["serve", str(tmp_path / "no-model-here"), "--ledger", str(missing)]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith(f"qwick: error: cannot open the ledger {missing}: unable to open database file")
+    assert err.count("\n") == 1 and "Traceback" not in err
+
+
 def test_a_gate_setup_that_fails_in_build_app_leaves_no_engine_thread(tiny_model_dir):
     import threading
 
@@ -226,3 +239,15 @@ def test_a_gate_setup_that_fails_in_build_app_leaves_no_engine_thread(tiny_model
     with pytest.raises(GateFileError, match="prefix"):
         build_app(tiny_llm(tiny_model_dir), MODEL, gates=GateOptions(gates=parse_gates(bad, "gates.yaml")))
     assert engine_threads() == before
+
+
+def test_a_gate_aborted_by_shutdown_is_a_503_and_an_engine_failure_stays_a_500():
+    from qwick.engine.protocol import RequestFailedError
+    from qwick.server.errors import APIError
+    from qwick.server.gates import gate_error
+
+    error = gate_error(RequestFailedError("request 'x' was aborted before its result was ready"))
+    assert isinstance(error, APIError) and error.status == 503 and error.code == "aborted"
+    failed = RequestFailedError("the engine failed while running request 'x'")
+    failed.__cause__ = RuntimeError("boom")
+    assert gate_error(failed) is failed  # our bug: a logged 500

@@ -62,7 +62,8 @@ def test_a_body_over_the_limit_is_a_413(strict):
         yield b"y" * 5000
         yield b'"}]}'
 
-    assert strict.post("/v1/chat/completions", headers=AUTH, content=chunked()).status_code == 413
+    json_auth = {**AUTH, "content-type": "application/json"}
+    assert strict.post("/v1/chat/completions", headers=json_auth, content=chunked()).status_code == 413
 
 
 def test_too_many_messages_is_a_400(strict):

@@ -2,11 +2,7 @@
 
 from __future__ import annotations
 
-import hmac
 import logging
-import re
-import time
-import uuid
 from collections.abc import AsyncIterator, Callable, Sequence
 from contextlib import asynccontextmanager
 
@@ -17,8 +13,8 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.middleware.cors import CORSMiddleware
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
-from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+import qwick
 from qwick.engine.async_engine import AsyncLLMEngine
 from qwick.engine.grammar import GrammarCompiler
 from qwick.engine.protocol import EngineClient
@@ -28,9 +24,12 @@ from qwick.lora.request import LoRARequest
 from qwick.server.chat import ChatServing
 from qwick.server.completions import CompletionServing
 from qwick.server.embeddings import add_embedding_routes
-from qwick.server.errors import APIError, bad_request, internal_error
+from qwick.server.errors import APIError, bad_request
 from qwick.server.gates import GateOptions, add_gate_routes, setup_gates
+from qwick.server.guard import HTTPGuard
+from qwick.server.lora_admin import add_lora_admin_routes
 from qwick.server.metrics import ServerMetrics
+from qwick.server.openapi import ERROR_RESPONSES, JSONRoutes
 from qwick.server.protocol import (
     ChatCompletionRequest,
     CompletionRequest,
@@ -39,14 +38,12 @@ from qwick.server.protocol import (
     ModelList,
     TokenizeRequest,
 )
+from qwick.server.rerank import add_rerank_routes
 from qwick.server.serving import Admission, ServerContext, ServerLimits, read_body
 from qwick.server.tokenize import TokenizeServing
 from qwick.tokenizer import Tokenizer
 
 logger = logging.getLogger("qwick.server")
-REQUEST_ID_HEADER = "x-request-id"
-_CLIENT_REQUEST_ID = re.compile(r"^[A-Za-z0-9._:@/+=-]{1,128}$")  # anything else is replaced: ids reach logs
-PUBLIC_PATHS = ("/health", "/metrics", "/docs", "/openapi.json")  # vLLM leaves these open too
 
 
 def build_app(engine: LLM | EngineClient, served_model_name: str | None = None, api_key: str | None = None, *,
@@ -54,7 +51,7 @@ def build_app(engine: LLM | EngineClient, served_model_name: str | None = None, 
               max_num_seqs: int | None = None, allowed_origins: Sequence[str] = (),
               limits: ServerLimits | None = None, grammars: GrammarCompiler | None = None,
               gates: GateOptions | None = None, lora_modules: Sequence[LoRARequest] = (),
-              client: AsyncLLMEngine | None = None) -> FastAPI:
+              client: AsyncLLMEngine | None = None, lora_runtime_updates: bool = False) -> FastAPI:
     """An OpenAI-compatible app over `engine`, which it owns from now on (it shuts it down on app shutdown).
 
     An `LLM` brings its tokenizer, context length and batch size; a bare `EngineClient` needs `tokenizer`,
@@ -63,6 +60,8 @@ def build_app(engine: LLM | EngineClient, served_model_name: str | None = None, 
     here, so a bad adapter fails at startup).
     `client`: the AsyncLLMEngine already stepping this LLM's engine, when the LLM was built on its loop thread
     (`start_llm`: faster on CPU, see qwick.engine.async_engine); `start_llm` also loaded `lora_modules`.
+    `lora_runtime_updates`: add POST /v1/load_lora_adapter and /v1/unload_lora_adapter (needs an LLM with
+    enable_lora=True).
     """
     if isinstance(engine, LLM) and client is None:
         _add_loras(engine, lora_modules, served_model_name)  # before the engine thread: a bad one leaves no thread
@@ -70,17 +69,18 @@ def build_app(engine: LLM | EngineClient, served_model_name: str | None = None, 
         try:
             return build_app(engine, served_model_name, api_key, tokenizer=tokenizer, max_model_len=max_model_len,
                              max_num_seqs=max_num_seqs, allowed_origins=allowed_origins, limits=limits,
-                             grammars=grammars, gates=gates, lora_modules=lora_modules, client=client)
+                             grammars=grammars, gates=gates, lora_modules=lora_modules, client=client,
+                             lora_runtime_updates=lora_runtime_updates)
         except BaseException:
             client.stop()  # a setup that fails leaves no engine thread behind
             raise
     limits = limits or ServerLimits()
     gates = gates or GateOptions()
-    root, llm = None, None
+    llm = None
     if isinstance(engine, LLM):
         llm = engine
         tokenizer, max_model_len = llm.get_tokenizer(), llm.max_model_len
-        max_num_seqs, root = llm.engine_config.max_num_seqs, str(llm.model_path)
+        max_num_seqs = llm.engine_config.max_num_seqs
         served_model_name = served_model_name or llm.model_name
         assert client is not None  # started above
         if client.engine is not llm.engine:
@@ -100,7 +100,7 @@ def build_app(engine: LLM | EngineClient, served_model_name: str | None = None, 
         if max_num_seqs is None:
             raise ValueError("limits.max_queue needs max_num_seqs (the engine's batch size)")
         capacity = max_num_seqs + limits.max_queue
-    ctx = ServerContext(engine_client, tokenizer, served_model_name, root, max_model_len, limits,
+    ctx = ServerContext(engine_client, tokenizer, served_model_name, served_model_name, max_model_len, limits,
                         ServerMetrics(served_model_name, engine_client.stats), Admission(capacity), grammars,
                         adapters)
 
@@ -114,9 +114,17 @@ def build_app(engine: LLM | EngineClient, served_model_name: str | None = None, 
 
     app = FastAPI(title="qwick", summary="OpenAI-compatible server for Qwen3", lifespan=lifespan)
     app.state.ctx = ctx
-    _add_routes(app, ctx)
-    add_gate_routes(app, ctx, gate_service)
-    add_embedding_routes(app, ctx, gate_service)
+    # `qwick serve` calls this when its shutdown timeout expires: the engine ends what still runs (see runner.py)
+    app.state.abort_running = (lambda: client.stop(timeout=0)) if client is not None else None
+    routes = JSONRoutes(app)
+    _add_routes(routes, ctx)
+    add_gate_routes(routes, ctx, gate_service)
+    add_rerank_routes(routes, ctx, gate_service)
+    add_embedding_routes(routes, ctx, gate_service)
+    if lora_runtime_updates:
+        if llm is None or llm.lora is None:
+            raise ValueError("runtime LoRA updates need an LLM built with enable_lora=True")
+        add_lora_admin_routes(routes, ctx, llm.lora)
     _add_error_handlers(app)
     app.add_middleware(HTTPGuard, api_key=api_key)
     if allowed_origins:
@@ -144,14 +152,19 @@ def _add_loras(llm: LLM, lora_modules: Sequence[LoRARequest], served_model_name:
         llm.add_lora(lora)
 
 
-def _add_routes(app: FastAPI, ctx: ServerContext) -> None:
+def _add_routes(routes: JSONRoutes, ctx: ServerContext) -> None:
+    app = routes.app
     chat, completions, tokens = ChatServing(ctx), CompletionServing(ctx), TokenizeServing(ctx)
 
-    @app.get("/health")
+    @app.get("/health", responses={503: ERROR_RESPONSES[503]})
     async def health() -> Response:
         if ctx.engine.errored or not ctx.engine.is_running:
             return APIError(503, "the engine is not running", code="engine_not_running").response()
-        return Response(status_code=200)
+        return JSONResponse({"status": "ok"})
+
+    @app.get("/version")
+    async def version() -> Response:
+        return JSONResponse({"version": qwick.__version__})
 
     @app.get("/metrics")
     async def metrics() -> Response:
@@ -159,25 +172,26 @@ def _add_routes(app: FastAPI, ctx: ServerContext) -> None:
 
     @app.get("/v1/models")
     async def models() -> ModelList:
-        base = ModelCard(id=ctx.model_name, root=ctx.model_root, max_model_len=ctx.max_model_len)
-        adapters = [ModelCard(id=name, root=lora.lora_path, parent=ctx.model_name, max_model_len=ctx.max_model_len)
-                    for name, lora in ctx.lora_modules.items()]
+        # `root` is the served name, never a path: a client has no business knowing the server's file system
+        base = ModelCard(id=ctx.model_name, root=ctx.model_name, max_model_len=ctx.max_model_len)
+        adapters = [ModelCard(id=name, root=name, parent=ctx.model_name, max_model_len=ctx.max_model_len)
+                    for name in ctx.lora_modules]
         return ModelList(data=[base, *adapters])
 
-    @app.post("/v1/chat/completions")
+    @routes.post("/v1/chat/completions", ChatCompletionRequest)
     async def chat_completions(request: Request) -> Response:
         return await chat.create(await read_body(request, ChatCompletionRequest, ctx.limits), request)
 
-    @app.post("/v1/completions")
+    @routes.post("/v1/completions", CompletionRequest)
     async def text_completions(request: Request) -> Response:
         return await completions.create(await read_body(request, CompletionRequest, ctx.limits), request)
 
-    @app.post("/tokenize")
+    @routes.post("/tokenize", TokenizeRequest)
     async def tokenize(request: Request) -> Response:
         body = tokens.tokenize(await read_body(request, TokenizeRequest, ctx.limits))
         return JSONResponse(body.model_dump(exclude_none=True))
 
-    @app.post("/detokenize")
+    @routes.post("/detokenize", DetokenizeRequest)
     async def detokenize(request: Request) -> Response:
         return JSONResponse(tokens.detokenize(await read_body(request, DetokenizeRequest, ctx.limits)).model_dump())
 
@@ -198,62 +212,3 @@ def _add_error_handlers(app: FastAPI) -> None:
     app.add_exception_handler(APIError, api_error)
     app.add_exception_handler(StarletteHTTPException, http_error)
     app.add_exception_handler(RequestValidationError, validation_error)
-
-
-class HTTPGuard:
-    """Pure ASGI (streams pass through untouched): request id, API key, access log, and a 500 in the one error
-    shape for anything a route did not expect."""
-
-    def __init__(self, app: ASGIApp, api_key: str | None) -> None:
-        self.app = app
-        self.expected = f"Bearer {api_key}".encode() if api_key else None
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http":
-            await self.app(scope, receive, send)
-            return
-        request_id = _request_id(scope)
-        scope.setdefault("state", {})["request_id"] = request_id
-        start, status = time.perf_counter(), 0
-
-        async def send_with_id(message: Message) -> None:
-            nonlocal status
-            if message["type"] == "http.response.start":
-                status = message["status"]
-                message["headers"] = [*message.get("headers", []), (b"x-request-id", request_id.encode())]
-            await send(message)
-
-        try:
-            refusal = self._refusal(scope)
-            if refusal is not None:
-                await refusal.response()(scope, receive, send_with_id)
-            else:
-                await self.app(scope, receive, send_with_id)
-        except Exception:
-            logger.exception("request %s: unhandled error in %s %s", request_id, scope["method"], scope["path"])
-            if status == 0:
-                await internal_error(request_id).response()(scope, receive, send_with_id)
-        finally:
-            logger.info("request %s: %s %s -> %d in %.3f s", request_id, scope["method"], scope["path"], status,
-                        time.perf_counter() - start)
-
-    def _refusal(self, scope: Scope) -> APIError | None:
-        if self.expected is None or scope["method"] == "OPTIONS" or scope["path"] in PUBLIC_PATHS:
-            return None
-        given = _header(scope, b"authorization")
-        if given is None:
-            return APIError(401, "missing API key: send the header 'Authorization: Bearer <key>'",
-                            code="invalid_api_key")
-        if not hmac.compare_digest(given, self.expected):
-            return APIError(401, "incorrect API key provided", code="invalid_api_key")
-        return None
-
-
-def _header(scope: Scope, name: bytes) -> bytes | None:
-    return next((value for key, value in scope["headers"] if key.lower() == name), None)
-
-
-def _request_id(scope: Scope) -> str:
-    given = _header(scope, REQUEST_ID_HEADER.encode())
-    text = given.decode("latin-1") if given is not None else ""
-    return text if _CLIENT_REQUEST_ID.match(text) else uuid.uuid4().hex

@@ -3,11 +3,16 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import logging
 import os
 from typing import Any
 
+from qwick.server.vllm_flags import add_vllm_args
+
+logger = logging.getLogger("qwick.server")
 API_KEY_ENV = "QWICK_API_KEY"
+RUNTIME_LORA_ENV = "VLLM_ALLOW_RUNTIME_LORA_UPDATING"
 
 
 def add_serve_args(parser: argparse.ArgumentParser) -> None:
@@ -32,7 +37,8 @@ def add_serve_args(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--max-body-bytes", type=int, default=None, help="largest request body (default 8 MiB)")
     parser.add_argument("--max-messages", type=int, default=None, help="most chat messages per request (default 2048)")
     parser.add_argument("--shutdown-timeout", type=float, default=30.0,
-                        help="seconds in-flight requests get to finish on Ctrl-C / SIGTERM (default 30)")
+                        help="seconds in-flight requests get to finish on Ctrl-C / SIGTERM; then they are aborted (streams "
+                             "end with an error event and [DONE]) (default 30)")
     parser.add_argument("--log-level", default="info", choices=["debug", "info", "warning", "error"])
     lora = parser.add_argument_group("LoRA adapters (served unmerged; a request's model = an adapter name uses it)")
     lora.add_argument("--lora-modules", nargs="+", default=[], metavar="NAME=PATH",
@@ -41,7 +47,13 @@ def add_serve_args(parser: argparse.ArgumentParser) -> None:
                       help="adapters resident at once (default: all of --lora-modules); a request for another one "
                            "while all are busy gets a 400")
     lora.add_argument("--max-lora-rank", type=int, default=None,
-                      help="largest adapter rank (default: the largest r among --lora-modules)")
+                      help="largest adapter rank (default: the largest r among --lora-modules, or 16)")
+    lora.add_argument("--enable-lora-runtime-updates", action="store_true",
+                      default=os.environ.get(RUNTIME_LORA_ENV, "").lower() in ("1", "true"),
+                      help="allow POST /v1/load_lora_adapter and /v1/unload_lora_adapter (behind --api-key; "
+                           f"default: ${RUNTIME_LORA_ENV}, vLLM's switch). Loaded adapters need rank <= "
+                           "--max-lora-rank and share --max-loras slots")
+    add_vllm_args(parser)
     gates = parser.add_argument_group("gates and ledger (POST /v1/moderate, /classify, /rewrite, /score, /embeddings)")
     gates.add_argument("--gates", default=None, metavar="YAML",
                        help="gates file: adds gates or redefines the built-in ones (checked before the model loads)")
@@ -58,29 +70,49 @@ def run_serve(args: argparse.Namespace, load_llm: Any) -> int:
         import uvicorn
 
         from qwick.server.app import build_app, start_llm
+        from qwick.server.runner import DrainingServer
         from qwick.server.serving import ServerLimits
     except ImportError as exc:
         raise ValueError(f"qwick serve needs the serve extra: pip install 'qwick[serve]' ({exc})") from exc
+    from qwick.server.startup import describe
+    from qwick.server.vllm_flags import check_vllm_args, configure_llm, quiet_request_log
+
     logging.basicConfig(level=args.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    noops = check_vllm_args(args)  # a flag that cannot apply fails before the model loads
+    quiet_request_log(args)
     gate_options = _gate_options(args)  # a bad gates file or ledger path fails before the model loads
     lora_modules, lora_options = _lora_options(args)  # likewise a bad --lora-modules entry
     sizes = {"max_body_bytes": args.max_body_bytes, "max_messages": args.max_messages}
     limits = ServerLimits(max_queue=args.max_queue, **{k: v for k, v in sizes.items() if v is not None})
     served_name = args.served_model_name or args.model
-    llm, client = start_llm(lambda: load_llm(args, max_num_seqs=args.max_num_seqs,
-                                             max_num_batched_tokens=args.max_num_batched_tokens,
-                                             enable_prefix_caching=args.enable_prefix_caching,
-                                             kv_cache_dtype=args.kv_cache_dtype, **lora_options),
+    llm, client = start_llm(lambda: configure_llm(load_llm(args, **engine_options(args), **lora_options), args),
                             lora_modules, served_name)
     try:
         app = build_app(llm, served_name, args.api_key, allowed_origins=_origins(args.allowed_origins),
-                        limits=limits, gates=gate_options, lora_modules=lora_modules, client=client)
+                        limits=limits, gates=gate_options, lora_modules=lora_modules, client=client,
+                        lora_runtime_updates=args.enable_lora_runtime_updates)
     except BaseException:
         client.stop()  # a failing setup leaves no engine thread behind
         raise
-    uvicorn.run(app, host=args.host, port=args.port, log_level=args.log_level, access_log=False,
-                timeout_graceful_shutdown=args.shutdown_timeout)
+    if noops:
+        logger.info("vLLM flags that change nothing here: %s", "; ".join(noops))
+    logger.info(describe(llm))
+    config = uvicorn.Config(app, host=args.host, port=args.port, log_level=args.uvicorn_log_level or args.log_level,
+                            access_log=False)
+    server = DrainingServer(config, app.state.abort_running, args.shutdown_timeout)
+    with contextlib.suppress(KeyboardInterrupt):  # a second Ctrl-C: uvicorn's forced exit
+        server.run()
+    if not server.started:
+        client.stop()
+        raise ValueError(f"the server could not start on {args.host}:{args.port} (see the log above)")
     return 0
+
+
+def engine_options(args: argparse.Namespace) -> dict[str, Any]:
+    """The LLM(...) engine keywords `qwick serve`'s flags set."""
+    return {"max_num_seqs": args.max_num_seqs, "max_num_batched_tokens": args.max_num_batched_tokens,
+            "enable_prefix_caching": args.enable_prefix_caching, "kv_cache_dtype": args.kv_cache_dtype,
+            "kv_cache_memory_bytes": args.kv_cache_memory_bytes}
 
 
 def _lora_options(args: argparse.Namespace) -> tuple[list[Any], dict[str, Any]]:
@@ -88,8 +120,12 @@ def _lora_options(args: argparse.Namespace) -> tuple[list[Any], dict[str, Any]]:
     from qwick.lora.modules import lora_llm_options, parse_lora_modules
 
     modules = parse_lora_modules(args.lora_modules)
-    if not modules and (args.max_loras is not None or args.max_lora_rank is not None):
-        raise ValueError("--max-loras and --max-lora-rank need --lora-modules")
+    runtime = args.enable_lora_runtime_updates
+    if not modules and not runtime and (args.max_loras is not None or args.max_lora_rank is not None):
+        raise ValueError("--max-loras and --max-lora-rank need --lora-modules or --enable-lora-runtime-updates")
+    if runtime and not modules:  # adapters come later: vLLM's defaults size the slots
+        return modules, {"enable_lora": True, "max_loras": args.max_loras or 1,
+                         "max_lora_rank": args.max_lora_rank or 16}
     return modules, lora_llm_options(modules, args.max_loras, args.max_lora_rank)
 
 

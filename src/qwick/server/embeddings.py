@@ -5,19 +5,19 @@ from __future__ import annotations
 import base64
 
 import numpy as np
-from fastapi import FastAPI
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 
 from qwick.server.errors import bad_request
 from qwick.server.gate_protocol import MAX_INPUTS, EmbeddingRequest
 from qwick.server.gates import gate_error
+from qwick.server.openapi import JSONRoutes
 from qwick.server.serving import ServerContext, read_body
 from qwick.tasks.service import GateService
 
 
-def add_embedding_routes(app: FastAPI, ctx: ServerContext, service: GateService) -> None:
-    @app.post("/v1/embeddings")
+def add_embedding_routes(routes: JSONRoutes, ctx: ServerContext, service: GateService) -> None:
+    @routes.post("/v1/embeddings", EmbeddingRequest)
     async def embeddings(request: Request) -> Response:
         body = await read_body(request, EmbeddingRequest, ctx.limits)
         lora = ctx.resolve_model(body.model)  # an adapter's name pools under that adapter

@@ -9,7 +9,7 @@ from __future__ import annotations
 import re
 from typing import Any
 
-from pydantic import ValidationError
+from pydantic import BaseModel, ValidationError
 from starlette.responses import JSONResponse
 
 INVALID_REQUEST = "invalid_request_error"
@@ -81,3 +81,16 @@ def field_path(loc: tuple[int | str, ...]) -> str | None:
         elif not _TYPE_TAG.search(part):
             path += f".{part}" if path else part
     return path or None
+
+
+class ErrorBody(BaseModel):
+    message: str
+    type: str
+    param: str | None = None
+    code: str | None = None
+
+
+class ErrorResponse(BaseModel):
+    """The one error shape, for /openapi.json."""
+
+    error: ErrorBody

@@ -1,4 +1,5 @@
-"""POST /v1/moderate, /v1/classify, /v1/rewrite, /v1/extract, /v1/score: the gates (qwick.tasks) over HTTP.
+"""POST /v1/moderate (and /moderate), /v1/classify, /v1/rewrite, /v1/extract: the gates (qwick.tasks) over HTTP
+(/v1/score and /v1/rerank: rerank.py).
 
 Routes validate the body, take one admission slot, call the GateService and shape its Decision; every
 failure is the server's one error shape (unknown gate 404, bad input 400, engine down 503).
@@ -10,21 +11,19 @@ from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from fastapi import FastAPI
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 
-from qwick.engine.protocol import EngineClient
+from qwick.engine.protocol import EngineClient, RequestFailedError
 from qwick.lora.request import LoRARequest
 from qwick.server.errors import APIError, bad_request
 from qwick.server.gate_protocol import (
     ClassifyRequest,
-    GateRequest,
     ModerateRequest,
     RewriteRequest,
-    ScoreRequest,
 )
-from qwick.server.serving import ServerContext, engine_error, read_body
+from qwick.server.openapi import JSONRoutes
+from qwick.server.serving import ServerContext, aborted, engine_error, read_body
 from qwick.tasks.decisions import Decision
 from qwick.tasks.identity import ModelIdentity
 from qwick.tasks.ledger import Ledger
@@ -63,54 +62,50 @@ def setup_gates(options: GateOptions, client: EngineClient, tokenizer: Tokenizer
     return service, client
 
 
-def add_gate_routes(app: FastAPI, ctx: ServerContext, service: GateService) -> None:
-    @app.post("/v1/moderate")
+def add_gate_routes(routes: JSONRoutes, ctx: ServerContext, service: GateService) -> None:
+    @routes.post("/v1/moderate", ModerateRequest)
     async def moderate(request: Request) -> Response:
         body = await read_body(request, ModerateRequest, ctx.limits)
-        d = await _decide(ctx, "moderate", body, lambda: service.moderate(body.text, body.gate, user_id=body.user_id,
+        d = await decide(ctx, "moderate", body.model, lambda: service.moderate(body.text, body.gate, user_id=body.user_id,
                                                                request_id=request.state.request_id))
-        return _json(d, allow=d.allow, reason=d.reason, escalate=d.escalate, scores=d.scores)
+        return gate_json(d, allow=d.allow, reason=d.reason, escalate=d.escalate, scores=d.scores)
 
-    @app.post("/v1/classify")
+    routes.post("/moderate", ModerateRequest, summary="Moderate (alias of /v1/moderate)")(moderate)
+
+    @routes.post("/v1/classify", ClassifyRequest)
     async def classify(request: Request) -> Response:
         body = await read_body(request, ClassifyRequest, ctx.limits)
-        d = await _decide(ctx, "classify", body, lambda: service.classify(body.text, body.labels, body.gate,
+        d = await decide(ctx, "classify", body.model, lambda: service.classify(body.text, body.labels, body.gate,
                                                                request_id=request.state.request_id))
-        return _json(d, label=None if d.timed_out else d.label, scores=d.scores, escalate=d.escalate)
+        return gate_json(d, label=None if d.timed_out else d.label, scores=d.scores, escalate=d.escalate)
 
-    @app.post("/v1/rewrite")
+    @routes.post("/v1/rewrite", RewriteRequest)
     async def rewrite(request: Request) -> Response:
         body = await read_body(request, RewriteRequest, ctx.limits)
-        d = await _decide(ctx, "rewrite", body, lambda: service.rewrite(body.text, body.gate,
+        d = await decide(ctx, "rewrite", body.model, lambda: service.rewrite(body.text, body.gate,
                                                                         request_id=request.state.request_id))
         output = d.output if d.schema_valid else None
         # without a valid answer (timeout, invalid output) the query passes through unchanged
-        return _json(d, rewrite=output.get("rewrite", body.text) if output else body.text,
+        return gate_json(d, rewrite=output.get("rewrite", body.text) if output else body.text,
                      reason_code=output.get("reason_code") if output else ("timeout" if d.timed_out else "invalid_output"),
                      output=output, schema_valid=d.schema_valid, escalate=d.escalate)
 
-    @app.post("/v1/extract")
+    @routes.post("/v1/extract", RewriteRequest)
     async def extract(request: Request) -> Response:
         body = await read_body(request, RewriteRequest, ctx.limits)
-        if body.gate is None:
+        if not body.gate:
             raise bad_request("'gate' is required: name an extract gate from the gates file", param="gate")
-        d = await _decide(ctx, "extract", body, lambda: service.rewrite(body.text, body.gate,
+        d = await decide(ctx, "extract", body.model, lambda: service.rewrite(body.text, body.gate,
                                                                         request_id=request.state.request_id))
-        return _json(d, data=d.output if d.schema_valid else None, schema_valid=d.schema_valid, escalate=d.escalate)
-
-    @app.post("/v1/score")
-    async def score(request: Request) -> Response:
-        body = await read_body(request, ScoreRequest, ctx.limits)
-        d = await _decide(ctx, "score", body, lambda: service.score(body.query, body.items, body.gate,
-                                                            instruction=body.instruction,
-                                                            request_id=request.state.request_id))
-        return _json(d, scores=d.item_scores)
+        return gate_json(d, data=d.output if d.schema_valid else None, schema_valid=d.schema_valid, escalate=d.escalate)
 
 
-async def _decide(ctx: ServerContext, endpoint: str, body: GateRequest,
-                  call: Callable[[], Awaitable[Decision]]) -> Decision:
+async def decide(ctx: ServerContext, endpoint: str, model: str | None,
+                 call: Callable[[], Awaitable[Decision]]) -> Decision:
+    """Run one gate call for `endpoint` under one admission slot, counting it in the metrics; the request's
+    `model` must be the base model."""
     try:
-        ctx.check_model(body.model)
+        ctx.check_model(model)
         release = ctx.admission.acquire(1)
     except Exception:
         ctx.metrics.gate_failed(endpoint)
@@ -136,10 +131,12 @@ def gate_error(exc: Exception) -> Exception:
         return bad_request(str(exc), param=exc.field, code="invalid_value")
     if isinstance(exc, ValueError) and "max_model_len" in str(exc):
         return bad_request(str(exc), code="context_length_exceeded")
+    if isinstance(exc, RequestFailedError) and exc.__cause__ is None:  # aborted, not failed: only shutdown does it
+        return aborted()
     return engine_error(exc) or exc
 
 
-def _json(d: Decision, **fields: Any) -> JSONResponse:
+def gate_json(d: Decision, **fields: Any) -> JSONResponse:
     common = {"gate": d.gate, "timed_out": d.timed_out, "latency_ms": round(d.latency_ms, 3),
               "request_id": d.request_id}
     return JSONResponse({**fields, **common})

@@ -107,6 +107,10 @@ def open_db(path: str | Path) -> sqlite3.Connection:
     return conn
 
 
+class LedgerError(ValueError):
+    """The ledger file cannot be opened (a missing folder, no permission, not a SQLite file)."""
+
+
 class Ledger:
     """Bounded-queue background writer. `record` never blocks: it returns False when the record was dropped."""
 
@@ -116,7 +120,11 @@ class Ledger:
         self.raw_text = raw_text
         self.batch_size = batch_size
         self.flush_interval = flush_interval
-        self._conn = open_db(self.path)  # created here so a bad path fails at start-up, not in the thread
+        try:  # opened here so a bad path fails at start-up, not in the thread
+            self._conn = open_db(self.path)
+        except sqlite3.Error as exc:
+            raise LedgerError(f"cannot open the ledger {self.path}: {exc} (give a writable file in an existing "
+                              "folder)") from None
         self._queue: queue.Queue[LedgerRecord | None] = queue.Queue(maxsize=max_queue)
         self._lock = threading.Lock()
         self.dropped = 0
