@@ -4,9 +4,14 @@ from __future__ import annotations
 
 import hashlib
 import logging
+import os
+import time
 from pathlib import Path
 
 log = logging.getLogger(__name__)
+# A build takes ~20-60 s; a lock file older than this was left by a build that was killed (Ctrl-C, OOM), and
+# torch's cpp_extension would wait for it forever.
+STALE_LOCK_S = 600.0
 
 
 def cpu_has_flags(flags: tuple[str, ...]) -> bool:
@@ -24,14 +29,35 @@ def build_cpu_ops(name: str, sources: list[Path], cflags: list[str]) -> bool:
     a changed header would otherwise leave a stale build in use."""
     headers = sorted(sources[0].parent.glob("*.h"))  # a library's sources share a folder
     digest = hashlib.sha256(b"".join(h.read_bytes() for h in headers)).hexdigest()[:16]
+    flags = ["-O3", "-fopenmp", *cflags, f"-DQWICK_HEADERS={digest}"]
     try:
         from torch.utils.cpp_extension import load
 
         # -fopenmp: at::parallel_for is inlined here and needs it to run threads (torch's libgomp is reused)
-        load(name=name, sources=[str(s) for s in sources],
-             extra_cflags=["-O3", "-fopenmp", *cflags, f"-DQWICK_HEADERS={digest}"],
-             extra_ldflags=["-fopenmp"], is_python_module=False)
+        load(name=name, sources=[str(s) for s in sources], extra_cflags=flags, extra_ldflags=["-fopenmp"],
+             is_python_module=False, build_directory=str(build_directory(name, sources, flags)))
     except Exception as exc:  # no compiler, no ninja, a failed build: callers fall back to torch's ops
         log.warning("qwick CPU ops %s unavailable, using torch's (%s)", name, exc)
         return False
     return True
+
+
+def build_directory(name: str, sources: list[Path], flags: list[str]) -> Path:
+    """A folder per library version (sources, headers and flags hashed), so two checkouts or versions of qwick on
+    one machine do not rebuild over each other; a stale lock left by a killed build is removed."""
+    key = hashlib.sha256()
+    for path in [*sources, *sorted(sources[0].parent.glob("*.h"))]:
+        key.update(path.read_bytes())
+    key.update(" ".join(flags).encode())
+    root = Path(os.environ.get("TORCH_EXTENSIONS_DIR") or Path.home() / ".cache" / "torch_extensions")
+    folder = root / "qwick" / f"{name}-{key.hexdigest()[:16]}"
+    folder.mkdir(parents=True, exist_ok=True)
+    lock = folder / "lock"
+    try:
+        age = time.time() - lock.stat().st_mtime
+    except FileNotFoundError:
+        return folder
+    if age > STALE_LOCK_S:
+        log.warning("removing the stale build lock %s (%.0f s old: a killed build left it)", lock, age)
+        lock.unlink(missing_ok=True)
+    return folder
