@@ -35,6 +35,13 @@ def finish(seq: Sequence, reason: str) -> None:
     seq.finish_reason = reason
 
 
+def fail(seq: Sequence, message: str) -> None:
+    """End `seq` with finish_reason "error" (e.g. its grammar failed); `stop_reason` holds the message."""
+    seq.text += seq.detokenizer.finish()
+    seq.finish_reason = "error"
+    seq.stop_reason = message
+
+
 def _check_stop_strings(seq: Sequence, previous_len: int) -> None:
     """Find the earliest stop string that ends in the new text (it may straddle token boundaries)."""
     longest = max(len(s) for s in seq.params.stop_strings)

@@ -12,7 +12,7 @@ from pydantic import BaseModel, ValidationError
 from starlette.requests import Request
 
 from qwick.engine.grammar import GrammarCompiler
-from qwick.engine.protocol import EngineClient, EngineNotRunningError
+from qwick.engine.protocol import EngineClient, EngineNotRunningError, RequestDelta
 from qwick.lora.request import LoRARequest
 from qwick.sampling_params import SamplingParams
 from qwick.server.errors import APIError, bad_request, from_validation_error, not_supported
@@ -174,3 +174,12 @@ def engine_error(exc: Exception) -> APIError | None:
     if isinstance(exc, ValueError):  # the engine's own request validation, e.g. PromptTooLongError
         return bad_request(str(exc))
     return None
+
+
+def check_output(delta: RequestDelta) -> None:
+    """A sample that ended in an error (its grammar failed mid-way) fails the whole request with a 400, so no
+    text that breaks the requested structure is ever sent as a normal answer (mid-stream: an error event)."""
+    for out in delta.output.outputs if delta.output is not None else []:
+        if out.finish_reason == "error":
+            raise bad_request(f"{out.stop_reason}. No output satisfying the constraint was produced: simplify it "
+                              "(README: Structured output, limits)", code="structured_output_failed")
