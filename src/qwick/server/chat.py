@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import time
 from collections.abc import AsyncIterator
@@ -80,7 +81,7 @@ class ChatServing:
 
     async def create(self, body: ChatCompletionRequest, request: Request) -> Response:
         lora = self.ctx.resolve_model(body.model)
-        plan = self.plan(body)
+        plan = await asyncio.to_thread(self.plan, body)  # tokenizing and grammar compiling: off the event loop
         plan.model = lora.lora_name if lora is not None else None
         request_id = new_id("chatcmpl")
         logger.info("request %s: %s, %d prompt tokens", request.state.request_id, request_id, len(plan.prompt_ids))
@@ -110,7 +111,7 @@ class ChatServing:
         kwargs = body.chat_template_kwargs or {}
         prompt = render_chat(self.ctx.tokenizer, body.messages, body.tools if parse_tools else None,
                              body.add_generation_prompt, kwargs)
-        prompt_ids = self.ctx.tokenizer.encode(prompt)
+        prompt_ids = self.ctx.encode(prompt, "messages")
         if body.max_completion_tokens is not None:
             max_tokens, max_tokens_field = body.max_completion_tokens, "max_completion_tokens"
         else:

@@ -43,7 +43,7 @@ class CompletionServing:
 
     async def create(self, body: CompletionRequest, request: Request) -> Response:
         lora = self.ctx.resolve_model(body.model)
-        plans = self.plan(body)
+        plans = await asyncio.to_thread(self.plan, body)  # tokenizing and grammar compiling: off the event loop
         request_id = new_id("cmpl")
         logger.info("request %s: %s, %d prompt(s)", request.state.request_id, request_id, len(plans))
         release = self.ctx.admission.acquire(body.n * len(plans))
@@ -71,7 +71,7 @@ class CompletionServing:
             check_structure(self.ctx.grammars, *requested)
         plans = []
         for prompt in prompts:
-            text, ids = (prompt, self.ctx.tokenizer.encode(prompt)) if isinstance(prompt, str) else (None, prompt)
+            text, ids = (prompt, self.ctx.encode(prompt, "prompt")) if isinstance(prompt, str) else (None, prompt)
             if not ids:
                 raise bad_request("a prompt is empty: give at least one token", param="prompt", code="invalid_value")
             if min(ids) < 0 or max(ids) >= self.ctx.tokenizer.vocab_size:

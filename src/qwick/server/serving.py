@@ -6,6 +6,7 @@ import logging
 import secrets
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from functools import cached_property
 from typing import Any, TypeVar
 
 from pydantic import BaseModel, ValidationError
@@ -77,6 +78,23 @@ class ServerContext:
     admission: Admission
     grammars: GrammarCompiler  # checks structured-output constraints before a request reaches the engine
     lora_modules: dict[str, LoRARequest] = field(default_factory=dict)  # served adapters, by model name
+
+    @cached_property
+    def max_token_bytes(self) -> int:
+        """The longest token's text in UTF-8 bytes (an upper bound: byte-level tokens spell a byte in 1-2)."""
+        tokens = self.tokenizer.convert_ids_to_tokens(range(self.tokenizer.vocab_size))
+        return max((len(t.encode()) for t in tokens if t), default=1)
+
+    def encode(self, text: str, param: str) -> list[int]:
+        """A prompt's token ids. One too long for the context even at the longest token per byte run is refused
+        before tokenizing, which would cost seconds and hundreds of MB for a multi-megabyte text."""
+        size = len(text.encode())
+        if size > self.max_model_len * self.max_token_bytes:
+            raise bad_request(f"This model's maximum context length is {self.max_model_len} tokens. However, your "
+                              f"prompt is {size} bytes, more than {self.max_model_len} tokens of at most "
+                              f"{self.max_token_bytes} bytes. Please reduce the length of the input.",
+                              param=param, code="context_length_exceeded")
+        return self.tokenizer.encode(text)
 
     def check_model(self, name: str | None) -> None:
         """For endpoints that run the base model only: an adapter's name is refused, not silently ignored."""

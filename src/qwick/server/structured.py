@@ -15,6 +15,7 @@ from qwick.sampling_params import STRUCTURED_KINDS, StructuredOutputsParams
 from qwick.server.errors import bad_request
 from qwick.server.protocol import NamedToolChoice, SamplingFields, ToolDefinition
 
+TOOL_CALL_START, TOOL_CALL_END = "<tool_call>", "</tool_call>"
 GUIDED_FIELDS = {"guided_json": "json", "guided_regex": "regex", "guided_choice": "choice",
                  "guided_grammar": "grammar"}
 
@@ -67,6 +68,11 @@ def tool_call_structure(tools: list[ToolDefinition] | None, tool_choice: str | N
             raise bad_request(f"tool_choice names function {name!r}, which is not in 'tools' "
                               f"({[t.function.name for t in tools]})", param="tool_choice", code="invalid_value")
         parallel = False  # a named function means one call to it
+    for i, tool in enumerate(tools):
+        if TOOL_CALL_START in tool.function.name or TOOL_CALL_END in tool.function.name:
+            raise bad_request(f"tool name {tool.function.name!r} contains a {TOOL_CALL_START} / {TOOL_CALL_END} "
+                              "marker, which would end the forced tool call early", param=f"tools[{i}].function.name",
+                              code="invalid_value")
     return StructuredOutputsParams(grammar=tool_calls_lark(chosen, parallel is not False))
 
 

@@ -23,6 +23,8 @@ CHAT_TEMPLATE_FILE = "chat_template.jinja"
 SPECIAL_TOKEN_ROLES = ("bos_token", "eos_token", "unk_token", "sep_token", "pad_token", "cls_token", "mask_token")
 THINK_START, THINK_END = "<think>", "</think>"
 
+LONG_TEXT = 16_384  # characters
+
 
 class Tokenizer:
     """Byte-level BPE tokenizer with chat-template rendering; see `from_pretrained`."""
@@ -73,6 +75,8 @@ class Tokenizer:
 
     def encode(self, text: str) -> list[int]:
         """Token ids of `text`; added tokens written in the text (`<|im_start|>`, `<think>`) are recognised."""
+        if len(text) > LONG_TEXT:  # encode_batch releases the GIL: a server thread tokenizing stalls nobody
+            return self._backend.encode_batch([text], add_special_tokens=False)[0].ids
         return self._backend.encode(text, add_special_tokens=False).ids
 
     def decode(self, ids: Iterable[int], skip_special_tokens: bool = False) -> str:
