@@ -93,9 +93,12 @@ def tool_calls_lark(tools: list[ToolDefinition], parallel: bool) -> str:
 
 
 def check_structure(grammars: GrammarCompiler, params: StructuredOutputsParams, field: str) -> None:
-    """Compile now (cached for the engine), so a bad schema is a 400 before any generation."""
+    """Compile now (cached for the engine), so a bad schema is a 400 before any generation. Slow for a big
+    grammar (up to ~100 ms within the limits): callers run it on a worker thread."""
     try:
         grammars.compile(params)
     except StructuredOutputError as exc:
-        message = str(exc).replace("structured_outputs", field, 1) if field != "structured_outputs" else str(exc)
+        message = str(exc)
+        if field != "structured_outputs":  # name the request's own field: guided_regex, not structured_outputs.regex
+            message = message.replace(f"structured_outputs.{params.kind}", field, 1)
         raise bad_request(message, param=field, code="invalid_value") from None
