@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import logging
 import time
 from collections.abc import AsyncIterator
@@ -81,7 +80,7 @@ class ChatServing:
 
     async def create(self, body: ChatCompletionRequest, request: Request) -> Response:
         lora = self.ctx.resolve_model(body.model)
-        plan = await asyncio.to_thread(self.plan, body)  # tokenizing and grammar compiling: off the event loop
+        plan = await self.ctx.off_loop(self.plan, body)  # tokenizing and grammar compiling: off the event loop
         plan.model = lora.lora_name if lora is not None else None
         request_id = new_id("chatcmpl")
         logger.info("request %s: %s, %d prompt tokens", request.state.request_id, request_id, len(plan.prompt_ids))

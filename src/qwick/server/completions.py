@@ -43,7 +43,7 @@ class CompletionServing:
 
     async def create(self, body: CompletionRequest, request: Request) -> Response:
         lora = self.ctx.resolve_model(body.model)
-        plans = await asyncio.to_thread(self.plan, body)  # tokenizing and grammar compiling: off the event loop
+        plans = await self.ctx.off_loop(self.plan, body)  # tokenizing and grammar compiling: off the event loop
         request_id = new_id("cmpl")
         logger.info("request %s: %s, %d prompt(s)", request.state.request_id, request_id, len(plans))
         release = self.ctx.admission.acquire(body.n * len(plans))
