@@ -282,7 +282,7 @@ class LLMEngine:
                 append_token(seq, token, self.max_model_len)
                 if fed and complete(seq) and not seq.finished:
                     finish(seq, "stop")
-            self._record_timing(seq, now)
+                self._record_timing(seq, now)
             if seq.finished:
                 self.scheduler.remove(seq)
 
