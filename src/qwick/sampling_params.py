@@ -8,6 +8,7 @@ from typing import Any
 
 MAX_LOGPROBS = 20
 MAX_LOGIT_BIAS = 100.0  # OpenAI's range for a logit_bias value: [-100, 100]
+MAX_STOP_STRINGS, MAX_STOP_CHARS = 64, 4096  # every stop string is searched for after every token
 STRUCTURED_KINDS = ("json", "regex", "choice", "grammar", "json_object")
 
 
@@ -127,7 +128,11 @@ class SamplingParams:
         stops = [self.stop] if isinstance(self.stop, str) else list(self.stop or [])
         if any(not isinstance(s, str) for s in stops):
             raise ValueError(f"stop must be a string or a list of strings, got {self.stop!r}")
-        object.__setattr__(self, "stop_strings", tuple(s for s in stops if s))  # "" stops nothing: ignored
+        stops = [s for s in stops if s]  # "" stops nothing: ignored (OpenAI accepts it)
+        if len(stops) > MAX_STOP_STRINGS or sum(len(s) for s in stops) > MAX_STOP_CHARS:
+            raise ValueError(f"stop allows at most {MAX_STOP_STRINGS} strings of {MAX_STOP_CHARS} characters in "
+                             f"all, got {len(stops)} of {sum(len(s) for s in stops)}")
+        object.__setattr__(self, "stop_strings", tuple(stops))
         if self.structured_outputs is not None and not isinstance(self.structured_outputs, StructuredOutputsParams):
             raise ValueError("structured_outputs must be a StructuredOutputsParams, "
                              f"got {type(self.structured_outputs).__name__}")

@@ -8,6 +8,8 @@ from pathlib import Path
 
 import pytest
 
+from qwick.tokenizer.tokenizer import LONG_TEXT
+
 ASSETS = Path(__file__).parents[1] / "assets" / "qwen3"
 
 CORPUS = {
@@ -118,3 +120,9 @@ def test_token_and_id_lookups(tokenizer):
     assert tokenizer.id_to_token(151668) == "</think>"
     assert tokenizer.token_to_id("no such token") is None
     assert tokenizer.id_to_token(10**7) is None
+
+
+def test_a_long_text_encodes_the_same_on_the_gil_free_path(tokenizer, hf_tokenizer):
+    text = "<|im_start|>user\n" + "Héllo, wörld! 123 " * 1200 + "<|im_end|>"
+    assert len(text) > LONG_TEXT
+    assert tokenizer.encode(text) == hf_tokenizer.encode(text, add_special_tokens=False)

@@ -1,6 +1,6 @@
 import pytest
 
-from qwick.sampling_params import GenerationDefaults, SamplingParams
+from qwick.sampling_params import MAX_STOP_CHARS, MAX_STOP_STRINGS, GenerationDefaults, SamplingParams
 
 
 @pytest.mark.parametrize(
@@ -65,3 +65,14 @@ def test_single_stop_string_is_normalised_to_a_tuple():
 def test_empty_stop_strings_are_ignored():
     assert SamplingParams(stop=["", "END", ""]).stop_strings == ("END",)
     assert SamplingParams(stop="").stop_strings == ()
+
+
+@pytest.mark.parametrize("stop", [[f"s{i}" for i in range(MAX_STOP_STRINGS + 1)], ["x" * (MAX_STOP_CHARS + 1)],
+                                  ["x" * 2048, "y" * 2049]])
+def test_stop_lists_are_capped(stop):
+    with pytest.raises(ValueError, match=f"^stop allows at most {MAX_STOP_STRINGS} strings of {MAX_STOP_CHARS}"):
+        SamplingParams(stop=stop)
+
+
+def test_stop_lists_at_the_cap_are_accepted():
+    assert len(SamplingParams(stop=[f"s{i}" for i in range(MAX_STOP_STRINGS)]).stop_strings) == MAX_STOP_STRINGS

@@ -19,6 +19,7 @@ from enum import Enum
 import llguidance as llg
 import torch
 
+from qwick.engine.grammar import clean_error
 from qwick.engine.sequence import Sequence
 from qwick.engine.thinking import ThinkState
 
@@ -63,15 +64,25 @@ def feeds_grammar(seq: Sequence, token: int) -> bool:
     return not (current is Phase.EXPECT and seq.thinking is not None and token == seq.thinking.start_id)
 
 
-def advance(seq: Sequence, token: int) -> bool:
-    """Feed an appended token to the sequence's grammar; True when the grammar is now complete."""
-    assert seq.constraint is not None
+def grammar_error(seq: Sequence, token: int | None) -> str | None:
+    """Feed `token` (sampled, not yet appended; None: not part of the answer) to the sequence's grammar.
+    Returns why the grammar failed, if it did: a resource limit hit mid-way, or a grammar the masks could
+    not keep (its mask was empty). The caller ends the sequence with an error instead of appending."""
+    if seq.constraint is None:
+        return None
     matcher = seq.constraint.matcher
-    if not matcher.consume_token(token):
-        # masks make this unreachable; log it and end the sequence rather than emit unchecked text
-        logger.error("request %s: grammar rejected token %d: %s", seq.request_id, token, matcher.get_error())
-        return True
-    return matcher.is_stopped()
+    if token is not None:
+        matcher.consume_token(token)
+    if not matcher.is_error():
+        return None
+    message = clean_error(matcher.get_error())
+    logger.warning("request %s: structured output failed: %s", seq.request_id, message)
+    return f"the structured output's grammar ({seq.constraint.kind}) failed during generation: {message}"
+
+
+def complete(seq: Sequence) -> bool:
+    """Whether the sequence's grammar is complete: nothing but EOS could follow."""
+    return seq.constraint is not None and seq.constraint.matcher.is_stopped()
 
 
 class MaskBuilder:

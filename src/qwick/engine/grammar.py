@@ -1,14 +1,17 @@
 """Grammar compilation for structured output, on llguidance (README "Structured output" says why).
 
-`GrammarCompiler` turns `StructuredOutputsParams` into a checked llguidance grammar, caches it, and makes one
-matcher per sequence. Errors (invalid JSON, unsupported keyword, unsatisfiable schema, bad regex or grammar)
-raise `StructuredOutputError` naming the problem, before any generation.
+`GrammarCompiler` turns `StructuredOutputsParams` into a checked llguidance matcher, caches it, and hands each
+sequence a copy. Errors (invalid JSON, unsupported keyword, unsatisfiable schema, bad regex or grammar, a
+grammar over the size limits) raise `StructuredOutputError` naming the problem, before any generation.
+Compiling can take a while (it drops the GIL): the server calls `compile` on a worker thread, and the engine
+thread only copies the compiled matcher.
 """
 
 from __future__ import annotations
 
 import json
 import logging
+import re
 import threading
 from collections import OrderedDict
 from dataclasses import dataclass
@@ -23,6 +26,13 @@ logger = logging.getLogger(__name__)
 
 # Compact separators like json.dumps; flexible whitespace lets a weak model emit whitespace forever.
 JSON_DEFAULTS: dict[str, Any] = {"whitespace_flexible": False, "item_separator": ", ", "key_separator": ": "}
+MAX_SOURCE_BYTES = 128 * 1024  # a constraint's source (schema, regex, grammar, choices), as given
+# Tighter than llguidance's defaults so a hostile grammar fails at compile time (a 400) instead of slowing
+# every batch: regex building fuel (default 1M; x{100000} needs more), symbols (default 500k; past 65k it
+# panics), lexer fuel per mask (default 200k, ~14 ms). verbose_errors would put parser state in messages.
+PARSER_LIMITS = {"initial_lexer_fuel": 200_000, "max_grammar_size": 50_000, "step_lexer_fuel": 50_000,
+                 "verbose_errors": False}
+_RUST_PATH = re.compile(r"(panicked )?(at )?\S+\.rs:\d+(:\d+)?:?\s*")  # where a Rust panic happened
 
 
 class StructuredOutputError(ValueError):
@@ -33,6 +43,7 @@ class StructuredOutputError(ValueError):
 class CompiledGrammar:
     kind: str  # json, regex, choice, grammar or json_object
     grammar: str  # llguidance's grammar definition, checked against the tokenizer
+    prototype: llg.LLMatcher  # built and probed once; never advanced, only copied (`GrammarCompiler.matcher`)
 
 
 @dataclass
@@ -42,7 +53,7 @@ class CompileStats:
 
 
 class GrammarCompiler:
-    """Thread-safe (the server validates on its event loop while the engine thread builds matchers)."""
+    """Thread-safe (the server compiles on worker threads while the engine thread copies matchers)."""
 
     def __init__(self, tokenizer_json: str, vocab_size: int, eos_token_id: int, cache_size: int = 512) -> None:
         self._tokenizer_json = tokenizer_json
@@ -75,7 +86,12 @@ class GrammarCompiler:
                 self._cache.move_to_end(key)
                 self.stats.cache_hits += 1
                 return hit
-        compiled = CompiledGrammar(params.kind, self._check(params.kind, _grammar_text(params)))
+        size = len(key.encode())
+        if size > MAX_SOURCE_BYTES:
+            raise StructuredOutputError(f"structured_outputs.{params.kind} is {size} bytes, over the limit of "
+                                        f"{MAX_SOURCE_BYTES}: send a smaller schema, grammar or choice list")
+        grammar = _grammar_text(params)
+        compiled = CompiledGrammar(params.kind, grammar, self._build(params.kind, grammar))
         with self._lock:
             self._cache[key] = compiled
             self.stats.compiled += 1
@@ -84,18 +100,20 @@ class GrammarCompiler:
         return compiled
 
     def matcher(self, compiled: CompiledGrammar) -> llg.LLMatcher:
-        matcher = llg.LLMatcher(self.tokenizer, compiled.grammar, log_level=0)
-        if matcher.is_error():  # cannot happen for a grammar that passed _check; kept as a clear failure
-            raise StructuredOutputError(f"structured_outputs.{compiled.kind}: {matcher.get_error()}")
-        return matcher
+        """A fresh matcher for one sequence: a copy, cheap, so the engine thread never compiles."""
+        return compiled.prototype.deep_copy()
 
-    def _check(self, kind: str, grammar: str) -> str:
-        is_error, messages = llg.LLMatcher.validate_grammar_with_warnings(grammar, self.tokenizer)
-        if is_error:
-            raise StructuredOutputError(f"structured_outputs.{kind} cannot be used: {_first_line(messages)}")
-        for warning in messages:
-            logger.warning("structured_outputs.%s: %s", kind, warning)
-        return grammar
+    def _build(self, kind: str, grammar: str) -> llg.LLMatcher:
+        matcher = llg.LLMatcher(self.tokenizer, grammar, log_level=0, limits=llg.LLParserLimits(**PARSER_LIMITS))
+        if matcher.is_error():
+            raise StructuredOutputError(f"structured_outputs.{kind} cannot be used: {clean_error(matcher.get_error())}")
+        for warning in matcher.get_grammar_warnings():
+            logger.warning("structured_outputs.%s: %s", kind, clean_error(warning))
+        error = _probe(matcher, self.eos_token_id)
+        if error is not None:
+            raise StructuredOutputError(f"structured_outputs.{kind} cannot be satisfied within qwick's grammar "
+                                        f"limits: {error}")
+        return matcher
 
 
 def _grammar_text(params: StructuredOutputsParams) -> str:
@@ -134,6 +152,40 @@ def _cache_key(params: StructuredOutputsParams) -> str:
     return f"{kind}\x00{value}"
 
 
-def _first_line(messages: list[str]) -> str:
-    text = messages[0] if messages else "unknown error"
-    return text.strip()
+def _probe(matcher: llg.LLMatcher, eos: int) -> str | None:
+    """One step ahead, the error a grammar hits at once (None: none). An impossible grammar (an empty regex
+    class, `root ::= root`, `{"$ref": "#"}`) fails its first mask; one whose forced text never ends (no finite
+    string) or that is too costly fails on its first token. The first allowed token stands for the rest."""
+    mask = matcher.compute_bitmask()  # one bit per token, little-endian
+    if matcher.is_error():
+        return clean_error(matcher.get_error())
+    token = _first_set_bit(mask, skip=eos)
+    if token is None:  # only EOS: the grammar is complete already
+        return None
+    probe = matcher.deep_copy()
+    return None if probe.consume_token(token) else clean_error(probe.get_error())
+
+
+def _first_set_bit(mask: bytes, skip: int | None) -> int | None:
+    offset = 0
+    while True:
+        rest = mask[offset:].lstrip(b"\x00")
+        if not rest:
+            return None
+        offset = len(mask) - len(rest)
+        byte = rest[0]
+        bit = (byte & -byte).bit_length() - 1
+        token = 8 * offset + bit
+        if token != skip:
+            return token
+        mask = mask[:offset] + bytes([byte & ~(1 << bit)]) + mask[offset + 1:]
+
+
+def clean_error(message: str) -> str:
+    """llguidance's message without Rust panic backtraces or source paths: its first meaningful line."""
+    lines = [line.strip() for line in message.splitlines() if line.strip() and not line.startswith("<")]
+    first = _RUST_PATH.sub("", lines[0]).strip(" :,").removeprefix("panic: ") if lines else ""
+    detail = next((line for line in lines[1:] if line.startswith("error:")), None)  # a regex parser's reason
+    if detail is not None:
+        first = f"{first}: {detail.removeprefix('error:').strip()}"
+    return (first[:297] + "...") if len(first) > 300 else first or "unknown grammar error"

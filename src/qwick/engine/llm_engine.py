@@ -15,7 +15,7 @@ import torch
 
 from qwick.config import EngineConfig
 from qwick.engine.block_manager import BlockManager
-from qwick.engine.constrained import MaskBuilder, SequenceConstraint, advance, feeds_grammar
+from qwick.engine.constrained import MaskBuilder, SequenceConstraint, complete, feeds_grammar, grammar_error
 from qwick.engine.grammar import GrammarCompiler
 from qwick.engine.jobs import Jobs
 from qwick.engine.runner import ModelRunner, group_chunks
@@ -24,7 +24,7 @@ from qwick.engine.scheduler import PrefillChunk, Scheduler
 from qwick.engine.scoring import TaskOutput, TaskSpec
 from qwick.engine.sequence import Detokenizer, NullDetokenizer, Sequence
 from qwick.engine.stats import EngineStats
-from qwick.engine.stopping import append_token, finish
+from qwick.engine.stopping import append_token, fail, finish
 from qwick.engine.thinking import (
     ANSWER_SEPARATOR,
     ASSISTANT_HEADER,
@@ -275,13 +275,17 @@ class LLMEngine:
             forced = seq.thinking.next_forced() if seq.thinking is not None else None
             if forced is not None:
                 token = forced
-            if logprobs is not None:
-                self._record_logprobs(seq, token, logprobs)
-            constrained = forced is None and feeds_grammar(seq, token)
-            append_token(seq, token, self.max_model_len)
-            if constrained and advance(seq, token) and not seq.finished:
-                finish(seq, "stop")  # the grammar is complete: nothing but EOS could follow
-            self._record_timing(seq, now)
+            fed = forced is None and feeds_grammar(seq, token)
+            error = grammar_error(seq, token if fed else None)
+            if error is not None:  # the token is dropped: no text that breaks the grammar is ever emitted
+                fail(seq, error)
+            else:
+                if logprobs is not None:
+                    self._record_logprobs(seq, token, logprobs)
+                append_token(seq, token, self.max_model_len)
+                if fed and complete(seq) and not seq.finished:
+                    finish(seq, "stop")
+                self._record_timing(seq, now)
             if seq.finished:
                 self.scheduler.remove(seq)
 
@@ -316,8 +320,7 @@ class LLMEngine:
         outputs = []
         for request_id, seqs in by_request.items():
             request = self.requests[request_id]
-            deltas = [StreamDelta(s.index, s.take_delta(), s.output_ids[-1:], s.finish_reason,
-                                  logprobs=s.logprobs[-1:] if s.logprobs is not None else None) for s in seqs]
+            deltas = [self._delta(s) for s in seqs]
             final = None
             if request.finished:
                 del self.requests[request_id]
@@ -328,6 +331,13 @@ class LLMEngine:
                 self.counters.e2e_seconds.append(last - request.sequences[0].arrival_time)
             outputs.append(StepOutput(request_id, deltas, final))
         return outputs
+
+    @staticmethod
+    def _delta(seq: Sequence) -> StreamDelta:
+        """This step's delta; a sequence that failed this step appended no token."""
+        new = 0 if seq.finish_reason == "error" else 1
+        return StreamDelta(seq.index, seq.take_delta(), seq.output_ids[len(seq.output_ids) - new:], seq.finish_reason,
+                           logprobs=seq.logprobs[len(seq.logprobs) - new:] if seq.logprobs is not None else None)
 
     def _count_finished(self, reason: str) -> None:
         self.counters.requests_finished[reason] = self.counters.requests_finished.get(reason, 0) + 1

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import re
+from functools import lru_cache
+
 from qwick.engine.sequence import Sequence
 
 
@@ -35,19 +38,28 @@ def finish(seq: Sequence, reason: str) -> None:
     seq.finish_reason = reason
 
 
+def fail(seq: Sequence, message: str) -> None:
+    """End `seq` with finish_reason "error" (e.g. its grammar failed); `stop_reason` holds the message."""
+    seq.text += seq.detokenizer.finish()
+    seq.finish_reason = "error"
+    seq.stop_reason = message
+
+
 def _check_stop_strings(seq: Sequence, previous_len: int) -> None:
-    """Find the earliest stop string that ends in the new text (it may straddle token boundaries)."""
-    longest = max(len(s) for s in seq.params.stop_strings)
-    search_from = max(0, previous_len - longest + 1)
-    best: tuple[int, str] | None = None
-    for stop in seq.params.stop_strings:
-        at = seq.text.find(stop, search_from)
-        if at != -1 and (best is None or at < best[0]):
-            best = (at, stop)
-    if best is None:
+    """Find the earliest stop string that ends in the new text (it may straddle token boundaries): one regex
+    pass over the tail; at one position the first listed stop wins, as in a loop over the list."""
+    stops = seq.params.stop_strings
+    search_from = max(0, previous_len - max(len(s) for s in stops) + 1)
+    match = _stop_pattern(stops).search(seq.text, search_from)
+    if match is None:
         return
-    at, stop = best
+    at, stop = match.start(), match.group()
     seq.text = seq.text[: at + len(stop)] if seq.params.include_stop_str_in_output else seq.text[:at]
     seq.emitted = min(seq.emitted, len(seq.text))
     seq.finish_reason = "stop"
     seq.stop_reason = stop
+
+
+@lru_cache(maxsize=256)
+def _stop_pattern(stops: tuple[str, ...]) -> re.Pattern[str]:
+    return re.compile("|".join(re.escape(s) for s in stops))

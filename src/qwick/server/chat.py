@@ -74,7 +74,7 @@ class ChatServing:
 
     async def create(self, body: ChatCompletionRequest, request: Request) -> Response:
         lora = self.ctx.resolve_model(body.model)
-        plan = self.plan(body)
+        plan = await self.ctx.off_loop(self.plan, body)  # tokenizing and grammar compiling: off the event loop
         plan.model = lora.lora_name if lora is not None else None
         request_id = new_id("chatcmpl")
         logger.info("request %s: %s, %d prompt tokens", request.state.request_id, request_id, len(plan.prompt_ids))
@@ -106,7 +106,7 @@ class ChatServing:
         kwargs = template_kwargs(body)
         prompt = render_chat(self.ctx.tokenizer, body.messages, body.tools if parse_tools else None,
                              body.add_generation_prompt, kwargs)
-        prompt_ids = self.ctx.tokenizer.encode(prompt)
+        prompt_ids = self.ctx.encode(prompt, "messages")
         if body.max_completion_tokens is not None:
             max_tokens, max_tokens_field = body.max_completion_tokens, "max_completion_tokens"
         else:

@@ -34,7 +34,7 @@ def add_serve_args(parser: argparse.ArgumentParser) -> None:
                         help="CORS origins allowed to call the API (e.g. http://localhost:3000, or *)")
     parser.add_argument("--max-queue", type=int, default=None,
                         help="sequences allowed to wait beyond --max-num-seqs; more get 503 (default: no limit)")
-    parser.add_argument("--max-body-bytes", type=int, default=None, help="largest request body (default 8 MiB)")
+    parser.add_argument("--max-body-bytes", type=int, default=None, help="largest request body (default 2 MiB)")
     parser.add_argument("--max-messages", type=int, default=None, help="most chat messages per request (default 2048)")
     parser.add_argument("--shutdown-timeout", type=float, default=30.0,
                         help="seconds in-flight requests get to finish on Ctrl-C / SIGTERM; then they are aborted (streams "

@@ -46,7 +46,7 @@ class CompletionServing:
 
     async def create(self, body: CompletionRequest, request: Request) -> Response:
         lora = self.ctx.resolve_model(body.model)
-        plans = self.plan(body)
+        plans = await self.ctx.off_loop(self.plan, body)  # tokenizing and grammar compiling: off the event loop
         request_id = new_id("cmpl")
         logger.info("request %s: %s, %d prompt(s)", request.state.request_id, request_id, len(plans))
         release = self.ctx.admission.acquire(body.n * len(plans))
@@ -90,7 +90,7 @@ class CompletionServing:
 
     def _encode(self, prompt: str) -> list[int]:
         if prompt:
-            return self.ctx.tokenizer.encode(prompt)
+            return self.ctx.encode(prompt, "prompt")
         boundary = self.ctx.tokenizer.token_to_id(EMPTY_PROMPT_TOKEN)
         if boundary is None:
             raise bad_request(f"an empty prompt needs the {EMPTY_PROMPT_TOKEN} token, which this tokenizer lacks: "

@@ -16,7 +16,7 @@ from starlette.responses import Response, StreamingResponse
 from starlette.types import Receive, Scope, Send
 
 from qwick.engine.protocol import RequestDelta
-from qwick.server.serving import engine_error
+from qwick.server.serving import check_output, engine_error
 
 logger = logging.getLogger("qwick.server")
 T = TypeVar("T")
@@ -29,6 +29,7 @@ async def merged(streams: list[AsyncIterator[RequestDelta]]) -> AsyncIterator[tu
     if len(streams) == 1:
         try:
             async for item in streams[0]:
+                check_output(item)
                 yield 0, item
         finally:
             await aclose(streams[0])
@@ -53,6 +54,7 @@ async def merged(streams: list[AsyncIterator[RequestDelta]]) -> AsyncIterator[tu
             elif isinstance(item, Exception):
                 raise engine_error(item) or item
             else:
+                check_output(item)
                 yield index, item
     finally:  # cancelling a pump ends its engine stream, which aborts the request
         for task in tasks:

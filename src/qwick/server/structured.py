@@ -15,6 +15,7 @@ from qwick.sampling_params import STRUCTURED_KINDS, StructuredOutputsParams
 from qwick.server.errors import bad_request
 from qwick.server.protocol import NamedToolChoice, SamplingFields, ToolDefinition
 
+TOOL_CALL_START, TOOL_CALL_END = "<tool_call>", "</tool_call>"
 GUIDED_FIELDS = {"guided_json": "json", "guided_regex": "regex", "guided_choice": "choice",
                  "guided_grammar": "grammar"}
 
@@ -67,6 +68,11 @@ def tool_call_structure(tools: list[ToolDefinition] | None, tool_choice: str | N
             raise bad_request(f"tool_choice names function {name!r}, which is not in 'tools' "
                               f"({[t.function.name for t in tools]})", param="tool_choice", code="invalid_value")
         parallel = False  # a named function means one call to it
+    for i, tool in enumerate(tools):
+        if TOOL_CALL_START in tool.function.name or TOOL_CALL_END in tool.function.name:
+            raise bad_request(f"tool name {tool.function.name!r} contains a {TOOL_CALL_START} / {TOOL_CALL_END} "
+                              "marker, which would end the forced tool call early", param=f"tools[{i}].function.name",
+                              code="invalid_value")
     return StructuredOutputsParams(grammar=tool_calls_lark(chosen, parallel is not False))
 
 
@@ -87,9 +93,12 @@ def tool_calls_lark(tools: list[ToolDefinition], parallel: bool) -> str:
 
 
 def check_structure(grammars: GrammarCompiler, params: StructuredOutputsParams, field: str) -> None:
-    """Compile now (cached for the engine), so a bad schema is a 400 before any generation."""
+    """Compile now (cached for the engine), so a bad schema is a 400 before any generation. Slow for a big
+    grammar (up to ~100 ms within the limits): callers run it on a worker thread."""
     try:
         grammars.compile(params)
     except StructuredOutputError as exc:
-        message = str(exc).replace("structured_outputs", field, 1) if field != "structured_outputs" else str(exc)
+        message = str(exc)
+        if field != "structured_outputs":  # name the request's own field: guided_regex, not structured_outputs.regex
+            message = message.replace(f"structured_outputs.{params.kind}", field, 1)
         raise bad_request(message, param=field, code="invalid_value") from None

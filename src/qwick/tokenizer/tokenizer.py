@@ -24,6 +24,8 @@ CHAT_TEMPLATE_FILE = "chat_template.jinja"
 SPECIAL_TOKEN_ROLES = ("bos_token", "eos_token", "unk_token", "sep_token", "pad_token", "cls_token", "mask_token")
 THINK_START, THINK_END = "<think>", "</think>"
 
+LONG_TEXT = 16_384  # characters
+
 
 class Tokenizer(HFTokenizerAPI):
     """Byte-level BPE tokenizer with chat-template rendering; see `from_pretrained`. Also answers transformers'
@@ -80,6 +82,8 @@ class Tokenizer(HFTokenizerAPI):
         """Token ids of `text`; added tokens written in the text (`<|im_start|>`, `<think>`) are recognised.
         `add_special_tokens` applies tokenizer.json's post-processor (Qwen3's adds nothing, so either gives
         transformers' ids)."""
+        if len(text) > LONG_TEXT:  # encode_batch releases the GIL: a server thread tokenizing stalls nobody
+            return self._backend.encode_batch([text], add_special_tokens=add_special_tokens)[0].ids
         return self._backend.encode(text, add_special_tokens=add_special_tokens).ids
 
     def decode(self, ids: Iterable[int] | int, skip_special_tokens: bool = False, **_: Any) -> str:
