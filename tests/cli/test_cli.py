@@ -40,7 +40,7 @@ def test_generate_reports_bad_sampling_values_clearly(tiny_model_dir):
     out = subprocess.run([*QWICK, "generate", str(tiny_model_dir), "hi", "--top-p", "3"], capture_output=True,
                          text=True, timeout=60)
     assert out.returncode == 2
-    assert "top_p must be in (0, 1]" in out.stderr
+    assert "top_p must be in [0, 1]" in out.stderr
 
 
 def test_chat_in_a_terminal(tiny_model_dir):

@@ -30,9 +30,9 @@ def test_a_missing_field_wins_over_a_bad_value(order):
     assert _reported(list(order)) == "text"
 
 
-@pytest.mark.parametrize("order", list(itertools.permutations([BAD_VALUE, BAD_NESTED])))
-def test_bad_values_are_reported_by_field_path(order):
-    assert _reported(list(order)) == "max_tokens"  # "max_tokens" < "messages[0].role"
+def test_within_one_kind_the_first_in_field_order_is_reported():
+    assert _reported([BAD_VALUE, BAD_NESTED]) == "max_tokens"
+    assert _reported([BAD_NESTED, BAD_VALUE]) == "messages[0].role"
 
 
 def test_the_message_names_the_field():

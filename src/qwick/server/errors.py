@@ -52,13 +52,14 @@ def internal_error(request_id: str) -> APIError:
 
 
 # Which complaint a body with several problems reports, decided here and not by pydantic's internal order:
-# malformed JSON, then an unknown field (usually a typo of a real one), then a missing one, then bad values.
+# malformed JSON, then an unknown field (usually a typo of a real one), then a missing one, then bad values;
+# within one kind, the first in the model's field order.
 _ERROR_PRIORITY = {"json_invalid": 0, "extra_forbidden": 1, "missing": 2}
 
 
 def from_validation_error(exc: ValidationError) -> APIError:
     """One complaint, chosen deterministically (see _ERROR_PRIORITY), as a 400 naming the field (never a 422)."""
-    first = min(exc.errors(include_url=False), key=_error_rank)
+    first = min(exc.errors(include_url=False), key=lambda e: _ERROR_PRIORITY.get(e["type"], len(_ERROR_PRIORITY)))
     if first["type"] == "json_invalid":
         return bad_request(f"malformed JSON in the request body: {first.get('ctx', {}).get('error', first['msg'])}",
                            code="invalid_json")
@@ -66,10 +67,6 @@ def from_validation_error(exc: ValidationError) -> APIError:
     if param is None:
         return bad_request(f"the request body must be a JSON object: {first['msg']}")
     return bad_request(f"invalid value for '{param}': {first['msg']}", param=param, code="invalid_value")
-
-
-def _error_rank(error: Any) -> tuple[int, str]:
-    return _ERROR_PRIORITY.get(error["type"], len(_ERROR_PRIORITY) + 1), field_path(error["loc"]) or ""
 
 
 def field_path(loc: tuple[int | str, ...]) -> str | None:
