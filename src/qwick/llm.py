@@ -141,8 +141,8 @@ class LLM:
                 # the server's split (qwick.server.chat), so offline and HTTP answers agree
                 completion.reasoning_content, completion.content = split_chat_output(
                     completion.text, thinking, opened, structured)
-                if tools and completion.content:
-                    parsed = parse_tool_calls(completion.content)
+                if tools and completion.content:  # a call cut by max_tokens is dropped, as the server drops it
+                    parsed = parse_tool_calls(completion.content, cut=completion.finish_reason == "length")
                     completion.content, completion.tool_calls = parsed.content, parsed.tool_calls or None
         return outputs
 

@@ -36,6 +36,13 @@ def test_chat_with_tools_fills_tool_calls(llm):
     assert out.content == "Let me check.\n"  # the text before the call stays content (vLLM's hermes rule)
 
 
+def test_a_call_cut_by_max_tokens_is_neither_a_call_nor_markup_in_content(llm):
+    params = SamplingParams(structured_outputs=StructuredOutputsParams(grammar=CALL), max_tokens=8, seed=0)
+    out = llm.chat(USER, params, tools=TOOLS, chat_template_kwargs=NO_THINK)[0].outputs[0]
+    assert out.finish_reason == "length" and "<tool_call>" in out.text
+    assert out.tool_calls is None and "<tool_call>" not in (out.content or "")
+
+
 def test_chat_without_a_call_leaves_tool_calls_empty(llm):
     params = SamplingParams(structured_outputs=StructuredOutputsParams(choice=["Sunny."]), max_tokens=10)
     out = llm.chat(USER, params, tools=TOOLS, chat_template_kwargs=NO_THINK)[0].outputs[0]
