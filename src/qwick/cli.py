@@ -8,8 +8,9 @@ import sys
 from collections.abc import Sequence
 from typing import Any, TextIO
 
+from qwick.chat_repl import CHAT_HELP  # light: the REPL module imports no torch
+
 DEFAULT_MODEL = "Qwen/Qwen3-0.6B"
-CHAT_HELP = "commands: /think  /no_think  /reset  /exit   (Ctrl-D also exits)"  # as qwick.chat_repl says
 # a Hugging Face id (Org/Name-1.5B) as a whole prompt is a model given in the prompt's place, not a prompt
 _MODEL_ID = re.compile(r"[A-Za-z][\w.-]*/[\w.]*[\d-][\w.-]*")
 
