@@ -4,12 +4,12 @@ from __future__ import annotations
 
 import asyncio
 import json
-import socket
 import subprocess
 import sys
 
 import httpx
 import pytest
+from servecli import qwick_serve
 from serverkit import MODEL, TIMEOUT, serving, tiny_llm, wait_until
 
 from qwick import LoRARequest, SamplingParams
@@ -160,38 +160,16 @@ def test_duplicate_module_names_are_refused(tiny_model_dir, sql, adapter_dirs):
         build_app(llm, MODEL, lora_modules=[sql, LoRARequest("sql", 7, str(adapter_dirs["chat"]))])
 
 
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
 def test_qwick_serve_with_lora_modules(tiny_model_dir, adapter_dirs, tmp_path):
     qwick = [sys.executable, "-m", "qwick.cli", "serve", str(tiny_model_dir)]
     bad = subprocess.run([*qwick, "--lora-modules", f"sql={tmp_path / 'missing'}"], capture_output=True, text=True,
                          timeout=120)
     assert bad.returncode == 2 and "no such folder" in bad.stderr
-    port = free_port()
     spec = json.dumps({"name": "chat", "path": str(adapter_dirs["chat"])})
-    process = subprocess.Popen([*qwick, "--port", str(port), "--dtype", "float32", "--max-model-len", "256",
-                                "--served-model-name", "tiny", "--log-level", "warning",
-                                "--lora-modules", f"sql={adapter_dirs['sql']}", spec],
-                               stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-    url = f"http://127.0.0.1:{port}"
-    try:
-        def up() -> bool:
-            assert process.poll() is None, process.communicate()[0]
-            try:
-                return httpx.get(f"{url}/health", timeout=1).status_code == 200
-            except httpx.TransportError:
-                return False
-
-        assert wait_until(up, timeout=90), "qwick serve did not come up"
-        cards = httpx.get(f"{url}/v1/models", timeout=TIMEOUT).json()["data"]
+    with qwick_serve(tiny_model_dir, "--max-model-len", "256", "--log-level", "warning",
+                     "--lora-modules", f"sql={adapter_dirs['sql']}", spec, startup_timeout=90) as served:
+        cards = httpx.get(f"{served.url}/v1/models", timeout=TIMEOUT).json()["data"]
         assert [(c["id"], c["parent"]) for c in cards] == [("tiny", None), ("sql", "tiny"), ("chat", "tiny")]
         body = {"model": "chat", "prompt": IDS, "max_tokens": 4}
-        response = httpx.post(f"{url}/v1/completions", json=body, timeout=TIMEOUT)
+        response = httpx.post(f"{served.url}/v1/completions", json=body, timeout=TIMEOUT)
         assert response.status_code == 200 and response.json()["model"] == "chat"
-    finally:
-        process.terminate()
-        process.wait(TIMEOUT)

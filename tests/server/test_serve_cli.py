@@ -3,14 +3,11 @@
 from __future__ import annotations
 
 import signal
-import socket
 import subprocess
-import sys
 
 import httpx
-from serverkit import TIMEOUT, wait_until
-
-QWICK = [sys.executable, "-m", "qwick.cli"]
+from servecli import QWICK, qwick_serve
+from serverkit import TIMEOUT
 
 
 def test_serve_help():
@@ -22,28 +19,11 @@ def test_serve_help():
         assert option in out.stdout
 
 
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
 def test_serve_answers_then_lets_a_running_stream_finish_on_ctrl_c(tiny_model_dir):
-    port = free_port()
-    url = f"http://127.0.0.1:{port}"
-    process = subprocess.Popen([*QWICK, "serve", str(tiny_model_dir), "--port", str(port), "--dtype", "float32",
-                                "--max-model-len", "256", "--served-model-name", "tiny", "--log-level", "warning",
-                                "--kv-cache-dtype", "fp8"],  # the flag reaches the engine (an fp8 cache serves)
-                               stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-    try:
-        def healthy() -> bool:
-            assert process.poll() is None, process.communicate()[0]
-            try:
-                return httpx.get(f"{url}/health", timeout=1).status_code == 200
-            except httpx.TransportError:
-                return False
-
-        assert wait_until(healthy, timeout=90), "qwick serve did not come up"
+    with qwick_serve(tiny_model_dir, "--max-model-len", "256", "--log-level", "warning",
+                     "--kv-cache-dtype", "fp8",  # the flag reaches the engine (an fp8 cache serves)
+                     startup_timeout=90) as served:
+        url, process = served.url, served.process
         assert httpx.get(f"{url}/v1/models", timeout=TIMEOUT).json()["data"][0]["id"] == "tiny"
         body = {"model": "tiny", "prompt": "Hi", "max_tokens": 150, "ignore_eos": True, "stream": True}
         with httpx.stream("POST", f"{url}/v1/completions", json=body, timeout=TIMEOUT) as response:
@@ -53,7 +33,3 @@ def test_serve_answers_then_lets_a_running_stream_finish_on_ctrl_c(tiny_model_di
             rest = [line for line in lines if line.startswith("data: ")]
         assert rest[-1] == "data: [DONE]" and '"finish_reason":"length"' in rest[-2]
         assert process.wait(timeout=TIMEOUT) == 0
-    finally:
-        if process.poll() is None:
-            process.kill()
-            process.wait(TIMEOUT)
