@@ -100,7 +100,7 @@ def build_app(engine: LLM | EngineClient, served_model_name: str | None = None, 
         if max_num_seqs is None:
             raise ValueError("limits.max_queue needs max_num_seqs (the engine's batch size)")
         capacity = max_num_seqs + limits.max_queue
-    ctx = ServerContext(engine_client, tokenizer, served_model_name, served_model_name, max_model_len, limits,
+    ctx = ServerContext(engine_client, tokenizer, served_model_name, max_model_len, limits,
                         ServerMetrics(served_model_name, engine_client.stats), Admission(capacity), grammars,
                         adapters)
 

@@ -80,7 +80,6 @@ class ServerContext:
     engine: EngineClient
     tokenizer: Tokenizer
     model_name: str
-    model_root: str | None
     max_model_len: int
     limits: ServerLimits
     metrics: ServerMetrics
