@@ -33,11 +33,23 @@ class BenchRow:
 def add_bench_args(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--config", default=None, help="folder with a config.json to use (default: Qwen3-0.6B)")
     parser.add_argument("--dtypes", default="float32,bfloat16", help="comma-separated dtypes to measure")
-    parser.add_argument("--decode-tokens", type=int, default=32, help="tokens timed in each decode run")
-    parser.add_argument("--rounds", type=int, default=3, help="processes per engine, alternating (median)")
-    parser.add_argument("--repeats", type=int, default=2, help="measurements inside each process, after a warm-up")
+    parser.add_argument("--decode-tokens", type=_at_least_one, default=32, help="tokens timed in each decode run")
+    parser.add_argument("--rounds", type=_at_least_one, default=3, help="processes per engine, alternating (median)")
+    parser.add_argument("--repeats", type=_at_least_one, default=2,
+                        help="measurements inside each process, after a warm-up")
     parser.add_argument("--no-transformers", action="store_true", help="measure qwick only")
     parser.add_argument("--json", default=None, help="also write the rows to this JSON file")
+
+
+def _at_least_one(value: str) -> int:
+    """A count for a median: 0 would leave nothing to take the median of."""
+    try:
+        count = int(value)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not an integer: {value!r}") from None
+    if count < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1, got {count}")
+    return count
 
 
 def dummy_model_folder(config: str | None, dest: Path) -> Path:

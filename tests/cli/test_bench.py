@@ -57,3 +57,10 @@ def test_a_failing_engine_process_is_reported(tmp_path):
                           capture_output=True, text=True, timeout=300)
     assert done.returncode != 0
     assert "qwick runs Qwen3 dense models only" in done.stderr and "Traceback" not in done.stderr
+
+
+def test_counts_below_one_are_refused_before_anything_runs():
+    for flag in ("--rounds", "--repeats", "--decode-tokens"):
+        done = subprocess.run([sys.executable, "-m", "qwick.cli", "bench", flag, "0"], capture_output=True, text=True,
+                              timeout=60)
+        assert done.returncode == 2 and f"{flag}: must be at least 1, got 0" in done.stderr
