@@ -84,7 +84,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     add_bench_args(bench)
     # Further commands live beside their code; each sets `handler` (args -> exit code) on its parser.
-    from qwick.tasks.cli import register_ledger_commands
+    from qwick.gates.cli import register_ledger_commands
 
     register_ledger_commands(sub)
     from qwick.train.cli import register_train_commands

@@ -35,7 +35,7 @@ from qwick.tokenizer.reasoning import THINK_START
 
 if TYPE_CHECKING:
     from qwick.engine.async_engine import AsyncLLMEngine
-    from qwick.tasks.offline import OfflineTasks
+    from qwick.gates.offline import OfflineTasks
 
 PromptInput = str | dict[str, Any]
 Message = dict[str, Any]
@@ -192,12 +192,12 @@ class LLM:
         assert isinstance(rendered, str)
         return rendered
 
-    # ---- gates (qwick.tasks): exact label probabilities, relevance, embeddings; see README "Gates" ----
+    # ---- gates (qwick.gates): exact label probabilities, relevance, embeddings; see README "Gates" ----
     @property
     def tasks(self) -> OfflineTasks:
         """The gates over this LLM (built-in gates; `llm.tasks.load_gates(path)` adds a gates file)."""
         if getattr(self, "_tasks", None) is None:
-            from qwick.tasks.offline import OfflineTasks
+            from qwick.gates.offline import OfflineTasks
 
             self._tasks = OfflineTasks(self)
         return self._tasks

@@ -13,11 +13,11 @@ from adapters import peft_reference
 from serverkit import MODEL, serving, tiny_llm
 
 from qwick.cli import main
+from qwick.gates.ledger import Ledger
+from qwick.gates.loader import GateFileError, parse_gates
+from qwick.gates.offline import OfflineTasks
 from qwick.server import build_app
 from qwick.server.gates import GateOptions
-from qwick.tasks.ledger import Ledger
-from qwick.tasks.loader import GateFileError, parse_gates
-from qwick.tasks.offline import OfflineTasks
 
 from reference import hf_label_probs
 
@@ -175,7 +175,7 @@ def test_score_and_rewrite_gates_run_under_their_adapter(lora_llm, sql, tiny_mod
     import torch
 
     from qwick import SamplingParams, StructuredOutputsParams
-    from qwick.tasks.prompts import render_gate
+    from qwick.gates.prompts import render_gate
 
     tasks = OfflineTasks(lora_llm, parse_gates(SCORE_AND_REWRITE), adapters=[sql])
     query, items = "capital of France", ["Paris is the capital of France.", "Bananas are yellow."]

@@ -1,4 +1,4 @@
-"""POST /v1/moderate (and /moderate), /v1/classify, /v1/rewrite, /v1/extract: the gates (qwick.tasks) over HTTP
+"""POST /v1/moderate (and /moderate), /v1/classify, /v1/rewrite, /v1/extract: the gates (qwick.gates) over HTTP
 (/v1/score and /v1/rerank: rerank.py).
 
 Routes validate the body, take one admission slot, call the GateService and shape its Decision; every
@@ -15,6 +15,13 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 
 from qwick.engine.protocol import EngineClient, RequestFailedError
+from qwick.gates.decisions import Decision
+from qwick.gates.identity import ModelIdentity
+from qwick.gates.ledger import Ledger
+from qwick.gates.loader import Gates, load_gates
+from qwick.gates.recording import RecordingClient
+from qwick.gates.service import GateNotFoundError, GateService
+from qwick.gates.spec import GateError
 from qwick.lora.request import LoRARequest
 from qwick.server.errors import APIError, bad_request
 from qwick.server.gate_protocol import (
@@ -24,13 +31,6 @@ from qwick.server.gate_protocol import (
 )
 from qwick.server.openapi import JSONRoutes
 from qwick.server.serving import ServerContext, aborted, engine_error, read_body
-from qwick.tasks.decisions import Decision
-from qwick.tasks.identity import ModelIdentity
-from qwick.tasks.ledger import Ledger
-from qwick.tasks.loader import Gates, load_gates
-from qwick.tasks.recording import RecordingClient
-from qwick.tasks.service import GateNotFoundError, GateService
-from qwick.tasks.spec import GateError
 from qwick.tokenizer import Tokenizer
 
 if TYPE_CHECKING:

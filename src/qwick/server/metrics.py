@@ -16,7 +16,7 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metri
 from prometheus_client.registry import Collector
 
 from qwick.engine.protocol import RequestDelta
-from qwick.tasks.decisions import Decision
+from qwick.gates.decisions import Decision
 
 PREFIX = "qwick:"
 # vLLM's buckets

@@ -10,13 +10,13 @@ from pydantic import BaseModel, ConfigDict, ValidationError
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 
+from qwick.gates.decisions import Decision
+from qwick.gates.service import GateService
 from qwick.server.errors import APIError, bad_request, from_validation_error
 from qwick.server.gate_protocol import PairScoreRequest, RerankRequest, ScoreRequest
 from qwick.server.gates import decide, gate_json
 from qwick.server.openapi import JSONRoutes
 from qwick.server.serving import ServerContext, new_id, read_body
-from qwick.tasks.decisions import Decision
-from qwick.tasks.service import GateService
 
 _QWICK_FIELDS = {"query", "items"}
 _VLLM_FIELDS = {"text_1", "text_2"}

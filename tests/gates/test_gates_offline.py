@@ -8,8 +8,8 @@ import torch
 import transformers
 
 from qwick import LLM
-from qwick.tasks.loader import parse_gates
-from qwick.tasks.offline import OfflineTasks
+from qwick.gates.loader import parse_gates
+from qwick.gates.offline import OfflineTasks
 
 from reference import hf_label_probs
 

@@ -19,14 +19,14 @@ import torch
 
 from qwick.engine.protocol import RequestDelta
 from qwick.engine.scoring import EmbeddingOutput, ScoreOutput
+from qwick.gates.decisions import Decision, decide_labels, normalise, timed_out
+from qwick.gates.identity import ModelIdentity, adapter_weights_sha256
+from qwick.gates.ledger import Ledger, LedgerRecord, sha256_text
+from qwick.gates.loader import Gates, check_labels
+from qwick.gates.prompts import Rendered, embedding_ids, render_gate, render_rerank
+from qwick.gates.spec import GENERATE_KINDS, LABEL_KINDS, GateSpec
 from qwick.lora.request import LoRARequest, adapter_kwargs
 from qwick.sampling_params import SamplingParams, StructuredOutputsParams
-from qwick.tasks.decisions import Decision, decide_labels, normalise, timed_out
-from qwick.tasks.identity import ModelIdentity, adapter_weights_sha256
-from qwick.tasks.ledger import Ledger, LedgerRecord, sha256_text
-from qwick.tasks.loader import Gates, check_labels
-from qwick.tasks.prompts import Rendered, embedding_ids, render_gate, render_rerank
-from qwick.tasks.spec import GENERATE_KINDS, LABEL_KINDS, GateSpec
 from qwick.tokenizer import Tokenizer
 
 T = TypeVar("T")

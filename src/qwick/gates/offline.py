@@ -13,13 +13,13 @@ from typing import TYPE_CHECKING, Any, TypeVar
 from qwick.engine.llm_engine import LLMEngine, StepOutput
 from qwick.engine.protocol import RequestDelta
 from qwick.engine.scoring import EmbeddingOutput, PoolSpec, ScoreOutput, ScoreSpec
+from qwick.gates.decisions import Decision
+from qwick.gates.identity import ModelIdentity
+from qwick.gates.ledger import Ledger
+from qwick.gates.loader import Gates, load_gates
+from qwick.gates.service import GateService
 from qwick.lora.request import LoRARequest
 from qwick.sampling_params import SamplingParams
-from qwick.tasks.decisions import Decision
-from qwick.tasks.identity import ModelIdentity
-from qwick.tasks.ledger import Ledger
-from qwick.tasks.loader import Gates, load_gates
-from qwick.tasks.service import GateService
 
 if TYPE_CHECKING:
     from qwick.llm import LLM

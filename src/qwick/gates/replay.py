@@ -6,11 +6,11 @@ from collections.abc import Sequence
 from dataclasses import replace
 from typing import TYPE_CHECKING, Any
 
+from qwick.gates.decisions import Decision
+from qwick.gates.loader import Gates
+from qwick.gates.offline import OfflineTasks, run_sync
+from qwick.gates.spec import GateSpec
 from qwick.lora.request import LoRARequest
-from qwick.tasks.decisions import Decision
-from qwick.tasks.loader import Gates
-from qwick.tasks.offline import OfflineTasks, run_sync
-from qwick.tasks.spec import GateSpec
 
 if TYPE_CHECKING:
     from qwick.llm import LLM

@@ -8,9 +8,9 @@ from collections.abc import AsyncIterator
 from typing import Any
 
 from qwick.engine.protocol import EngineClient, RequestDelta
+from qwick.gates.identity import ModelIdentity
+from qwick.gates.ledger import Ledger, LedgerRecord, sha256_text
 from qwick.sampling_params import SamplingParams
-from qwick.tasks.identity import ModelIdentity
-from qwick.tasks.ledger import Ledger, LedgerRecord, sha256_text
 from qwick.tokenizer import Tokenizer
 
 

@@ -15,9 +15,9 @@ import time
 import pytest
 
 from qwick.cli import main
-from qwick.tasks.ledger import COLUMNS, Ledger, LedgerRecord
-from qwick.tasks.loader import load_gates
-from qwick.tasks.offline import OfflineTasks
+from qwick.gates.ledger import COLUMNS, Ledger, LedgerRecord
+from qwick.gates.loader import load_gates
+from qwick.gates.offline import OfflineTasks
 
 NOT_NULL = ("request_id", "ts", "kind", "model", "weights_sha256", "prompt_sha256", "output_sha256", "decision",
             "escalate", "timed_out", "latency_ms", "prompt_tokens", "output_tokens")
@@ -96,7 +96,7 @@ def test_kill_9_loses_at_most_the_uncommitted_batch(tmp_path):
         import sys, time
         sys.path.insert(0, {str(os.path.dirname(__file__))!r})
         from test_ledger import _record
-        from qwick.tasks.ledger import Ledger
+        from qwick.gates.ledger import Ledger
         ledger = Ledger({str(path)!r}, batch_size=64)
         i = 0
         while True:
@@ -161,7 +161,7 @@ def test_replay_of_a_record_without_raw_text_explains_why_not(llm, tmp_path, cap
 
 
 def test_a_ledger_from_schema_version_1_gains_the_adapter_columns_and_keeps_its_rows(tmp_path):
-    from qwick.tasks.ledger import ADDED_COLUMNS, SCHEMA
+    from qwick.gates.ledger import ADDED_COLUMNS, SCHEMA
 
     path = tmp_path / "v1.db"
     old_schema = SCHEMA.replace("output_text TEXT,", "output_text TEXT").replace(

@@ -6,7 +6,7 @@ import math
 from dataclasses import dataclass, field
 from typing import Any
 
-from qwick.tasks.spec import GateSpec
+from qwick.gates.spec import GateSpec
 
 
 @dataclass

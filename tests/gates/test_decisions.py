@@ -6,8 +6,8 @@ import math
 
 import pytest
 
-from qwick.tasks.decisions import Decision, decide_labels, margin, normalise, timed_out
-from qwick.tasks.spec import GateSpec
+from qwick.gates.decisions import Decision, decide_labels, margin, normalise, timed_out
+from qwick.gates.spec import GateSpec
 
 MOD = GateSpec("mod", "moderate", "x", labels=("safe", "violence", "hate"), threshold=0.6, escalate_margin=0.2)
 

@@ -61,7 +61,7 @@ def register_ledger_commands(subparsers: Any) -> None:
 
 
 def _conn(args: argparse.Namespace) -> Any:
-    from qwick.tasks.ledger_query import connect
+    from qwick.gates.ledger_query import connect
 
     if not args.ledger:
         raise ValueError(f"give the ledger file with --ledger PATH (or set ${LEDGER_ENV})")
@@ -74,14 +74,14 @@ def _print(rows: list[dict[str, Any]]) -> None:
 
 
 def _tail(args: argparse.Namespace) -> int:
-    from qwick.tasks.ledger_query import tail
+    from qwick.gates.ledger_query import tail
 
     _print(tail(_conn(args), args.n))
     return 0
 
 
 def _query(args: argparse.Namespace) -> int:
-    from qwick.tasks.ledger_query import Filters, query
+    from qwick.gates.ledger_query import Filters, query
 
     filters = Filters(args.gate, args.kind, args.decision, args.request_id, _since(args.since), args.escalated,
                       args.timed_out, args.limit)
@@ -90,7 +90,7 @@ def _query(args: argparse.Namespace) -> int:
 
 
 def _stats(args: argparse.Namespace) -> int:
-    from qwick.tasks.ledger_query import stats
+    from qwick.gates.ledger_query import stats
 
     sys.stdout.write(json.dumps(stats(_conn(args)), indent=2) + "\n")
     return 0
@@ -98,10 +98,10 @@ def _stats(args: argparse.Namespace) -> int:
 
 def _replay(args: argparse.Namespace) -> int:
     from qwick import LLM
+    from qwick.gates.identity import ModelIdentity
+    from qwick.gates.ledger_query import find
+    from qwick.gates.replay import replay
     from qwick.lora.modules import lora_llm_options, parse_lora_modules
-    from qwick.tasks.identity import ModelIdentity
-    from qwick.tasks.ledger_query import find
-    from qwick.tasks.replay import replay
 
     row = find(_conn(args), args.request_id)
     if row is None:
