@@ -242,7 +242,7 @@ def test_a_gate_setup_that_fails_in_build_app_leaves_no_engine_thread(tiny_model
 
 
 def test_a_gate_aborted_by_shutdown_is_a_503_and_an_engine_failure_stays_a_500():
-    from qwick.engine.protocol import RequestFailedError
+    from qwick.engine.client import RequestFailedError
     from qwick.server.errors import APIError
     from qwick.server.gates import gate_error
 

@@ -1,79 +1,26 @@
-"""The offline gates API (`llm.classify / score / embed / gate`): GateService over the LLM's own engine,
-stepped in the caller's thread. Requests submitted together (a batch of texts, the items of a score call)
-run in the same engine steps."""
+"""The offline gates API (`llm.classify / score / embed / gate`): GateService over an InlineEngineClient of
+the LLM's own engine, stepped in the caller's thread. Requests submitted together (a batch of texts, the items
+of a score call) run in the same engine steps."""
 
 from __future__ import annotations
 
 import asyncio
-import concurrent.futures
-from collections.abc import AsyncIterator, Coroutine, Sequence
+from collections.abc import Coroutine, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar
 
-from qwick.engine.llm_engine import LLMEngine, StepOutput
-from qwick.engine.protocol import RequestDelta
-from qwick.engine.scoring import EmbeddingOutput, PoolSpec, ScoreOutput, ScoreSpec
+from qwick.engine.sync_engine import InlineEngineClient, run_sync
 from qwick.gates.decisions import Decision
 from qwick.gates.identity import ModelIdentity
 from qwick.gates.ledger import Ledger
 from qwick.gates.loader import Gates, load_gates
 from qwick.gates.service import GateService
 from qwick.lora.request import LoRARequest
-from qwick.sampling_params import SamplingParams
 
 if TYPE_CHECKING:
     from qwick.llm import LLM
 
 T = TypeVar("T")
-
-
-class InlineEngine:
-    """A TaskEngine over an LLMEngine that nothing else steps right now."""
-
-    def __init__(self, engine: LLMEngine) -> None:
-        self.engine = engine
-        self._done: dict[str, StepOutput] = {}
-
-    async def score(self, context_ids: list[int], continuations: list[list[int]], request_id: str,
-                    lora_request: LoRARequest | None = None) -> ScoreOutput:
-        self.engine.add_task(request_id, ScoreSpec(list(context_ids), [list(c) for c in continuations],
-                                                   lora_request=lora_request))
-        result = (await self._wait(request_id)).result
-        assert isinstance(result, ScoreOutput)
-        return result
-
-    async def embed(self, prompt_ids: list[int], request_id: str,
-                    lora_request: LoRARequest | None = None) -> EmbeddingOutput:
-        self.engine.add_task(request_id, PoolSpec(list(prompt_ids), lora_request))
-        result = (await self._wait(request_id)).result
-        assert isinstance(result, EmbeddingOutput)
-        return result
-
-    async def generate(self, prompt_ids: list[int], params: SamplingParams, request_id: str,
-                       prompt: str | None = None, lora_request: LoRARequest | None = None) -> AsyncIterator[RequestDelta]:
-        self.engine.add_request(request_id, prompt_ids, params, prompt, lora_request)
-        out = await self._wait(request_id)
-        yield RequestDelta(request_id, out.deltas, True, out.finished_request)
-
-    async def _wait(self, request_id: str) -> StepOutput:
-        """Step the engine until `request_id` is done; every waiting coroutine steps it, which only advances
-        the shared batch. Cancellation (a deadline) aborts the request."""
-        done = False
-        try:
-            await asyncio.sleep(0)  # let sibling coroutines submit first, so they share the coming steps
-            while request_id not in self._done:
-                if not self.engine.has_unfinished():
-                    raise RuntimeError(f"the engine lost request {request_id!r}")
-                for out in self.engine.step():
-                    if out.finished:
-                        self._done[out.request_id] = out
-                await asyncio.sleep(0)  # deadlines are checked between steps
-            done = True
-            return self._done.pop(request_id)
-        finally:
-            if not done:  # cancelled (a deadline) or failed: free its blocks now
-                self._done.pop(request_id, None)
-                self.engine.abort(request_id)
 
 
 class OfflineTasks:
@@ -84,7 +31,7 @@ class OfflineTasks:
         tokenizer = llm.get_tokenizer()
         gates = gates or load_gates(None)
         gates.check_tokens(tokenizer)
-        self.service = GateService(InlineEngine(llm.engine), tokenizer, gates, ModelIdentity.of(llm), ledger,
+        self.service = GateService(InlineEngineClient(llm.engine), tokenizer, gates, ModelIdentity.of(llm), ledger,
                                    _by_name(adapters))
 
     def load_gates(self, path: str | Path, adapters: Sequence[LoRARequest] = ()) -> None:
@@ -128,13 +75,3 @@ def _by_name(adapters: Sequence[LoRARequest]) -> dict[str, LoRARequest]:
 
 async def _gather(coroutines: list[Coroutine[Any, Any, T]]) -> list[T]:
     return list(await asyncio.gather(*coroutines))
-
-
-def run_sync(coroutine: Coroutine[Any, Any, T]) -> T:
-    """Run to completion, also when called from inside a running event loop (e.g. a notebook)."""
-    try:
-        asyncio.get_running_loop()
-    except RuntimeError:
-        return asyncio.run(coroutine)
-    with concurrent.futures.ThreadPoolExecutor(1) as pool:
-        return pool.submit(asyncio.run, coroutine).result()

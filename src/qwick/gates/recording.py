@@ -7,7 +7,7 @@ import time
 from collections.abc import AsyncIterator
 from typing import Any
 
-from qwick.engine.protocol import EngineClient, RequestDelta
+from qwick.engine.client import EngineClient, RequestDelta
 from qwick.gates.identity import ModelIdentity
 from qwick.gates.ledger import Ledger, LedgerRecord, sha256_text
 from qwick.sampling_params import SamplingParams

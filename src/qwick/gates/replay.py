@@ -6,9 +6,10 @@ from collections.abc import Sequence
 from dataclasses import replace
 from typing import TYPE_CHECKING, Any
 
+from qwick.engine.sync_engine import run_sync
 from qwick.gates.decisions import Decision
 from qwick.gates.loader import Gates
-from qwick.gates.offline import OfflineTasks, run_sync
+from qwick.gates.offline import OfflineTasks
 from qwick.gates.spec import GateSpec
 from qwick.lora.request import LoRARequest
 

@@ -1,7 +1,8 @@
 """GateService: the gates over an engine — render, score or generate, decide, meet the deadline, record.
 
-One implementation serves both the HTTP server (over `AsyncLLMEngine`) and the offline API (over
-`InlineEngine`, which steps the engine in the caller's thread).
+One implementation over the one engine-client protocol (`qwick.engine.client.EngineClient`) serves both the
+HTTP server (over `AsyncLLMEngine`) and the offline API (over `InlineEngineClient`, which steps the engine in
+the caller's thread). `lora_request` is passed to the engine only for gates that name an adapter.
 """
 
 from __future__ import annotations
@@ -11,14 +12,13 @@ import json
 import math
 import secrets
 import time
-from collections.abc import AsyncIterator, Awaitable, Mapping
+from collections.abc import Awaitable, Mapping
 from dataclasses import replace
-from typing import Any, Protocol, TypeVar
+from typing import Any, TypeVar
 
 import torch
 
-from qwick.engine.protocol import RequestDelta
-from qwick.engine.scoring import EmbeddingOutput, ScoreOutput
+from qwick.engine.client import EngineClient
 from qwick.gates.decisions import Decision, decide_labels, normalise, timed_out
 from qwick.gates.identity import ModelIdentity, adapter_weights_sha256
 from qwick.gates.ledger import Ledger, LedgerRecord, sha256_text
@@ -33,20 +33,6 @@ T = TypeVar("T")
 MAX_WARM_PREFIXES = 1024
 
 
-class TaskEngine(Protocol):
-    """What the gates need from an engine (a subset of `EngineClient`). `lora_request` is passed only for gates
-    that name an adapter."""
-
-    async def score(self, context_ids: list[int], continuations: list[list[int]], request_id: str, *,
-                    lora_request: LoRARequest | None = None) -> ScoreOutput: ...
-
-    async def embed(self, prompt_ids: list[int], request_id: str, *,
-                    lora_request: LoRARequest | None = None) -> EmbeddingOutput: ...
-
-    def generate(self, prompt_ids: list[int], params: SamplingParams, request_id: str,
-                 prompt: str | None = None, lora_request: LoRARequest | None = None) -> AsyncIterator[RequestDelta]: ...
-
-
 class GateNotFoundError(KeyError):
     """The request named a gate this server does not define."""
 
@@ -55,7 +41,7 @@ class GateNotFoundError(KeyError):
 
 
 class GateService:
-    def __init__(self, engine: TaskEngine, tokenizer: Tokenizer, gates: Gates, identity: ModelIdentity,
+    def __init__(self, engine: EngineClient, tokenizer: Tokenizer, gates: Gates, identity: ModelIdentity,
                  ledger: Ledger | None = None, adapters: Mapping[str, LoRARequest] | None = None) -> None:
         self.engine = engine
         self.tokenizer = tokenizer

@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING, Any
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 
-from qwick.engine.protocol import EngineClient, RequestFailedError
+from qwick.engine.client import EngineClient, RequestFailedError
 from qwick.gates.decisions import Decision
 from qwick.gates.identity import ModelIdentity
 from qwick.gates.ledger import Ledger
