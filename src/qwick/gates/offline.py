@@ -1,38 +1,37 @@
-"""The offline gates API (`llm.classify / score / embed / gate`): GateService over an InlineEngineClient of
-the LLM's own engine, stepped in the caller's thread. Requests submitted together (a batch of texts, the items
-of a score call) run in the same engine steps."""
+"""The offline gates API (`llm.classify / score / embed / gate`): GateService over an engine client, driven
+from synchronous code. The LLM builds it over an InlineEngineClient of its own engine (stepped in the caller's
+thread), so requests submitted together (a batch of texts, the items of a score call) run in the same engine
+steps. Nothing here knows the LLM: it gets the client, the tokenizer and the model's identity."""
 
 from __future__ import annotations
 
 import asyncio
 from collections.abc import Coroutine, Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, TypeVar
+from typing import Any, TypeVar
 
-from qwick.engine.sync_engine import InlineEngineClient, run_sync
+from qwick.engine.client import EngineClient
+from qwick.engine.sync_engine import run_sync
 from qwick.gates.decisions import Decision
 from qwick.gates.identity import ModelIdentity
 from qwick.gates.ledger import Ledger
 from qwick.gates.loader import Gates, load_gates
 from qwick.gates.service import GateService
 from qwick.lora.request import LoRARequest
-
-if TYPE_CHECKING:
-    from qwick.llm import LLM
+from qwick.tokenizer import Tokenizer
 
 T = TypeVar("T")
 
 
-class OfflineTasks:
-    """Synchronous gates for the `LLM` object."""
+class OfflineGates:
+    """Synchronous gates (`llm.gates`): each call runs its requests to completion over `client`, which nothing
+    else may drive meanwhile. `gates`: default the built-ins; `adapters`: the LoRA adapters gates may name."""
 
-    def __init__(self, llm: LLM, gates: Gates | None = None, ledger: Ledger | None = None,
-                 adapters: Sequence[LoRARequest] = ()) -> None:
-        tokenizer = llm.get_tokenizer()
+    def __init__(self, client: EngineClient, tokenizer: Tokenizer, identity: ModelIdentity, gates: Gates | None = None,
+                 ledger: Ledger | None = None, adapters: Sequence[LoRARequest] = ()) -> None:
         gates = gates or load_gates(None)
         gates.check_tokens(tokenizer)
-        self.service = GateService(InlineEngineClient(llm.engine), tokenizer, gates, ModelIdentity.of(llm), ledger,
-                                   _by_name(adapters))
+        self.service = GateService(client, tokenizer, gates, identity, ledger, _by_name(adapters))
 
     def load_gates(self, path: str | Path, adapters: Sequence[LoRARequest] = ()) -> None:
         """Use the gates in a gates file (besides the built-ins); `adapters`: the LoRA adapters its gates may

@@ -2,34 +2,30 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
 from dataclasses import replace
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from qwick.engine.sync_engine import run_sync
 from qwick.gates.decisions import Decision
 from qwick.gates.loader import Gates
-from qwick.gates.offline import OfflineTasks
+from qwick.gates.offline import OfflineGates
 from qwick.gates.spec import GateSpec
-from qwick.lora.request import LoRARequest
-
-if TYPE_CHECKING:
-    from qwick.llm import LLM
 
 
-def replay(llm: LLM, row: dict[str, Any], tolerance: float = 1e-3,
-           adapters: Sequence[LoRARequest] = ()) -> dict[str, Any]:
-    """Re-run the ledger row's request on `llm` (under the recorded gate's adapter, one of `adapters`); the
-    deadline is lifted (replay may run on other hardware).
+def replay(gates: OfflineGates, row: dict[str, Any], tolerance: float = 1e-3) -> dict[str, Any]:
+    """Re-run the ledger row's request over `gates`' model (under the recorded gate's adapter, one of the
+    adapters `gates` knows); the deadline is lifted (replay may run on other hardware).
 
     Matches when the decision word is equal and every score is within `tolerance`."""
     if row["kind"] == "completion":
         raise ValueError("completions are recorded, not replayed: replay works on gate decisions")
     spec = replace(GateSpec.from_dict(row["gate_config"]), deadline_ms=None)
-    if spec.adapter is not None and spec.adapter not in {a.lora_name for a in adapters}:
+    base = gates.service
+    if spec.adapter is not None and spec.adapter not in base.adapters:
         raise ValueError(f"the recorded gate ran under LoRA adapter {spec.adapter!r}: pass it to replay "
                          f"(`--lora-modules {spec.adapter}=PATH`)")
-    service = OfflineTasks(llm, Gates([spec]), adapters=adapters).service
+    service = OfflineGates(base.engine, base.tokenizer, base.identity, Gates([spec]),
+                           adapters=list(base.adapters.values())).service
     inputs = row["input"]
     if spec.kind == "score":
         coroutine = service.score(inputs["query"], inputs["items"], spec.name, instruction=inputs.get("instruction"))
@@ -43,7 +39,7 @@ def replay(llm: LLM, row: dict[str, Any], tolerance: float = 1e-3,
     report = {
         "request_id": row["request_id"], "gate": row["gate"], "kind": row["kind"],
         "recorded": {"decision": row["decision"], "scores": row["scores"], "model": row["model"]},
-        "replayed": {"decision": decision.summary, "scores": new_scores, "model": llm.model_name},
+        "replayed": {"decision": decision.summary, "scores": new_scores, "model": base.identity.model},
         "max_score_diff": diff,
         "match": decision.summary == row["decision"] and (diff is None or diff <= tolerance),
     }

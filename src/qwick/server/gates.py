@@ -55,7 +55,7 @@ def setup_gates(options: GateOptions, client: EngineClient, tokenizer: Tokenizer
     gates.check_tokens(tokenizer)
     identity = options.identity
     if identity is None:
-        identity = ModelIdentity.of(llm) if llm is not None and options.ledger else ModelIdentity(model_name, None, "")
+        identity = llm.model_identity() if llm is not None and options.ledger else ModelIdentity(model_name, None, "")
     service = GateService(client, tokenizer, gates, identity, options.ledger, adapters)
     if options.ledger is not None and options.ledger_all:
         client = RecordingClient(client, options.ledger, identity, tokenizer)  # type: ignore[assignment]
