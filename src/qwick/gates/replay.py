@@ -7,6 +7,7 @@ from typing import Any
 
 from qwick.engine.sync_engine import run_sync
 from qwick.gates.decisions import Decision
+from qwick.gates.kinds import GATE_KINDS
 from qwick.gates.loader import Gates
 from qwick.gates.offline import OfflineGates
 from qwick.gates.spec import GateSpec
@@ -26,15 +27,8 @@ def replay(gates: OfflineGates, row: dict[str, Any], tolerance: float = 1e-3) ->
                          f"(`--lora-modules {spec.adapter}=PATH`)")
     service = OfflineGates(base.engine, base.tokenizer, base.identity, Gates([spec]),
                            adapters=list(base.adapters.values())).service
-    inputs = row["input"]
-    if spec.kind == "score":
-        coroutine = service.score(inputs["query"], inputs["items"], spec.name, instruction=inputs.get("instruction"))
-    elif spec.kind in ("rewrite", "extract"):
-        coroutine = service.generate_gate(spec, inputs["text"])
-    else:
-        coroutine = service.label_gate(spec, inputs["text"], None)
-    decision: Decision = run_sync(coroutine)
-    new_scores: Any = decision.item_scores if decision.item_scores is not None else decision.scores
+    decision: Decision = run_sync(service.run(spec, row["input"]))
+    new_scores = GATE_KINDS[spec.kind].ledger_scores(decision)
     diff = _score_diff(row["scores"], new_scores)
     report = {
         "request_id": row["request_id"], "gate": row["gate"], "kind": row["kind"],
