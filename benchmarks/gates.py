@@ -42,15 +42,15 @@ from batched import HFPeer, matmul_params, measure_peak
 from qwick import LLM
 from qwick.bench import dummy_model_folder
 from qwick.engine.async_engine import AsyncLLMEngine
+from qwick.gates.decisions import Decision
+from qwick.gates.defaults import BUILTIN_GATES
+from qwick.gates.identity import ModelIdentity
+from qwick.gates.loader import Gates
+from qwick.gates.prompts import render_gate
+from qwick.gates.service import GateService
+from qwick.gates.spec import GateSpec
 from qwick.llm import start_async_engine
 from qwick.model.cpu_packing import dense_state_dict
-from qwick.tasks.decisions import Decision
-from qwick.tasks.defaults import BUILTIN_GATES
-from qwick.tasks.identity import ModelIdentity
-from qwick.tasks.loader import Gates
-from qwick.tasks.prompts import render_gate
-from qwick.tasks.service import GateService
-from qwick.tasks.spec import GateSpec
 
 REPO = Path(__file__).resolve().parents[1]
 TINY = {"hidden_size": 64, "intermediate_size": 128, "num_hidden_layers": 2, "num_attention_heads": 4,

@@ -84,9 +84,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     add_bench_args(bench)
     # Further commands live beside their code; each sets `handler` (args -> exit code) on its parser.
-    from qwick.tasks.cli import register_ledger_commands
+    from qwick.gates.cli import register_ledger_commands
 
-    register_ledger_commands(sub)
+    register_ledger_commands(sub, _open_gates)
     from qwick.train.cli import register_train_commands
 
     register_train_commands(sub)
@@ -99,6 +99,14 @@ def build_parser() -> argparse.ArgumentParser:
 def _add_lora_arg(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--lora", default=None, metavar="ADAPTER",
                         help="a PEFT LoRA adapter folder to generate with (applied unmerged over MODEL)")
+
+
+def _open_gates(model: str, adapters: list[Any], **options: Any) -> Any:
+    """`qwick ledger replay`'s model: an LLM loaded with `options` and `adapters`, and its gates over them."""
+    from qwick import LLM
+    from qwick.lora.modules import lora_llm_options
+
+    return LLM(model, **options, **lora_llm_options(adapters)).new_gates(adapters=adapters)
 
 
 def _sampling_params(args: argparse.Namespace) -> Any:

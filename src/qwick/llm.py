@@ -35,7 +35,10 @@ from qwick.tokenizer.reasoning import THINK_START
 
 if TYPE_CHECKING:
     from qwick.engine.async_engine import AsyncLLMEngine
-    from qwick.tasks.offline import OfflineTasks
+    from qwick.gates.identity import ModelIdentity
+    from qwick.gates.ledger import Ledger
+    from qwick.gates.loader import Gates
+    from qwick.gates.offline import OfflineGates
 
 PromptInput = str | dict[str, Any]
 Message = dict[str, Any]
@@ -192,23 +195,43 @@ class LLM:
         assert isinstance(rendered, str)
         return rendered
 
-    # ---- gates (qwick.tasks): exact label probabilities, relevance, embeddings; see README "Gates" ----
+    # ---- gates (qwick.gates): exact label probabilities, relevance, embeddings; see README "Gates" ----
     @property
-    def tasks(self) -> OfflineTasks:
-        """The gates over this LLM (built-in gates; `llm.tasks.load_gates(path)` adds a gates file)."""
-        if getattr(self, "_tasks", None) is None:
-            from qwick.tasks.offline import OfflineTasks
+    def gates(self) -> OfflineGates:
+        """The gates over this LLM (built-in gates; `llm.gates.load_gates(path)` adds a gates file)."""
+        if getattr(self, "_gates", None) is None:
+            self._gates = self.new_gates()
+        return self._gates
 
-            self._tasks = OfflineTasks(self)
-        return self._tasks
+    @property
+    def tasks(self) -> OfflineGates:
+        """The old name of `gates` (the same object)."""
+        return self.gates
+
+    def new_gates(self, gates: Gates | None = None, ledger: Ledger | None = None,
+                  adapters: Sequence[LoRARequest] = ()) -> OfflineGates:
+        """Gates over this LLM's engine with their own gate set (default: the built-ins), decision ledger and
+        LoRA adapters the gates may name. Hashes the weights (the ledger's model identity)."""
+        from qwick.engine.sync_engine import InlineEngineClient
+        from qwick.gates.offline import OfflineGates
+
+        return OfflineGates(InlineEngineClient(self.engine), self.get_tokenizer(), self.model_identity(), gates,
+                            ledger, adapters)
+
+    def model_identity(self) -> ModelIdentity:
+        """Which model decides, as the ledger records it: id, revision, sha256 of the weights (hashed per call)."""
+        from qwick.gates.identity import ModelIdentity
+
+        return ModelIdentity.of_checkpoint(self.model_name, self.model_path, getattr(self, "revision", None),
+                                           getattr(self, "load_format", "auto"), getattr(self, "seed", None))
 
     def classify(self, texts: str | list[str], labels: list[str] | None = None, *, gate: str | None = None) -> Any:
         """P(label) for each label (exact, normalised over the labels) and the top label; one Decision per text."""
-        return self.tasks.classify(texts, labels, gate)
+        return self.gates.classify(texts, labels, gate)
 
     def score(self, query: str, items: list[str], *, instruction: str | None = None) -> list[float]:
         """Relevance of each item to the query, P(yes) in Qwen3-Reranker's format, in item order."""
-        return self.tasks.score(query, items, instruction)
+        return self.gates.score(query, items, instruction)
 
     def embed(self, texts: str | list[str], *, dimensions: int | None = None,
               lora_request: LoRARequest | None = None) -> list[list[float]]:
@@ -216,11 +239,11 @@ class LLM:
         `lora_request`'s adapter if given (needs enable_lora=True)."""
         if lora_request is not None and not isinstance(lora_request, LoRARequest):
             raise TypeError(f"lora_request must be a LoRARequest, got {type(lora_request).__name__}")
-        return self.tasks.embed(texts, dimensions, lora_request)
+        return self.gates.embed(texts, dimensions, lora_request)
 
     def gate(self, name: str, text: str) -> Any:
         """Run the named gate (moderate, classify, rewrite or extract) on `text`; returns its Decision."""
-        return self.tasks.gate(name, text)
+        return self.gates.gate(name, text)
 
     def add_lora(self, lora_request: LoRARequest) -> None:
         """Load an adapter now (checking it) rather than on its first request; needs enable_lora=True."""

@@ -1,4 +1,4 @@
-"""On the device: the batched engine's guarantees (tests/engine, tests/tasks) with CUDA's attention path.
+"""On the device: the batched engine's guarantees (tests/engine, tests/gates) with CUDA's attention path.
 
 Every reference is computed one request at a time, or by transformers on the CPU in float32.
 """

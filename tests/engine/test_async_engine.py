@@ -17,7 +17,7 @@ import pytest
 
 from qwick import SamplingParams
 from qwick.engine.async_engine import AsyncLLMEngine
-from qwick.engine.protocol import EngineNotRunningError, RequestDelta, RequestFailedError
+from qwick.engine.client import EngineNotRunningError, RequestDelta, RequestFailedError
 
 TIMEOUT = 30.0  # per test: nothing may hang
 GREEDY = dict(temperature=0.0, ignore_eos=True)

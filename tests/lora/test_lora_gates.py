@@ -13,11 +13,10 @@ from adapters import peft_reference
 from serverkit import MODEL, serving, tiny_llm
 
 from qwick.cli import main
+from qwick.gates.ledger import Ledger
+from qwick.gates.loader import GateFileError, parse_gates
 from qwick.server import build_app
 from qwick.server.gates import GateOptions
-from qwick.tasks.ledger import Ledger
-from qwick.tasks.loader import GateFileError, parse_gates
-from qwick.tasks.offline import OfflineTasks
 
 from reference import hf_label_probs
 
@@ -55,7 +54,7 @@ def expected(tiny_model_dir, adapter_dirs, hf_tokenizer) -> dict[str, dict[str, 
 
 
 def test_a_gate_decides_with_its_adapters_exact_probabilities(lora_llm, sql, expected):
-    tasks = OfflineTasks(lora_llm, parse_gates(GATES), adapters=[sql])
+    tasks = lora_llm.new_gates(parse_gates(GATES), adapters=[sql])
     with_adapter = tasks.gate("sql_intent", TEXT)
     assert with_adapter.scores == pytest.approx(expected["sql"], abs=1e-5)  # "violence": a multi-token label
     assert with_adapter.label == max(expected["sql"], key=expected["sql"].get)
@@ -70,10 +69,10 @@ def test_a_gate_naming_an_adapter_that_is_not_served_fails_at_start_up_with_its_
                                                                                      tiny_model_dir):
     with pytest.raises(GateFileError, match=r"gates.yaml:6: gate 'sql_intent': adapter 'sql' is not a served LoRA "
                                             r"adapter; served: none \(serve them with --lora-modules NAME=PATH\)"):
-        OfflineTasks(lora_llm, parse_gates(GATES, "gates.yaml"))
+        lora_llm.new_gates(parse_gates(GATES, "gates.yaml"))
     path = tmp_path / "gates.yaml"
     path.write_text(GATES.replace("adapter: sql", "adapter: sqll"))
-    tasks = OfflineTasks(lora_llm, adapters=[sql])
+    tasks = lora_llm.new_gates(adapters=[sql])
     with pytest.raises(GateFileError, match=r"gates.yaml:6: .*adapter 'sqll' is not a served LoRA adapter; served: sql"):
         tasks.load_gates(path)
     with pytest.raises(GateFileError, match=r"gates.yaml:6: .*adapter 'sqll'"):
@@ -86,7 +85,7 @@ def test_a_gate_naming_an_adapter_that_is_not_served_fails_at_start_up_with_its_
 def test_the_ledger_records_the_adapter_and_replay_reruns_under_it(lora_llm, sql, adapter_dirs, tmp_path, capsys):
     path = tmp_path / "l.db"
     ledger = Ledger(path, raw_text=True)
-    tasks = OfflineTasks(lora_llm, parse_gates(GATES), ledger, adapters=[sql])
+    tasks = lora_llm.new_gates(parse_gates(GATES), ledger, adapters=[sql])
     decision = tasks.gate("sql_intent", TEXT)
     base = tasks.gate("base_intent", TEXT)
     ledger.close()
@@ -175,9 +174,9 @@ def test_score_and_rewrite_gates_run_under_their_adapter(lora_llm, sql, tiny_mod
     import torch
 
     from qwick import SamplingParams, StructuredOutputsParams
-    from qwick.tasks.prompts import render_gate
+    from qwick.gates.prompts import render_gate
 
-    tasks = OfflineTasks(lora_llm, parse_gates(SCORE_AND_REWRITE), adapters=[sql])
+    tasks = lora_llm.new_gates(parse_gates(SCORE_AND_REWRITE), adapters=[sql])
     query, items = "capital of France", ["Paris is the capital of France.", "Bananas are yellow."]
     scores = tasks.score(query, items, gate="sql_score")
     tuned = peft_reference(tiny_model_dir, adapter_dirs["sql"])

@@ -10,10 +10,10 @@ import struct
 import pytest
 from serverkit import MODEL, serving, tiny_llm, wait_until
 
+from qwick.gates.ledger import Ledger
+from qwick.gates.loader import parse_gates
 from qwick.server import build_app
 from qwick.server.gates import GateOptions
-from qwick.tasks.ledger import Ledger
-from qwick.tasks.loader import parse_gates
 
 GATES = """\
 gates:
@@ -229,7 +229,7 @@ def test_serve_refuses_a_bad_ledger_path_in_one_line_before_loading_the_model(tm
 def test_a_gate_setup_that_fails_in_build_app_leaves_no_engine_thread(tiny_model_dir):
     import threading
 
-    from qwick.tasks.loader import GateFileError
+    from qwick.gates.loader import GateFileError
 
     def engine_threads() -> set[threading.Thread]:
         return {t for t in threading.enumerate() if t.name == "qwick-engine-loop"}
@@ -242,7 +242,7 @@ def test_a_gate_setup_that_fails_in_build_app_leaves_no_engine_thread(tiny_model
 
 
 def test_a_gate_aborted_by_shutdown_is_a_503_and_an_engine_failure_stays_a_500():
-    from qwick.engine.protocol import RequestFailedError
+    from qwick.engine.client import RequestFailedError
     from qwick.server.errors import APIError
     from qwick.server.gates import gate_error
 

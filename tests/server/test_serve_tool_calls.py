@@ -15,7 +15,7 @@ import pytest
 from serverkit import MODEL, serving
 
 from qwick import SamplingParams
-from qwick.engine.protocol import RequestDelta
+from qwick.engine.client import RequestDelta
 from qwick.outputs import CompletionOutput, RequestOutput, StreamDelta
 from qwick.server import build_app
 from qwick.tokenizer import Tokenizer

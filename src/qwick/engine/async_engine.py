@@ -23,8 +23,8 @@ import time
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
 
+from qwick.engine.client import EngineNotRunningError, RequestDelta, RequestFailedError
 from qwick.engine.llm_engine import LLMEngine
-from qwick.engine.protocol import EngineNotRunningError, RequestDelta, RequestFailedError
 from qwick.engine.scoring import EmbeddingOutput, PoolSpec, ScoreOutput, ScoreSpec, TaskOutput, TaskSpec
 from qwick.engine.stats import EngineStats
 from qwick.lora.request import LoRARequest

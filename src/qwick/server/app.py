@@ -16,8 +16,8 @@ from starlette.responses import JSONResponse, Response
 
 import qwick
 from qwick.engine.async_engine import AsyncLLMEngine
+from qwick.engine.client import EngineClient
 from qwick.engine.grammar import GrammarCompiler
-from qwick.engine.protocol import EngineClient
 from qwick.llm import LLM, start_async_engine
 from qwick.lora.modules import served_lora_modules
 from qwick.lora.request import LoRARequest

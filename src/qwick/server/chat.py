@@ -10,7 +10,7 @@ from dataclasses import dataclass
 from starlette.requests import Request
 from starlette.responses import Response
 
-from qwick.engine.protocol import RequestDelta
+from qwick.engine.client import RequestDelta
 from qwick.lora.request import adapter_kwargs
 from qwick.outputs import CompletionOutput, RequestOutput, StreamDelta
 from qwick.sampling_params import SamplingParams, StructuredOutputsParams

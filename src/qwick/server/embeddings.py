@@ -8,12 +8,12 @@ import numpy as np
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 
+from qwick.gates.service import GateService
 from qwick.server.errors import bad_request
 from qwick.server.gate_protocol import MAX_INPUTS, EmbeddingRequest
 from qwick.server.gates import gate_error
 from qwick.server.openapi import JSONRoutes
 from qwick.server.serving import ServerContext, read_body
-from qwick.tasks.service import GateService
 
 
 def add_embedding_routes(routes: JSONRoutes, ctx: ServerContext, service: GateService) -> None:

@@ -1,7 +1,8 @@
-"""POST /v1/moderate (and /moderate), /v1/classify, /v1/rewrite, /v1/extract: the gates (qwick.tasks) over HTTP
+"""POST /v1/moderate (and /moderate), /v1/classify, /v1/rewrite, /v1/extract: the gates (qwick.gates) over HTTP
 (/v1/score and /v1/rerank: rerank.py).
 
-Routes validate the body, take one admission slot, call the GateService and shape its Decision; every
+Routes validate the body, take one admission slot, call the GateService and shape its Decision (each
+endpoint's fields: its gate kind's `response`, qwick.gates.kinds); every
 failure is the server's one error shape (unknown gate 404, bad input 400, engine down 503).
 """
 
@@ -14,7 +15,15 @@ from typing import TYPE_CHECKING, Any
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 
-from qwick.engine.protocol import EngineClient, RequestFailedError
+from qwick.engine.client import EngineClient, RequestFailedError
+from qwick.gates.decisions import Decision
+from qwick.gates.identity import ModelIdentity
+from qwick.gates.kinds import GATE_KINDS
+from qwick.gates.ledger import Ledger
+from qwick.gates.loader import Gates, load_gates
+from qwick.gates.recording import RecordingClient
+from qwick.gates.service import GateNotFoundError, GateService
+from qwick.gates.spec import GateError
 from qwick.lora.request import LoRARequest
 from qwick.server.errors import APIError, bad_request
 from qwick.server.gate_protocol import (
@@ -24,13 +33,6 @@ from qwick.server.gate_protocol import (
 )
 from qwick.server.openapi import JSONRoutes
 from qwick.server.serving import ServerContext, aborted, engine_error, read_body
-from qwick.tasks.decisions import Decision
-from qwick.tasks.identity import ModelIdentity
-from qwick.tasks.ledger import Ledger
-from qwick.tasks.loader import Gates, load_gates
-from qwick.tasks.recording import RecordingClient
-from qwick.tasks.service import GateNotFoundError, GateService
-from qwick.tasks.spec import GateError
 from qwick.tokenizer import Tokenizer
 
 if TYPE_CHECKING:
@@ -55,7 +57,7 @@ def setup_gates(options: GateOptions, client: EngineClient, tokenizer: Tokenizer
     gates.check_tokens(tokenizer)
     identity = options.identity
     if identity is None:
-        identity = ModelIdentity.of(llm) if llm is not None and options.ledger else ModelIdentity(model_name, None, "")
+        identity = llm.model_identity() if llm is not None and options.ledger else ModelIdentity(model_name, None, "")
     service = GateService(client, tokenizer, gates, identity, options.ledger, adapters)
     if options.ledger is not None and options.ledger_all:
         client = RecordingClient(client, options.ledger, identity, tokenizer)  # type: ignore[assignment]
@@ -68,7 +70,7 @@ def add_gate_routes(routes: JSONRoutes, ctx: ServerContext, service: GateService
         body = await read_body(request, ModerateRequest, ctx.limits)
         d = await decide(ctx, "moderate", body.model, lambda: service.moderate(body.text, body.gate, user_id=body.user_id,
                                                                request_id=request.state.request_id))
-        return gate_json(d, allow=d.allow, reason=d.reason, escalate=d.escalate, scores=d.scores)
+        return gate_json(d, **GATE_KINDS["moderate"].response(d, {"text": body.text}))
 
     routes.post("/moderate", ModerateRequest, summary="Moderate (alias of /v1/moderate)")(moderate)
 
@@ -77,18 +79,14 @@ def add_gate_routes(routes: JSONRoutes, ctx: ServerContext, service: GateService
         body = await read_body(request, ClassifyRequest, ctx.limits)
         d = await decide(ctx, "classify", body.model, lambda: service.classify(body.text, body.labels, body.gate,
                                                                request_id=request.state.request_id))
-        return gate_json(d, label=None if d.timed_out else d.label, scores=d.scores, escalate=d.escalate)
+        return gate_json(d, **GATE_KINDS["classify"].response(d, {"text": body.text}))
 
     @routes.post("/v1/rewrite", RewriteRequest)
     async def rewrite(request: Request) -> Response:
         body = await read_body(request, RewriteRequest, ctx.limits)
         d = await decide(ctx, "rewrite", body.model, lambda: service.rewrite(body.text, body.gate,
                                                                         request_id=request.state.request_id))
-        output = d.output if d.schema_valid else None
-        # without a valid answer (timeout, invalid output) the query passes through unchanged
-        return gate_json(d, rewrite=output.get("rewrite", body.text) if output else body.text,
-                     reason_code=output.get("reason_code") if output else ("timeout" if d.timed_out else "invalid_output"),
-                     output=output, schema_valid=d.schema_valid, escalate=d.escalate)
+        return gate_json(d, **GATE_KINDS["rewrite"].response(d, {"text": body.text}))
 
     @routes.post("/v1/extract", RewriteRequest)
     async def extract(request: Request) -> Response:
@@ -97,7 +95,7 @@ def add_gate_routes(routes: JSONRoutes, ctx: ServerContext, service: GateService
             raise bad_request("'gate' is required: name an extract gate from the gates file", param="gate")
         d = await decide(ctx, "extract", body.model, lambda: service.rewrite(body.text, body.gate,
                                                                         request_id=request.state.request_id))
-        return gate_json(d, data=d.output if d.schema_valid else None, schema_valid=d.schema_valid, escalate=d.escalate)
+        return gate_json(d, **GATE_KINDS["extract"].response(d, {"text": body.text}))
 
 
 async def decide(ctx: ServerContext, endpoint: str, model: str | None,

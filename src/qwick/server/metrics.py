@@ -15,8 +15,8 @@ from prometheus_client import CollectorRegistry, Counter, Histogram, generate_la
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
-from qwick.engine.protocol import RequestDelta
-from qwick.tasks.decisions import Decision
+from qwick.engine.client import RequestDelta
+from qwick.gates.decisions import Decision
 
 PREFIX = "qwick:"
 # vLLM's buckets

@@ -10,13 +10,14 @@ from pydantic import BaseModel, ConfigDict, ValidationError
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 
+from qwick.gates.decisions import Decision
+from qwick.gates.kinds import GATE_KINDS
+from qwick.gates.service import GateService
 from qwick.server.errors import APIError, bad_request, from_validation_error
 from qwick.server.gate_protocol import PairScoreRequest, RerankRequest, ScoreRequest
 from qwick.server.gates import decide, gate_json
 from qwick.server.openapi import JSONRoutes
 from qwick.server.serving import ServerContext, new_id, read_body
-from qwick.tasks.decisions import Decision
-from qwick.tasks.service import GateService
 
 _QWICK_FIELDS = {"query", "items"}
 _VLLM_FIELDS = {"text_1", "text_2"}
@@ -84,7 +85,7 @@ def add_rerank_routes(routes: JSONRoutes, ctx: ServerContext, service: GateServi
         d = await decide(ctx, "score", body.model, lambda: service.score(body.query, body.items, body.gate,
                                                                          instruction=body.instruction,
                                                                          request_id=request.state.request_id))
-        return gate_json(d, scores=d.item_scores)
+        return gate_json(d, **GATE_KINDS["score"].response(d, {"query": body.query, "items": body.items}))
 
 
 def _validate(model: type[Any], raw: dict[str, Any]) -> Any:

@@ -17,8 +17,8 @@ from typing import Any, TypeVar
 from pydantic import BaseModel, ValidationError
 from starlette.requests import Request
 
+from qwick.engine.client import EngineClient, EngineNotRunningError, RequestDelta
 from qwick.engine.grammar import GrammarCompiler
-from qwick.engine.protocol import EngineClient, EngineNotRunningError, RequestDelta
 from qwick.lora.request import LoRARequest
 from qwick.sampling_params import SamplingParams
 from qwick.server.errors import APIError, bad_request, from_validation_error

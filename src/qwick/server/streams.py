@@ -15,7 +15,7 @@ from starlette.requests import Request
 from starlette.responses import Response, StreamingResponse
 from starlette.types import Receive, Scope, Send
 
-from qwick.engine.protocol import RequestDelta
+from qwick.engine.client import RequestDelta
 from qwick.server.serving import check_output, engine_error
 
 logger = logging.getLogger("qwick.server")

@@ -18,8 +18,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from qwick.tasks.defaults import BUILTIN_GATES
-from qwick.tasks.spec import GateError, GateSpec
+from qwick.gates.defaults import BUILTIN_GATES
+from qwick.gates.spec import GateError, GateSpec
 from qwick.tokenizer import Tokenizer
 
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from qwick.tasks.spec import GateSpec
+from qwick.gates.spec import GateSpec
 from qwick.tokenizer import Tokenizer
 
 # Qwen3-Reranker's prompt (QwenLM/Qwen3-Embedding; the same strings in vLLM's and OpenVINO's examples)

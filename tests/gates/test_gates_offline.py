@@ -8,8 +8,7 @@ import torch
 import transformers
 
 from qwick import LLM
-from qwick.tasks.loader import parse_gates
-from qwick.tasks.offline import OfflineTasks
+from qwick.gates.loader import parse_gates
 
 from reference import hf_label_probs
 
@@ -32,8 +31,9 @@ def test_classify_probabilities_sum_to_one_and_match_transformers(llm, hf_model,
 
 
 def test_moderation_applies_the_rule_to_the_exact_probabilities(llm, hf_model, hf_tokenizer):
+    assert llm.tasks is llm.gates  # the old name stays
     decision = llm.tasks.moderate("I will find you and hurt you.")
-    spec = llm.tasks.service.gates["moderate"]
+    spec = llm.gates.service.gates["moderate"]
     reference = hf_label_probs(hf_model, hf_tokenizer, spec.system_prompt(), "I will find you and hurt you.",
                                 list(spec.labels))
     assert decision.scores == pytest.approx(reference, abs=1e-5)
@@ -112,7 +112,7 @@ def test_a_qwen3model_checkpoint_embeds_like_transformers(tmp_path, tiny_model_d
 def test_a_missed_deadline_answers_by_policy_and_aborts_the_late_work(llm, policy, allow, escalate):
     gates = parse_gates(f"gates:\n  - name: hurry\n    kind: moderate\n    instruction: 'one of {{labels}}'\n"
                         f"    labels: [safe, bad]\n    deadline_ms: 0.001\n    on_timeout: {policy}\n")
-    tasks = OfflineTasks(llm, gates)
+    tasks = llm.new_gates(gates)
     decision = tasks.gate("hurry", "a long text " * 50)
     assert decision.timed_out and decision.scores == {}
     assert (decision.allow, decision.escalate, decision.reason) == (allow, escalate, "timeout")
@@ -124,7 +124,7 @@ def test_rewrite_through_schema_constrained_generation(llm):
                         "    max_tokens: 64\n    schema:\n      type: object\n      properties:\n"
                         "        rewrite: {enum: [cheap laptop charger]}\n        reason_code: {enum: [clarified]}\n"
                         "      required: [rewrite, reason_code]\n      additionalProperties: false\n")
-    tasks = OfflineTasks(llm, gates)
+    tasks = llm.new_gates(gates)
     decision = tasks.gate("fixed", "cheap laptp chrger")
     assert decision.schema_valid is True, decision.output_text
     assert decision.output == {"rewrite": "cheap laptop charger", "reason_code": "clarified"}

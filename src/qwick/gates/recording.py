@@ -7,10 +7,10 @@ import time
 from collections.abc import AsyncIterator
 from typing import Any
 
-from qwick.engine.protocol import EngineClient, RequestDelta
+from qwick.engine.client import EngineClient, RequestDelta
+from qwick.gates.identity import ModelIdentity
+from qwick.gates.ledger import Ledger, LedgerRecord, sha256_text
 from qwick.sampling_params import SamplingParams
-from qwick.tasks.identity import ModelIdentity
-from qwick.tasks.ledger import Ledger, LedgerRecord, sha256_text
 from qwick.tokenizer import Tokenizer
 
 

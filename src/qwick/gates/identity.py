@@ -5,13 +5,9 @@ from __future__ import annotations
 import hashlib
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 from qwick.lora.adapter import WEIGHTS_FILE
 from qwick.model.loader import checkpoint_files
-
-if TYPE_CHECKING:
-    from qwick.llm import LLM
 
 
 @dataclass(frozen=True)
@@ -21,15 +17,15 @@ class ModelIdentity:
     weights_sha256: str
 
     @classmethod
-    def of(cls, llm: LLM) -> ModelIdentity:
-        path = Path(llm.model_path)
+    def of_checkpoint(cls, model: str, path: str | Path, revision: str | None = None, load_format: str = "auto",
+                      seed: int | None = None) -> ModelIdentity:
+        """The identity of a model loaded from the folder `path` (hashes its weight files; dummy weights are
+        named by their seed instead)."""
+        path = Path(path)
         # a Hugging Face cache snapshot folder is named after its commit
-        revision = path.name if path.parent.name == "snapshots" else getattr(llm, "revision", None)
-        if getattr(llm, "load_format", "auto") == "dummy":
-            digest = f"dummy:{getattr(llm, 'seed', None) or 0}"
-        else:
-            digest = weights_sha256(checkpoint_files(path))
-        return cls(llm.model_name, revision, digest)
+        revision = path.name if path.parent.name == "snapshots" else revision
+        digest = f"dummy:{seed or 0}" if load_format == "dummy" else weights_sha256(checkpoint_files(path))
+        return cls(model, revision, digest)
 
 
 def adapter_weights_sha256(adapter_dir: str | Path) -> str:

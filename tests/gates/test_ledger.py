@@ -15,9 +15,8 @@ import time
 import pytest
 
 from qwick.cli import main
-from qwick.tasks.ledger import COLUMNS, Ledger, LedgerRecord
-from qwick.tasks.loader import load_gates
-from qwick.tasks.offline import OfflineTasks
+from qwick.gates.ledger import COLUMNS, Ledger, LedgerRecord
+from qwick.gates.loader import load_gates
 
 NOT_NULL = ("request_id", "ts", "kind", "model", "weights_sha256", "prompt_sha256", "output_sha256", "decision",
             "escalate", "timed_out", "latency_ms", "prompt_tokens", "output_tokens")
@@ -38,7 +37,7 @@ def _record(i: int) -> LedgerRecord:
 
 def test_gate_decisions_are_recorded_completely_and_correctly(llm, tmp_path):
     ledger = Ledger(tmp_path / "l.db")
-    tasks = OfflineTasks(llm, load_gates(None), ledger)
+    tasks = llm.new_gates(load_gates(None), ledger)
     decision = tasks.moderate("hello there")
     scored = tasks.score("q", ["a", "b"])
     assert ledger.flush()
@@ -96,7 +95,7 @@ def test_kill_9_loses_at_most_the_uncommitted_batch(tmp_path):
         import sys, time
         sys.path.insert(0, {str(os.path.dirname(__file__))!r})
         from test_ledger import _record
-        from qwick.tasks.ledger import Ledger
+        from qwick.gates.ledger import Ledger
         ledger = Ledger({str(path)!r}, batch_size=64)
         i = 0
         while True:
@@ -129,7 +128,7 @@ def test_kill_9_loses_at_most_the_uncommitted_batch(tmp_path):
 def test_ledger_cli_tail_query_stats_and_replay(llm, tmp_path, capsys):
     path = tmp_path / "l.db"
     ledger = Ledger(path, raw_text=True)
-    tasks = OfflineTasks(llm, load_gates(None), ledger)
+    tasks = llm.new_gates(load_gates(None), ledger)
     first = tasks.moderate("you are wonderful")
     tasks.classify("refund please", ["purchase", "complaint"])
     ledger.close()
@@ -152,7 +151,7 @@ def test_ledger_cli_tail_query_stats_and_replay(llm, tmp_path, capsys):
 def test_replay_of_a_record_without_raw_text_explains_why_not(llm, tmp_path, capsys):
     path = tmp_path / "l.db"
     ledger = Ledger(path)
-    decision = OfflineTasks(llm, load_gates(None), ledger).moderate("hi")
+    decision = llm.new_gates(load_gates(None), ledger).moderate("hi")
     ledger.close()
     assert main(["ledger", "replay", decision.request_id, "--ledger", str(path)]) == 2
     assert "replay needs records written with `qwick serve --ledger-raw-text`" in capsys.readouterr().err
@@ -161,7 +160,7 @@ def test_replay_of_a_record_without_raw_text_explains_why_not(llm, tmp_path, cap
 
 
 def test_a_ledger_from_schema_version_1_gains_the_adapter_columns_and_keeps_its_rows(tmp_path):
-    from qwick.tasks.ledger import ADDED_COLUMNS, SCHEMA
+    from qwick.gates.ledger import ADDED_COLUMNS, SCHEMA
 
     path = tmp_path / "v1.db"
     old_schema = SCHEMA.replace("output_text TEXT,", "output_text TEXT").replace(

@@ -1,12 +1,10 @@
-"""Decision rules: label logprobs -> probabilities -> allow / label / escalate, and the timeout fallback."""
+"""Decision: one gate answer (all kinds; the kinds fill their fields, qwick.gates.kinds), and label maths."""
 
 from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
 from typing import Any
-
-from qwick.tasks.spec import GateSpec
 
 
 @dataclass
@@ -30,19 +28,7 @@ class Decision:
     prompt_tokens: int = 0
     output_tokens: int = 0
     prompt_sha256: str = ""  # of the rendered prompt(s)
-
-    @property
-    def summary(self) -> str:
-        """The decision in one word, as the ledger records it."""
-        if self.timed_out:
-            return "timeout:" + ("escalate" if self.escalate else self.allow_word() or "none")
-        if self.kind == "moderate":
-            return self.allow_word() or ""
-        if self.kind == "classify":
-            return self.label or ""
-        if self.kind == "score":
-            return "scored"
-        return "valid" if self.schema_valid else "invalid"
+    summary: str = ""  # the decision in one word, as the ledger records it (the gate's kind words it)
 
     def allow_word(self) -> str | None:
         return None if self.allow is None else ("allow" if self.allow else "deny")
@@ -59,24 +45,3 @@ def normalise(labels: tuple[str, ...], logprobs: list[float]) -> dict[str, float
 def margin(scores: dict[str, float]) -> float:
     ordered = sorted(scores.values(), reverse=True)
     return ordered[0] - ordered[1] if len(ordered) > 1 else 1.0
-
-
-def decide_labels(spec: GateSpec, decision: Decision, scores: dict[str, float]) -> Decision:
-    decision.scores = scores
-    decision.label = max(scores, key=scores.__getitem__)
-    decision.escalate = margin(scores) < spec.escalate_margin
-    if spec.kind == "moderate":
-        decision.allow = scores[spec.safe_label] >= spec.threshold
-        unsafe = {k: v for k, v in scores.items() if k != spec.safe_label}
-        decision.reason = "none" if decision.allow else max(unsafe, key=unsafe.__getitem__)
-    return decision
-
-
-def timed_out(spec: GateSpec, decision: Decision) -> Decision:
-    """The gate's `on_timeout` policy: allow, deny, or escalate (not allowed, sent to the slow path)."""
-    decision.timed_out = True
-    decision.escalate = spec.on_timeout == "escalate"
-    if spec.kind == "moderate":
-        decision.allow = spec.on_timeout == "allow"
-        decision.reason = "timeout"
-    return decision

@@ -1,4 +1,10 @@
-"""EngineClient: the async seam between the HTTP server and an engine (vLLM's name), and what it streams."""
+"""EngineClient: the one async seam between an engine and its callers (vLLM's name), and what it streams.
+
+Two implementations, side by side in this package: `AsyncLLMEngine` (async_engine.py: a background thread steps
+the engine; the HTTP server's) and `InlineEngineClient` (sync_engine.py: the awaiting coroutines step the engine
+in the caller's thread; the offline gates'). Callers (the server routes, `qwick.gates.GateService`) take an
+`EngineClient` and never see which one runs.
+"""
 
 from __future__ import annotations
 

@@ -6,8 +6,9 @@ import math
 
 import pytest
 
-from qwick.tasks.decisions import Decision, decide_labels, margin, normalise, timed_out
-from qwick.tasks.spec import GateSpec
+from qwick.gates.decisions import Decision, margin, normalise
+from qwick.gates.kinds.labels import Moderate
+from qwick.gates.spec import GateSpec
 
 MOD = GateSpec("mod", "moderate", "x", labels=("safe", "violence", "hate"), threshold=0.6, escalate_margin=0.2)
 
@@ -25,7 +26,7 @@ def test_normalise_is_a_softmax_over_the_labels_and_sums_to_one():
     ({"safe": 0.1, "violence": 0.8, "hate": 0.1}, False, "violence", False),
 ])
 def test_moderation_rule(scores, allow, reason, escalate):
-    d = decide_labels(MOD, Decision("mod", "moderate", "r"), scores)
+    d = Moderate().apply(MOD, Decision("mod", "moderate", "r"), scores)
     assert (d.allow, d.reason, d.escalate, d.label) == (allow, reason, escalate, max(scores, key=scores.get))
     assert d.summary == ("allow" if allow else "deny")
 
@@ -36,10 +37,18 @@ def test_moderation_rule(scores, allow, reason, escalate):
 ])
 def test_timeout_policies(policy, allow, escalate, summary):
     spec = GateSpec("mod", "moderate", "x", labels=("safe", "bad"), on_timeout=policy)
-    d = timed_out(spec, Decision("mod", "moderate", "r"))
+    d = Moderate().time_out(spec, Decision("mod", "moderate", "r"))
     assert (d.allow, d.escalate, d.timed_out, d.reason, d.summary) == (allow, escalate, True, "timeout", summary)
 
 
 def test_margin_of_a_single_label_is_full():
     assert margin({"a": 1.0}) == 1.0
     assert margin({"a": 0.5, "b": 0.3, "c": 0.2}) == pytest.approx(0.2)
+
+
+def test_every_kind_a_gate_file_may_declare_has_its_class():
+    from qwick.gates.kinds import GATE_KINDS
+    from qwick.gates.spec import KIND_RULES
+
+    assert list(GATE_KINDS) == list(KIND_RULES)
+    assert all(kind.name == name for name, kind in GATE_KINDS.items())

@@ -7,13 +7,22 @@ import json
 import os
 import sys
 import time
+from collections.abc import Callable
 from datetime import datetime
-from typing import Any
+from functools import partial
+from typing import TYPE_CHECKING, Any
 
+if TYPE_CHECKING:
+    from qwick.gates.offline import OfflineGates
+    from qwick.lora.request import LoRARequest
+
+# (model, adapters, **LLM options) -> the gates over that model, loaded: the command line above gates/ loads it
+OpenGates = Callable[..., "OfflineGates"]
 LEDGER_ENV = "QWICK_LEDGER"
 
 
-def register_ledger_commands(subparsers: Any) -> None:
+def register_ledger_commands(subparsers: Any, open_gates: OpenGates) -> None:
+    """`open_gates(model, adapters: list[LoRARequest], **options)` loads the model `ledger replay` re-runs on."""
     ledger = subparsers.add_parser("ledger", help="read the gate decision ledger, replay a decision",
                                    description="Read the SQLite decision ledger written by `qwick serve --ledger`.")
     sub = ledger.add_subparsers(dest="ledger_command", required=True)
@@ -57,11 +66,11 @@ def register_ledger_commands(subparsers: Any) -> None:
     rp.add_argument("--tolerance", type=float, default=1e-3, help="largest score difference that still matches")
     rp.add_argument("--lora-modules", nargs="+", default=[], metavar="NAME=PATH",
                     help="LoRA adapters, as `qwick serve` takes them: needed when the recorded gate names one")
-    rp.set_defaults(handler=_replay)
+    rp.set_defaults(handler=partial(_replay, open_gates=open_gates))
 
 
 def _conn(args: argparse.Namespace) -> Any:
-    from qwick.tasks.ledger_query import connect
+    from qwick.gates.ledger_query import connect
 
     if not args.ledger:
         raise ValueError(f"give the ledger file with --ledger PATH (or set ${LEDGER_ENV})")
@@ -74,14 +83,14 @@ def _print(rows: list[dict[str, Any]]) -> None:
 
 
 def _tail(args: argparse.Namespace) -> int:
-    from qwick.tasks.ledger_query import tail
+    from qwick.gates.ledger_query import tail
 
     _print(tail(_conn(args), args.n))
     return 0
 
 
 def _query(args: argparse.Namespace) -> int:
-    from qwick.tasks.ledger_query import Filters, query
+    from qwick.gates.ledger_query import Filters, query
 
     filters = Filters(args.gate, args.kind, args.decision, args.request_id, _since(args.since), args.escalated,
                       args.timed_out, args.limit)
@@ -90,18 +99,16 @@ def _query(args: argparse.Namespace) -> int:
 
 
 def _stats(args: argparse.Namespace) -> int:
-    from qwick.tasks.ledger_query import stats
+    from qwick.gates.ledger_query import stats
 
     sys.stdout.write(json.dumps(stats(_conn(args)), indent=2) + "\n")
     return 0
 
 
-def _replay(args: argparse.Namespace) -> int:
-    from qwick import LLM
-    from qwick.lora.modules import lora_llm_options, parse_lora_modules
-    from qwick.tasks.identity import ModelIdentity
-    from qwick.tasks.ledger_query import find
-    from qwick.tasks.replay import replay
+def _replay(args: argparse.Namespace, open_gates: OpenGates) -> int:
+    from qwick.gates.ledger_query import find
+    from qwick.gates.replay import replay
+    from qwick.lora.modules import parse_lora_modules
 
     row = find(_conn(args), args.request_id)
     if row is None:
@@ -109,11 +116,11 @@ def _replay(args: argparse.Namespace) -> int:
     if row["input"] is None:
         raise ValueError(f"request {args.request_id!r} was recorded without its text (raw text storage is off by "
                          "default); replay needs records written with `qwick serve --ledger-raw-text`")
-    modules = parse_lora_modules(args.lora_modules)
-    llm = LLM(args.model or row["model"], dtype=args.dtype, device=args.device, load_format=args.load_format,
-              max_model_len=args.max_model_len, **lora_llm_options(modules))
-    report = replay(llm, row, args.tolerance, modules)
-    report["same_weights"] = ModelIdentity.of(llm).weights_sha256 == row["weights_sha256"]
+    modules: list[LoRARequest] = parse_lora_modules(args.lora_modules)
+    gates = open_gates(args.model or row["model"], modules, dtype=args.dtype, device=args.device,
+                       load_format=args.load_format, max_model_len=args.max_model_len)
+    report = replay(gates, row, args.tolerance)
+    report["same_weights"] = gates.service.identity.weights_sha256 == row["weights_sha256"]
     sys.stdout.write(json.dumps(report, indent=2, ensure_ascii=False) + "\n")
     return 0 if report["match"] else 1
 

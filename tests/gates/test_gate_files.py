@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import pytest
 
-from qwick.tasks.defaults import BUILTIN_GATES
-from qwick.tasks.loader import GateFileError, load_gates, parse_gates
-from qwick.tasks.spec import GateError, GateSpec
+from qwick.gates.defaults import BUILTIN_GATES
+from qwick.gates.loader import GateFileError, load_gates, parse_gates
+from qwick.gates.spec import GateError, GateSpec
 from qwick.tokenizer import Tokenizer
 
 GOOD = """\

@@ -7,9 +7,25 @@ import math
 from dataclasses import asdict, dataclass
 from typing import Any
 
-KINDS = ("moderate", "classify", "rewrite", "score", "extract")
-LABEL_KINDS = ("moderate", "classify")  # decided by exact label probabilities
-GENERATE_KINDS = ("rewrite", "extract")  # decided by schema-constrained generation
+
+@dataclass(frozen=True)
+class KindRules:
+    """What a gate of one kind declares, checked when its GateSpec is made (its behaviour: qwick.gates.kinds)."""
+
+    labels: bool = False  # decided by exact label probabilities: needs `labels`
+    safe_label: bool = False  # `safe_label` must be one of the labels
+    schema: bool = False  # decided by schema-constrained generation: needs `schema`, may think first
+    text: bool = True  # the template holds the request's {text}
+
+
+KIND_RULES = {
+    "moderate": KindRules(labels=True, safe_label=True),
+    "classify": KindRules(labels=True),
+    "rewrite": KindRules(schema=True),
+    "score": KindRules(text=False),  # a query and items, in Qwen3-Reranker's format
+    "extract": KindRules(schema=True),
+}
+KINDS = tuple(KIND_RULES)
 TIMEOUT_POLICIES = ("allow", "deny", "escalate")
 
 
@@ -46,13 +62,14 @@ class GateSpec:
         where = f"gate {self.name!r}"
         if not isinstance(self.name, str) or not self.name or not self.name.replace("_", "").replace("-", "").isalnum():
             raise GateError(f"gate name must be a non-empty string of letters, digits, '-' or '_', got {self.name!r}", "name")
-        if self.kind not in KINDS:
+        if self.kind not in KIND_RULES:
             raise GateError(f"{where}: kind must be one of {', '.join(KINDS)}, got {self.kind!r}", "kind")
+        rules = KIND_RULES[self.kind]
         if not isinstance(self.instruction, str) or not self.instruction.strip():
             raise GateError(f"{where}: instruction must be a non-empty string", "instruction")
-        if not isinstance(self.template, str) or (self.kind != "score" and "{text}" not in self.template):
+        if not isinstance(self.template, str) or (rules.text and "{text}" not in self.template):
             raise GateError(f"{where}: template must be a string containing {{text}}, got {self.template!r}", "template")
-        self._check_labels(where)
+        self._check_labels(where, rules)
         for name in ("threshold", "escalate_margin"):
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int | float) or not 0.0 <= value <= 1.0:
@@ -66,9 +83,9 @@ class GateSpec:
             raise GateError(f"{where}: on_timeout must be one of {', '.join(TIMEOUT_POLICIES)}, got {self.on_timeout!r}", "on_timeout")
         if not isinstance(self.thinking, bool):
             raise GateError(f"{where}: thinking must be true or false, got {self.thinking!r}", "thinking")
-        if self.thinking and self.kind not in GENERATE_KINDS:  # labels are scored right after the prompt
-            raise GateError(f"{where}: thinking: true is only supported by rewrite and extract gates", "thinking")
-        if self.kind in GENERATE_KINDS and not isinstance(self.schema, dict):
+        if self.thinking and not rules.schema:  # labels are scored right after the prompt
+            raise GateError(f"{where}: thinking: true is only supported by {_kinds_with('schema')} gates", "thinking")
+        if rules.schema and not isinstance(self.schema, dict):
             raise GateError(f"{where}: a {self.kind} gate needs a JSON schema object in 'schema'", "schema")
         if self.adapter is not None and (not isinstance(self.adapter, str) or not self.adapter.strip()):
             raise GateError(f"{where}: adapter must be the name of a served LoRA adapter (or null for the base "
@@ -76,16 +93,16 @@ class GateSpec:
         if isinstance(self.max_tokens, bool) or not isinstance(self.max_tokens, int) or self.max_tokens < 1:
             raise GateError(f"{where}: max_tokens must be a positive integer, got {self.max_tokens!r}", "max_tokens")
 
-    def _check_labels(self, where: str) -> None:
-        if self.kind not in LABEL_KINDS:
+    def _check_labels(self, where: str, rules: KindRules) -> None:
+        if not rules.labels:
             if self.labels:
-                raise GateError(f"{where}: labels only apply to moderate and classify gates", "labels")
+                raise GateError(f"{where}: labels only apply to {_kinds_with('labels')} gates", "labels")
             return
         if len(self.labels) < 2 or not all(isinstance(x, str) and x.strip() for x in self.labels):
             raise GateError(f"{where}: labels must list at least two non-empty strings, got {list(self.labels)!r}", "labels")
         if len(set(self.labels)) != len(self.labels):
             raise GateError(f"{where}: labels must be distinct, got {list(self.labels)!r}", "labels")
-        if self.kind == "moderate" and self.safe_label not in self.labels:
+        if rules.safe_label and self.safe_label not in self.labels:
             raise GateError(f"{where}: safe_label {self.safe_label!r} must be one of the labels {list(self.labels)!r}", "labels")
 
     def system_prompt(self, labels: tuple[str, ...] | None = None) -> str:
@@ -110,3 +127,7 @@ class GateSpec:
                 raise GateError(f"gate {raw['name']!r}: labels must be a list, got {data['labels']!r}", "labels")
             data["labels"] = tuple(data["labels"])
         return cls(**data)
+
+
+def _kinds_with(rule: str) -> str:
+    return " and ".join(kind for kind, rules in KIND_RULES.items() if getattr(rules, rule))

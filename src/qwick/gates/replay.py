@@ -2,47 +2,38 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
 from dataclasses import replace
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
-from qwick.lora.request import LoRARequest
-from qwick.tasks.decisions import Decision
-from qwick.tasks.loader import Gates
-from qwick.tasks.offline import OfflineTasks, run_sync
-from qwick.tasks.spec import GateSpec
-
-if TYPE_CHECKING:
-    from qwick.llm import LLM
+from qwick.engine.sync_engine import run_sync
+from qwick.gates.decisions import Decision
+from qwick.gates.kinds import GATE_KINDS
+from qwick.gates.loader import Gates
+from qwick.gates.offline import OfflineGates
+from qwick.gates.spec import GateSpec
 
 
-def replay(llm: LLM, row: dict[str, Any], tolerance: float = 1e-3,
-           adapters: Sequence[LoRARequest] = ()) -> dict[str, Any]:
-    """Re-run the ledger row's request on `llm` (under the recorded gate's adapter, one of `adapters`); the
-    deadline is lifted (replay may run on other hardware).
+def replay(gates: OfflineGates, row: dict[str, Any], tolerance: float = 1e-3) -> dict[str, Any]:
+    """Re-run the ledger row's request over `gates`' model (under the recorded gate's adapter, one of the
+    adapters `gates` knows); the deadline is lifted (replay may run on other hardware).
 
     Matches when the decision word is equal and every score is within `tolerance`."""
     if row["kind"] == "completion":
         raise ValueError("completions are recorded, not replayed: replay works on gate decisions")
     spec = replace(GateSpec.from_dict(row["gate_config"]), deadline_ms=None)
-    if spec.adapter is not None and spec.adapter not in {a.lora_name for a in adapters}:
+    base = gates.service
+    if spec.adapter is not None and spec.adapter not in base.adapters:
         raise ValueError(f"the recorded gate ran under LoRA adapter {spec.adapter!r}: pass it to replay "
                          f"(`--lora-modules {spec.adapter}=PATH`)")
-    service = OfflineTasks(llm, Gates([spec]), adapters=adapters).service
-    inputs = row["input"]
-    if spec.kind == "score":
-        coroutine = service.score(inputs["query"], inputs["items"], spec.name, instruction=inputs.get("instruction"))
-    elif spec.kind in ("rewrite", "extract"):
-        coroutine = service.generate_gate(spec, inputs["text"])
-    else:
-        coroutine = service.label_gate(spec, inputs["text"], None)
-    decision: Decision = run_sync(coroutine)
-    new_scores: Any = decision.item_scores if decision.item_scores is not None else decision.scores
+    service = OfflineGates(base.engine, base.tokenizer, base.identity, Gates([spec]),
+                           adapters=list(base.adapters.values())).service
+    decision: Decision = run_sync(service.run(spec, row["input"]))
+    new_scores = GATE_KINDS[spec.kind].ledger_scores(decision)
     diff = _score_diff(row["scores"], new_scores)
     report = {
         "request_id": row["request_id"], "gate": row["gate"], "kind": row["kind"],
         "recorded": {"decision": row["decision"], "scores": row["scores"], "model": row["model"]},
-        "replayed": {"decision": decision.summary, "scores": new_scores, "model": llm.model_name},
+        "replayed": {"decision": decision.summary, "scores": new_scores, "model": base.identity.model},
         "max_score_diff": diff,
         "match": decision.summary == row["decision"] and (diff is None or diff <= tolerance),
     }

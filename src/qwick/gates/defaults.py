@@ -6,7 +6,7 @@ for Qwen3-0.6B answering with thinking off; tune them on your own traffic.
 
 from __future__ import annotations
 
-from qwick.tasks.spec import GateSpec
+from qwick.gates.spec import GateSpec
 
 MODERATION_LABELS = ("safe", "violence", "sexual", "self_harm", "hate", "harassment", "illegal")
 REWRITE_REASONS = ("unchanged", "spelling", "clarified", "expanded", "shortened")
