@@ -110,12 +110,12 @@ def _sampling_params(args: argparse.Namespace) -> Any:
                           max_thinking_tokens=args.max_thinking_tokens)
 
 
-def _load(args: argparse.Namespace, **engine_kwargs: Any) -> Any:
+def _load(args: argparse.Namespace, **overrides: Any) -> Any:
+    """The LLM the parsed flags describe (EngineArgs.from_cli_args), `overrides` (LoRA settings) on top."""
     from qwick import LLM
+    from qwick.engine.args import EngineArgs
 
-    return LLM(args.model, dtype=args.dtype, device=args.device, max_model_len=args.max_model_len,
-               load_format=args.load_format, seed=args.seed, quantization=args.quantization,
-               threads=args.threads, compile_decode=args.compile, **engine_kwargs)
+    return LLM.from_engine_args(EngineArgs.from_cli_args(args, **overrides))
 
 
 def _load_with_lora(args: argparse.Namespace) -> tuple[Any, Any]:

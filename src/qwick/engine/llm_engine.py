@@ -13,8 +13,8 @@ from typing import TYPE_CHECKING
 
 import torch
 
-from qwick.config import EngineConfig
 from qwick.engine.block_manager import BlockManager
+from qwick.engine.config import EngineConfig
 from qwick.engine.constrained import MaskBuilder, SequenceConstraint, complete, feeds_grammar, grammar_error
 from qwick.engine.grammar import GrammarCompiler
 from qwick.engine.jobs import Jobs

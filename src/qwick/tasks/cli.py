@@ -98,6 +98,7 @@ def _stats(args: argparse.Namespace) -> int:
 
 def _replay(args: argparse.Namespace) -> int:
     from qwick import LLM
+    from qwick.engine.args import EngineArgs
     from qwick.lora.modules import lora_llm_options, parse_lora_modules
     from qwick.tasks.identity import ModelIdentity
     from qwick.tasks.ledger_query import find
@@ -110,8 +111,9 @@ def _replay(args: argparse.Namespace) -> int:
         raise ValueError(f"request {args.request_id!r} was recorded without its text (raw text storage is off by "
                          "default); replay needs records written with `qwick serve --ledger-raw-text`")
     modules = parse_lora_modules(args.lora_modules)
-    llm = LLM(args.model or row["model"], dtype=args.dtype, device=args.device, load_format=args.load_format,
-              max_model_len=args.max_model_len, **lora_llm_options(modules))
+    engine_args = EngineArgs.from_cli_args(args, model=args.model or row["model"],
+                                           **lora_llm_options(modules))
+    llm = LLM.from_engine_args(engine_args)
     report = replay(llm, row, args.tolerance, modules)
     report["same_weights"] = ModelIdentity.of(llm).weights_sha256 == row["weights_sha256"]
     sys.stdout.write(json.dumps(report, indent=2, ensure_ascii=False) + "\n")
