@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 
 from qwick.engine.llm_engine import LLMEngine, StepOutput
 from qwick.engine.protocol import RequestDelta
-from qwick.engine.scoring import EmbeddingOutput, PoolSpec, ScoreOutput, ScoreSpec
+from qwick.engine.readout import EmbeddingOutput, PoolSpec, ScoreOutput, ScoreSpec
 from qwick.lora.request import LoRARequest
 from qwick.sampling_params import SamplingParams
 from qwick.tasks.decisions import Decision
@@ -36,7 +36,7 @@ class InlineEngine:
 
     async def score(self, context_ids: list[int], continuations: list[list[int]], request_id: str,
                     lora_request: LoRARequest | None = None) -> ScoreOutput:
-        self.engine.add_task(request_id, ScoreSpec(list(context_ids), [list(c) for c in continuations],
+        self.engine.add_readout(request_id, ScoreSpec(list(context_ids), [list(c) for c in continuations],
                                                    lora_request=lora_request))
         result = (await self._wait(request_id)).result
         assert isinstance(result, ScoreOutput)
@@ -44,7 +44,7 @@ class InlineEngine:
 
     async def embed(self, prompt_ids: list[int], request_id: str,
                     lora_request: LoRARequest | None = None) -> EmbeddingOutput:
-        self.engine.add_task(request_id, PoolSpec(list(prompt_ids), lora_request))
+        self.engine.add_readout(request_id, PoolSpec(list(prompt_ids), lora_request))
         result = (await self._wait(request_id)).result
         assert isinstance(result, EmbeddingOutput)
         return result

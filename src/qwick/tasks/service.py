@@ -18,7 +18,7 @@ from typing import Any, Protocol, TypeVar
 import torch
 
 from qwick.engine.protocol import RequestDelta
-from qwick.engine.scoring import EmbeddingOutput, ScoreOutput
+from qwick.engine.readout import EmbeddingOutput, ScoreOutput
 from qwick.lora.request import LoRARequest, adapter_kwargs
 from qwick.sampling_params import SamplingParams, StructuredOutputsParams
 from qwick.tasks.decisions import Decision, decide_labels, normalise, timed_out
