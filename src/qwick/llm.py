@@ -50,9 +50,8 @@ class LLM:
             kv_cache_memory_bytes=kv_cache_memory_bytes, enable_prefix_caching=enable_prefix_caching,
             seed=seed, load_format=load_format, revision=revision, skip_tokenizer_init=skip_tokenizer_init,
             quantization=quantization, enable_lora=enable_lora, max_loras=max_loras,
-            max_lora_rank=max_lora_rank,
-            quantization_group_size=quantization_group_size, threads=threads, compile_decode=compile_decode,
-            kv_cache_dtype=kv_cache_dtype)))
+            max_lora_rank=max_lora_rank, quantization_group_size=quantization_group_size, threads=threads,
+            compile_decode=compile_decode, kv_cache_dtype=kv_cache_dtype)))
 
     @classmethod
     def from_engine_args(cls, args: EngineArgs) -> LLM:
