@@ -33,6 +33,7 @@ import torch
 
 from qwick import LLM, SamplingParams
 from qwick.bench import dummy_model_folder
+from qwick.engine.args import EngineArgs
 from qwick.model.config import Qwen3Config
 from qwick.model.cpu_packing import dense_state_dict
 from timing import best_seconds
@@ -107,10 +108,11 @@ def random_prompts(rng: random.Random, count: int, low: int, high: int) -> list[
 
 
 def build_llm(folder: Path, args: argparse.Namespace, prefix_caching: bool = True) -> LLM:
-    return LLM(folder, dtype=args.dtype, device=args.device, load_format="dummy", skip_tokenizer_init=True, seed=0,
-               max_model_len=args.max_model_len, max_num_seqs=args.max_num_seqs,
-               max_num_batched_tokens=args.max_num_batched_tokens,
-               kv_cache_memory_bytes=int(args.kv_cache_gib * 1024**3), enable_prefix_caching=prefix_caching)
+    return LLM.from_engine_args(EngineArgs(
+        folder, dtype=args.dtype, device=args.device, load_format="dummy", skip_tokenizer_init=True, seed=0,
+        max_model_len=args.max_model_len, max_num_seqs=args.max_num_seqs,
+        max_num_batched_tokens=args.max_num_batched_tokens,
+        kv_cache_memory_bytes=int(args.kv_cache_gib * 1024**3), enable_prefix_caching=prefix_caching))
 
 
 def warm_up(llm: LLM) -> None:

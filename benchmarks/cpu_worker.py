@@ -36,14 +36,16 @@ def peak_rss_mib() -> float:
 def qwick_worker(folder: Path, threads: int, decode: int, prefill: int, repeats: int,
                  compile_decode: bool) -> dict[str, Any]:
     from qwick import LLM, SamplingParams
+    from qwick.engine.args import EngineArgs
     from qwick.model.loader import load_config
 
     context = prefill + decode + 128  # what the llama.cpp worker's n_ctx holds
     kv_bytes = load_config(folder).kv_bytes_per_token * (context + 16)  # the same KV memory as llama.cpp's
     start = time.perf_counter()
-    llm = LLM(folder, dtype="bfloat16", device="cpu", skip_tokenizer_init=True, threads=threads, seed=0,
-              enable_prefix_caching=False, max_model_len=context, max_num_seqs=1, kv_cache_memory_bytes=kv_bytes,
-              compile_decode=compile_decode)
+    llm = LLM.from_engine_args(EngineArgs(
+        folder, dtype="bfloat16", device="cpu", skip_tokenizer_init=True, threads=threads, seed=0,
+        enable_prefix_caching=False, max_model_len=context, max_num_seqs=1, kv_cache_memory_bytes=kv_bytes,
+        compile_decode=compile_decode))
     load_s = time.perf_counter() - start
     rng = random.Random(0)
     decode_params = SamplingParams(max_tokens=decode + 1, temperature=0, ignore_eos=True)

@@ -41,6 +41,7 @@ import torch
 from batched import HFPeer, matmul_params, measure_peak
 from qwick import LLM
 from qwick.bench import dummy_model_folder
+from qwick.engine.args import EngineArgs
 from qwick.engine.async_engine import AsyncLLMEngine
 from qwick.gates.decisions import Decision
 from qwick.gates.defaults import BUILTIN_GATES
@@ -257,10 +258,10 @@ def main(argv: list[str] | None = None) -> int:
         folder = model_folder(args, Path(tmp))
         # qwick first, built and stepped on the engine's own thread as `qwick serve` does; the main thread runs
         # no torch op until that thread has exited (two threads with OpenMP pools slow both: async_engine.py)
-        llm, engine = start_async_engine(lambda: LLM(
+        llm, engine = start_async_engine(lambda: LLM.from_engine_args(EngineArgs(
             folder, dtype=args.dtype, device=args.device, load_format="dummy", seed=0, max_model_len=2048,
             max_num_seqs=args.max_num_seqs, max_num_batched_tokens=args.max_num_batched_tokens,
-            kv_cache_memory_bytes=int(args.kv_cache_gib * 1024**3)))
+            kv_cache_memory_bytes=int(args.kv_cache_gib * 1024**3))))
         spec = moderation_gate(llm, args.instruction_tokens)
         qwick_result = asyncio.run(qwick_runs(llm, engine, spec, args, rng))  # shuts the engine down
         peak = measure_peak(llm.dtype, reps=5 if args.tiny else 20, device=args.device)

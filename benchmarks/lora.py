@@ -34,6 +34,7 @@ from safetensors.torch import save_file
 
 from qwick import LLM, SamplingParams
 from qwick.bench import dummy_model_folder
+from qwick.engine.args import EngineArgs
 from qwick.lora.batch import LoRABatch, LoRAContext
 from qwick.lora.layers import PROJECTIONS, LoRALinear
 from qwick.lora.request import LoRARequest
@@ -99,10 +100,11 @@ def write_random_adapter(dest: Path, cfg: Qwen3Config, rank: int, seed: int) -> 
 
 def build_llm(folder: Path, args: argparse.Namespace, lora: bool) -> LLM:
     extra = {"enable_lora": True, "max_loras": args.adapters, "max_lora_rank": args.rank} if lora else {}
-    return LLM(folder, dtype=args.dtype, device="cpu", load_format="dummy", skip_tokenizer_init=True, seed=0,
-               max_model_len=args.max_model_len, max_num_seqs=args.max_num_seqs,
-               max_num_batched_tokens=args.max_num_batched_tokens,
-               kv_cache_memory_bytes=int(args.kv_cache_gib * 1024**3), **extra)
+    return LLM.from_engine_args(EngineArgs(
+        folder, dtype=args.dtype, device="cpu", load_format="dummy", skip_tokenizer_init=True, seed=0,
+        max_model_len=args.max_model_len, max_num_seqs=args.max_num_seqs,
+        max_num_batched_tokens=args.max_num_batched_tokens,
+        kv_cache_memory_bytes=int(args.kv_cache_gib * 1024**3), **extra))
 
 
 # --------------------------------------------------------------------------------------------- kernels

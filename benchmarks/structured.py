@@ -231,13 +231,15 @@ def run_backends(quick: bool) -> list[dict[str, Any]]:
 def run_overhead(quick: bool, dtype: str) -> dict[str, Any]:
     from qwick import LLM, SamplingParams, StructuredOutputsParams
     from qwick.bench import dummy_model_folder
+    from qwick.engine.args import EngineArgs
 
     tokens = 16 if quick else 64
     batch = 8 if quick else 32
     with tempfile.TemporaryDirectory() as tmp:
         folder = dummy_model_folder(None, Path(tmp))
-        llm = LLM(folder, tokenizer=tokenizer_dir(), load_format="dummy", dtype=dtype, max_model_len=1024,
-                  enable_prefix_caching=False, seed=0)
+        llm = LLM.from_engine_args(EngineArgs(folder, tokenizer=tokenizer_dir(), load_format="dummy",
+                                              dtype=dtype, max_model_len=1024, enable_prefix_caching=False,
+                                              seed=0))
     grammars = llm.engine.grammars
     assert grammars is not None
     cold, _ = timed(lambda: grammars.compile(StructuredOutputsParams(json=TYPICAL_SCHEMA)))

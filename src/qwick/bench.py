@@ -68,9 +68,11 @@ def write_dummy_checkpoint(folder: Path) -> None:
     from safetensors.torch import save_file
 
     from qwick import LLM
+    from qwick.engine.args import EngineArgs
     from qwick.model.cpu_packing import dense_state_dict
 
-    llm = LLM(folder, dtype="bfloat16", device="cpu", load_format="dummy", skip_tokenizer_init=True, seed=0)
+    llm = LLM.from_engine_args(EngineArgs(folder, dtype="bfloat16", device="cpu", load_format="dummy",
+                                          skip_tokenizer_init=True, seed=0))
     state = dense_state_dict(llm.model)
     if llm.model.config.tie_word_embeddings:
         state.pop("lm_head.weight", None)  # the checkpoint holds the shared matrix once, as embed_tokens

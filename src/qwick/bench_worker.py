@@ -28,9 +28,11 @@ def _prompts(seed: int, repeats: int) -> list[dict[str, list[int]]]:
 
 def qwick_runner(folder: Path, dtype: str, decode: int) -> tuple[Callable[[list[int]], None], Callable[..., float]]:
     from qwick import LLM, SamplingParams
+    from qwick.engine.args import EngineArgs
 
     # prefix caching off: every repeat must compute its whole prompt
-    llm = LLM(folder, dtype=dtype, device="cpu", skip_tokenizer_init=True, seed=0, enable_prefix_caching=False)
+    llm = LLM.from_engine_args(EngineArgs(folder, dtype=dtype, device="cpu", skip_tokenizer_init=True, seed=0,
+                                          enable_prefix_caching=False))
     one = SamplingParams(max_tokens=1, temperature=0)
     params = SamplingParams(max_tokens=decode + 1, temperature=0, ignore_eos=True)
 

@@ -101,12 +101,11 @@ def _add_lora_arg(parser: argparse.ArgumentParser) -> None:
                         help="a PEFT LoRA adapter folder to generate with (applied unmerged over MODEL)")
 
 
-def _open_gates(model: str, adapters: list[Any], **options: Any) -> Any:
-    """`qwick ledger replay`'s model: an LLM loaded with `options` and `adapters`, and its gates over them."""
-    from qwick import LLM
+def _open_gates(args: argparse.Namespace, model: str, adapters: list[Any]) -> Any:
+    """`qwick ledger replay`'s model: the LLM its flags describe, with `adapters`, and its gates over them."""
     from qwick.lora.modules import lora_llm_options
 
-    return LLM(model, **options, **lora_llm_options(adapters)).new_gates(adapters=adapters)
+    return _load(args, model=model, **lora_llm_options(adapters)).new_gates(adapters=adapters)
 
 
 def _sampling_params(args: argparse.Namespace) -> Any:
@@ -118,12 +117,12 @@ def _sampling_params(args: argparse.Namespace) -> Any:
                           max_thinking_tokens=args.max_thinking_tokens)
 
 
-def _load(args: argparse.Namespace, **engine_kwargs: Any) -> Any:
+def _load(args: argparse.Namespace, **overrides: Any) -> Any:
+    """The LLM the parsed flags describe (EngineArgs.from_cli_args), `overrides` (LoRA settings) on top."""
     from qwick import LLM
+    from qwick.engine.args import EngineArgs
 
-    return LLM(args.model, dtype=args.dtype, device=args.device, max_model_len=args.max_model_len,
-               load_format=args.load_format, seed=args.seed, quantization=args.quantization,
-               threads=args.threads, compile_decode=args.compile, **engine_kwargs)
+    return LLM.from_engine_args(EngineArgs.from_cli_args(args, **overrides))
 
 
 def _load_with_lora(args: argparse.Namespace) -> tuple[Any, Any]:

@@ -3,27 +3,18 @@
 from __future__ import annotations
 
 import itertools
-import json
 from collections.abc import Callable, Iterator, Sequence
-from dataclasses import replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import torch
 
-from qwick.config import EngineConfig
-from qwick.device import resolve_device, resolve_dtype, resolve_threads
+from qwick.engine.args import DEFAULT_MODEL, EngineArgs
+from qwick.engine.builder import BuiltEngine, build_engine
 from qwick.engine.llm_engine import LLMEngine
-from qwick.lora.manager import LoRAConfig, LoRAManager
 from qwick.lora.request import LoRARequest
-from qwick.model.compiled import compile_decode as compile_decode_pass
-from qwick.model.cpu_packing import cpu_packing_supported, pack_linears_for_cpu
-from qwick.model.hub import resolve_model_path
-from qwick.model.loader import load_config
 from qwick.outputs import RequestOutput, StreamDelta
-from qwick.quant import validate_quantization
-from qwick.quant.checkpoint import load_model
-from qwick.sampling_params import GenerationDefaults, SamplingParams
+from qwick.sampling_params import SamplingParams
 from qwick.tokenizer import (
     ReasoningStreamParser,
     Tokenizer,
@@ -43,7 +34,6 @@ if TYPE_CHECKING:
 PromptInput = str | dict[str, Any]
 Message = dict[str, Any]
 LoRARequestInput = LoRARequest | Sequence[LoRARequest | None] | None
-DEFAULT_MODEL = "Qwen/Qwen3-0.6B"
 
 
 class LLM:
@@ -57,50 +47,35 @@ class LLM:
                  skip_tokenizer_init: bool = False, quantization: str | None = None, enable_lora: bool = False,
                  max_loras: int = 1, max_lora_rank: int = 16, quantization_group_size: int | None = None,
                  threads: int | None = None, compile_decode: bool = False, kv_cache_dtype: str = "auto") -> None:
-        validate_quantization(quantization, quantization_group_size or 128)
-        if compile_decode and enable_lora:
-            raise ValueError("compile_decode does not support enable_lora yet: use one or the other")
-        if compile_decode and kv_cache_dtype != "auto":
-            raise ValueError("compile_decode does not support an fp8 KV cache yet: use kv_cache_dtype='auto' with it")
-        torch.set_num_threads(resolve_threads(threads))  # process-wide: torch has one intra-op pool
-        lora_config = LoRAConfig(max_loras, max_lora_rank) if enable_lora else None
-        if load_format not in ("auto", "safetensors", "dummy"):
-            raise ValueError(f"load_format must be 'auto', 'safetensors' or 'dummy', got {load_format!r}")
-        self.model_path = resolve_model_path(model, revision)
-        self.model_name = str(model)
-        self.load_format, self.revision, self.seed = load_format, revision, seed  # the ledger's model identity
-        config = load_config(self.model_path)
-        self.device = resolve_device(device)
-        self.dtype = resolve_dtype(dtype, self.device, config.torch_dtype)
-        # float, FP8 or qwick-quantized checkpoint; `quantization` quantizes a float one now (qwick/quant)
-        self.model = load_model(self.model_path, config, self.dtype, self.device, load_format=load_format,
-                                quantization=quantization, group_size=quantization_group_size, seed=seed)
-        if cpu_packing_supported(self.dtype, self.device) and not compile_decode:  # inductor cannot take
-            pack_linears_for_cpu(self.model)  # oneDNN-packed weights as graph inputs: compiled bf16 stays plain
-        # last: LoRA wraps whatever the projections now are (packed, quantized or plain)
-        self.lora = LoRAManager(self.model, lora_config, self.dtype, self.device) if lora_config else None
-        # skip_tokenizer_init (vLLM's flag): token ids in, token ids out, no text
-        self.tokenizer = None if skip_tokenizer_init else Tokenizer.from_pretrained(tokenizer or self.model_path)
-        limit = config.max_position_embeddings
-        if max_model_len is not None and not 0 < max_model_len <= limit:
-            raise ValueError(f"max_model_len must be in [1, {limit}] (the model's max_position_embeddings), "
-                             f"got {max_model_len}")
-        engine_config = EngineConfig(max_model_len or limit, max_num_seqs, max_num_batched_tokens, block_size,
-                                     kv_cache_memory_bytes, enable_prefix_caching, kv_cache_dtype)
-        if max_model_len is None:  # like Ollama, fit the context to the KV budget rather than fail
-            fits = engine_config.budget_blocks(config, engine_config.cache_dtype(self.dtype), self.device) * block_size
-            engine_config = replace(engine_config, max_model_len=max(1, min(limit, fits)))
-        self.engine_config = engine_config
-        self.max_model_len = engine_config.max_model_len
-        self.generation_defaults = _generation_defaults(self.model_path, self.tokenizer, config.eos_token_id)
-        self.engine = LLMEngine(self.model, self.tokenizer, self.generation_defaults, self.engine_config,
-                                self.device, self.dtype, seed, lora=self.lora)
-        if compile_decode:  # after the engine: the warm-up compiles on its KV cache's scratch slot
-            # compiled steps keep gather + SDPA, which inductor fuses; the paged attention op called from a compiled
-            # graph cost ~3.5 ms a token at batch 1 (int4: 31.4 vs 35.7 tok/s), where compile_decode is for
-            # (short eager prefill chunks then gather too: one path per model keeps this simple)
-            self.engine.runner.paged_attention = False
-            compile_decode_pass(self.model).warm_up(self.engine.runner.cache, max_num_seqs)
+        self._adopt(build_engine(EngineArgs(
+            model=model, tokenizer=tokenizer, dtype=dtype, device=device, max_model_len=max_model_len,
+            max_num_seqs=max_num_seqs, max_num_batched_tokens=max_num_batched_tokens, block_size=block_size,
+            kv_cache_memory_bytes=kv_cache_memory_bytes, enable_prefix_caching=enable_prefix_caching,
+            seed=seed, load_format=load_format, revision=revision, skip_tokenizer_init=skip_tokenizer_init,
+            quantization=quantization, enable_lora=enable_lora, max_loras=max_loras,
+            max_lora_rank=max_lora_rank, quantization_group_size=quantization_group_size, threads=threads,
+            compile_decode=compile_decode, kv_cache_dtype=kv_cache_dtype)))
+
+    @classmethod
+    def from_engine_args(cls, args: EngineArgs) -> LLM:
+        """vLLM's constructor from an EngineArgs (what the CLI, `qwick serve` and the benchmarks build)."""
+        llm = cls.__new__(cls)
+        llm._adopt(build_engine(args))
+        return llm
+
+    def _adopt(self, built: BuiltEngine) -> None:
+        args = built.args
+        self.engine_args = args
+        self.model_path = built.model_path
+        self.model_name = str(args.model)
+        # the ledger's model identity
+        self.load_format, self.revision, self.seed = args.load_format, args.revision, args.seed
+        self.device, self.dtype = built.device, built.dtype
+        self.model, self.lora, self.tokenizer = built.model, built.lora, built.tokenizer
+        self.engine_config = built.config
+        self.max_model_len = built.max_model_len
+        self.generation_defaults = built.generation_defaults
+        self.engine = built.engine
         self._ids = itertools.count()
 
     def get_tokenizer(self) -> Tokenizer:
@@ -320,17 +295,3 @@ def _loras_per_prompt(lora_request: LoRARequestInput, count: int) -> list[LoRARe
         raise ValueError(f"got {len(loras)} lora_requests for {count} prompts: pass one, or one (or None) per prompt")
     return loras
 
-
-def _generation_defaults(folder: Path, tokenizer: Tokenizer | None,
-                         config_eos: int | list[int] | None) -> GenerationDefaults:
-    """The model's generation_config.json; without one, neutral sampling that stops on the EOS token."""
-    path = folder / "generation_config.json"
-    raw: dict[str, Any] = {}
-    if path.is_file():
-        try:
-            raw = json.loads(path.read_text(encoding="utf-8"))
-        except json.JSONDecodeError as exc:
-            raise ValueError(f"{path} is not valid JSON: {exc}") from exc
-    if "eos_token_id" not in raw:
-        raw["eos_token_id"] = tokenizer.eos_token_id if tokenizer is not None else config_eos
-    return GenerationDefaults.from_dict(raw)

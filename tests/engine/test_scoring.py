@@ -9,7 +9,7 @@ import torch
 
 from qwick import LLM, SamplingParams
 from qwick.engine.async_engine import AsyncLLMEngine
-from qwick.engine.scoring import PoolSpec, ScoreSpec
+from qwick.engine.readout import PoolSpec, ScoreSpec
 
 from reference import TOKENIZER_VOCAB
 
@@ -19,7 +19,7 @@ CONTINUATIONS = [[5], [9, 10, 11], [9, 10], [300, 4, 5, 6, 7], [5]]
 
 def _run(llm: LLM, specs: dict[str, ScoreSpec | PoolSpec]) -> tuple[dict, int]:
     for request_id, spec in specs.items():
-        llm.engine.add_task(request_id, spec)
+        llm.engine.add_readout(request_id, spec)
     results, steps = {}, 0
     while llm.engine.has_unfinished():
         steps += 1
@@ -87,7 +87,7 @@ def test_scoring_forks_share_steps_with_decodes_and_stay_exact(tiny_model_dir, h
     llm.engine.step()  # "g" decodes from here on, beside the scoring requests' contexts and forks
     contexts = {"a": CONTEXT, "b": CONTEXT[:30], "c": CONTEXT[:16]}  # partial last blocks of 5, 14 and none
     for key, context in contexts.items():
-        llm.engine.add_task(key, ScoreSpec(context, CONTINUATIONS))
+        llm.engine.add_readout(key, ScoreSpec(context, CONTINUATIONS))
     results, generated = {}, None
     while llm.engine.has_unfinished():
         for out in llm.engine.step():
@@ -166,7 +166,7 @@ def test_abort_frees_every_block(tiny_model_dir, step_path):
     # packed: abort between the context's two chunks; padded groups: after the context, with the forks queued
     packed = step_path == "packed"
     llm = LLM(tiny_model_dir, dtype="float32", max_model_len=256, max_num_batched_tokens=24 if packed else 256)
-    llm.engine.add_task("s", ScoreSpec(CONTEXT, CONTINUATIONS))
+    llm.engine.add_readout("s", ScoreSpec(CONTEXT, CONTINUATIONS))
     llm.engine.step()
     assert llm.engine.has_unfinished()
     out = llm.engine.abort("s")
@@ -183,12 +183,12 @@ def test_abort_frees_every_block(tiny_model_dir, step_path):
 ])
 def test_invalid_task_requests_are_refused(llm, spec, message):
     with pytest.raises(ValueError, match=message):
-        llm.engine.add_task("bad", spec)
+        llm.engine.add_readout("bad", spec)
     assert "bad" not in llm.engine.jobs
 
 
 def test_request_ids_are_shared_with_generation(llm):
-    llm.engine.add_task("same", PoolSpec([1, 2, 3]))
+    llm.engine.add_readout("same", PoolSpec([1, 2, 3]))
     with pytest.raises(ValueError, match="already in use"):
         llm.engine.add_request("same", [1, 2], SamplingParams())
     llm.engine.abort("same")

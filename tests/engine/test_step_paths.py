@@ -9,7 +9,7 @@ import torch
 
 from qwick import LLM, SamplingParams
 from qwick.engine import runner
-from qwick.engine.scoring import EmbeddingOutput, PoolSpec, ScoreOutput, ScoreSpec
+from qwick.engine.readout import EmbeddingOutput, PoolSpec, ScoreOutput, ScoreSpec
 from qwick.model.cpu_ops import cpu_ops_available
 
 
@@ -43,7 +43,7 @@ def _run(llm: LLM, work: list[tuple[str, object]], seed: int) -> dict[str, objec
                 llm.engine.add_request(request_id, prompt, SamplingParams(max_tokens=max_tokens, temperature=0,
                                                                           ignore_eos=True))
             else:
-                llm.engine.add_task(request_id, item)
+                llm.engine.add_readout(request_id, item)
         for out in llm.engine.step():
             if out.result is not None:
                 results[out.request_id] = out.result

@@ -11,7 +11,7 @@ import torch.nn.functional as F
 
 from qwick import LLM
 from qwick.engine import runner
-from qwick.engine.scoring import ScoreOutput, ScoreSpec
+from qwick.engine.readout import ScoreOutput, ScoreSpec
 from qwick.model.cpu_ops import cpu_ops_available, paged_prefill, paged_prefill_available
 from qwick.native import cpu_has_flags
 
@@ -116,7 +116,7 @@ def _scores(llm: LLM) -> list[ScoreOutput]:
     work = [ScoreSpec(prefix + [200 + i, 300 + i] * (10 + 9 * i), [[5, 6], [7], [8, 9, 10]]) for i in range(4)]
     outputs = []
     for i, spec in enumerate(work):  # one at a time: later ones hit the cached prefix
-        llm.engine.add_task(f"s{i}", spec)
+        llm.engine.add_readout(f"s{i}", spec)
         while llm.engine.has_unfinished():
             outputs += [out.result for out in llm.engine.step() if out.result is not None]
     return outputs

@@ -10,7 +10,7 @@ from servecli import qwick_serve
 from serverkit import TIMEOUT, tiny_llm
 
 from qwick.cli import build_parser, main
-from qwick.server.cli import engine_options
+from qwick.engine.args import EngineArgs
 from qwick.server.startup import describe
 from qwick.server.vllm_flags import check_vllm_args, configure_llm
 
@@ -49,9 +49,9 @@ def test_no_op_flags_are_named_and_applying_flags_are_not():
 
 def test_engine_flags_reach_the_llm():
     args = parse("--max-num-batched-tokens", "256", "--no-enable-prefix-caching", "--kv-cache-memory-bytes", "64MiB")
-    options = engine_options(args)
-    assert (options["max_num_batched_tokens"], options["enable_prefix_caching"]) == (256, False)
-    assert options["kv_cache_memory_bytes"] == 64 * 2**20
+    options = EngineArgs.from_cli_args(args)
+    assert (options.max_num_batched_tokens, options.enable_prefix_caching) == (256, False)
+    assert options.kv_cache_memory_bytes == 64 * 2**20
     assert parse("--kv-cache-memory-bytes", "2e9").kv_cache_memory_bytes == 2_000_000_000
     with pytest.raises(SystemExit):
         parse("--kv-cache-memory-bytes", "lots")

@@ -25,7 +25,7 @@ from dataclasses import dataclass, field
 
 from qwick.engine.client import EngineNotRunningError, RequestDelta, RequestFailedError
 from qwick.engine.llm_engine import LLMEngine
-from qwick.engine.scoring import EmbeddingOutput, PoolSpec, ScoreOutput, ScoreSpec, TaskOutput, TaskSpec
+from qwick.engine.readout import EmbeddingOutput, PoolSpec, ReadoutOutput, ReadoutSpec, ScoreOutput, ScoreSpec
 from qwick.engine.stats import EngineStats
 from qwick.lora.request import LoRARequest
 from qwick.sampling_params import SamplingParams
@@ -55,9 +55,9 @@ class _Add:
 
 
 @dataclass
-class _AddTask:
+class _AddReadout:
     stream: _Stream
-    spec: TaskSpec
+    spec: ReadoutSpec
 
 
 @dataclass
@@ -70,7 +70,7 @@ class _Stop:
     graceful: bool  # True: finish the running requests first; False: abort them
 
 
-_Command = _Add | _AddTask | _Abort | _Stop
+_Command = _Add | _AddReadout | _Abort | _Stop
 
 
 class AsyncLLMEngine:
@@ -136,19 +136,19 @@ class AsyncLLMEngine:
     async def score(self, context_ids: list[int], continuations: list[list[int]], request_id: str,
                     top_logprobs: int = 0, lora_request: LoRARequest | None = None) -> ScoreOutput:
         spec = ScoreSpec(list(context_ids), [list(c) for c in continuations], top_logprobs, lora_request)
-        result = await self._run_task(spec, request_id)
+        result = await self._run_readout(spec, request_id)
         assert isinstance(result, ScoreOutput)
         return result
 
     async def embed(self, prompt_ids: list[int], request_id: str,
                     lora_request: LoRARequest | None = None) -> EmbeddingOutput:
-        result = await self._run_task(PoolSpec(list(prompt_ids), lora_request), request_id)
+        result = await self._run_readout(PoolSpec(list(prompt_ids), lora_request), request_id)
         assert isinstance(result, EmbeddingOutput)
         return result
 
-    async def _run_task(self, spec: TaskSpec, request_id: str) -> TaskOutput:
+    async def _run_readout(self, spec: ReadoutSpec, request_id: str) -> ReadoutOutput:
         """One scoring / pooling request; cancelling the awaiting task aborts it in the engine."""
-        stream = self._submit(request_id, lambda s: _AddTask(s, spec))
+        stream = self._submit(request_id, lambda s: _AddReadout(s, spec))
         finished = False
         try:
             while not finished:
@@ -207,7 +207,7 @@ class AsyncLLMEngine:
     def errored(self) -> bool:
         return self._error is not None
 
-    def _submit(self, request_id: str, command: Callable[[_Stream], _Add | _AddTask]) -> _Stream:
+    def _submit(self, request_id: str, command: Callable[[_Stream], _Add | _AddReadout]) -> _Stream:
         stream = _Stream(request_id, asyncio.get_running_loop())
         with self._lock:
             if not self._accepting:
@@ -255,7 +255,7 @@ class AsyncLLMEngine:
         return True
 
     def _apply(self, command: _Command) -> bool:
-        if isinstance(command, _Add | _AddTask):
+        if isinstance(command, _Add | _AddReadout):
             self._add(command)
         elif isinstance(command, _Abort):
             stream = command.stream
@@ -270,11 +270,11 @@ class AsyncLLMEngine:
             return False
         return True
 
-    def _add(self, command: _Add | _AddTask) -> None:
+    def _add(self, command: _Add | _AddReadout) -> None:
         stream = command.stream
         try:
-            if isinstance(command, _AddTask):
-                self.engine.add_task(stream.request_id, command.spec)
+            if isinstance(command, _AddReadout):
+                self.engine.add_readout(stream.request_id, command.spec)
             else:
                 self.engine.add_request(stream.request_id, command.prompt_ids, command.params, command.prompt,
                                         command.lora_request)
@@ -329,7 +329,7 @@ class AsyncLLMEngine:
             with contextlib.suppress(queue.Empty):
                 while True:
                     pending.append(self._inbox.get_nowait())
-        streams = [*self._live.values(), *(c.stream for c in pending if isinstance(c, _Add | _AddTask))]
+        streams = [*self._live.values(), *(c.stream for c in pending if isinstance(c, _Add | _AddReadout))]
         logger.critical("engine loop died; failing requests %s", sorted(s.request_id for s in streams),
                         exc_info=exc)
         for request_id in self._live:  # best effort: the engine may be broken too

@@ -12,7 +12,7 @@ from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from typing import Any, Protocol
 
-from qwick.engine.scoring import EmbeddingOutput, ScoreOutput, TaskOutput
+from qwick.engine.readout import EmbeddingOutput, ReadoutOutput, ScoreOutput
 from qwick.lora.request import LoRARequest
 from qwick.outputs import RequestOutput, StreamDelta
 from qwick.sampling_params import SamplingParams
@@ -26,7 +26,7 @@ class RequestDelta:
     deltas: list[StreamDelta]  # one per sample that advanced this step
     finished: bool
     output: RequestOutput | None = None
-    result: TaskOutput | None = None  # scoring / pooling requests: their result, on the final delta
+    result: ReadoutOutput | None = None  # scoring / pooling requests: their result, on the final delta
 
 
 class EngineNotRunningError(RuntimeError):

@@ -39,12 +39,6 @@ class PendingMasks:
     fill: Future[None]
 
 
-@dataclass(eq=False)
-class SequenceConstraint:
-    matcher: llg.LLMatcher
-    kind: str
-
-
 def phase(seq: Sequence) -> Phase:
     tracker = seq.thinking
     if tracker is None:

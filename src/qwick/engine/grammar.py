@@ -46,6 +46,14 @@ class CompiledGrammar:
     prototype: llg.LLMatcher  # built and probed once; never advanced, only copied (`GrammarCompiler.matcher`)
 
 
+@dataclass(eq=False)
+class SequenceConstraint:
+    """One sample's grammar state (structured output): its matcher, and the kind of constraint for errors."""
+
+    matcher: llg.LLMatcher
+    kind: str
+
+
 @dataclass
 class CompileStats:
     compiled: int = 0

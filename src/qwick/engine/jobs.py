@@ -23,27 +23,27 @@ from dataclasses import dataclass, field
 import torch
 
 from qwick.engine.block_manager import BlockManager, NoFreeBlocksError
-from qwick.engine.scheduler import PrefillChunk, Scheduler
-from qwick.engine.scoring import (
+from qwick.engine.readout import (
     EmbeddingOutput,
     PoolSpec,
+    ReadoutOutput,
+    ReadoutSpec,
     ScoreOutput,
     ScoreSpec,
-    SequenceTask,
-    TaskOutput,
-    TaskSpec,
+    SequenceReadout,
     TopTokens,
 )
+from qwick.engine.scheduler import PrefillChunk, Scheduler
 from qwick.engine.sequence import NullDetokenizer, Sequence
 from qwick.sampling_params import MAX_LOGPROBS, SamplingParams
 
-_NO_SAMPLING = SamplingParams(max_tokens=1, temperature=0.0)  # task sequences are never sampled
+_NO_SAMPLING = SamplingParams(max_tokens=1, temperature=0.0)  # readout sequences are never sampled
 
 
 @dataclass(eq=False)
 class Job:
     request_id: str
-    spec: TaskSpec
+    spec: ReadoutSpec
     arrival_time: float
     live: dict[Sequence, tuple[int, ...] | None] = field(default_factory=dict)  # queued/running -> continuation
     first: dict[int, float] = field(default_factory=dict)  # first-token id -> logprob (scoring)
@@ -75,17 +75,17 @@ class Jobs:
     def __len__(self) -> int:
         return len(self.jobs)
 
-    def add(self, request_id: str, spec: TaskSpec, lora_id: int = 0) -> None:
+    def add(self, request_id: str, spec: ReadoutSpec, lora_id: int = 0) -> None:
         prompt = spec.context_ids if isinstance(spec, ScoreSpec) else spec.prompt_ids
         self._check(prompt, spec)
         job = Job(request_id, spec, time.perf_counter(), lora_id=lora_id)
         if isinstance(spec, ScoreSpec):
             firsts = sorted({c[0] for c in spec.continuations})
-            task = SequenceTask({len(prompt) - 1: firsts} if firsts else {}, self.valid_vocab,
+            readout = SequenceReadout({len(prompt) - 1: firsts} if firsts else {}, self.valid_vocab,
                                 top_k=spec.top_logprobs)
         else:
-            task = SequenceTask({}, self.valid_vocab, pool=True)
-        seq = self._sequence(job, prompt, task)
+            readout = SequenceReadout({}, self.valid_vocab, pool=True)
+        seq = self._sequence(job, prompt, readout)
         job.live[seq] = None
         self.scheduler.add(seq)
         self.jobs[request_id] = job
@@ -111,7 +111,7 @@ class Jobs:
         mirrors: list[tuple[Sequence, int, int]] = []
         for chunk in list(prefills):
             parent = chunk.seq
-            job = self.jobs.get(parent.request_id) if parent.task is not None and chunk.completes else None
+            job = self.jobs.get(parent.request_id) if parent.readout is not None and chunk.completes else None
             if job is None or not isinstance(job.spec, ScoreSpec) or job.forked or job.live.get(parent, ()) is not None:
                 continue  # not a scoring context completing now
             job.forked = True
@@ -126,11 +126,11 @@ class Jobs:
                     mirrors.append((parent, position, copy * size + position % size))
         return mirrors
 
-    def finish_prefilled(self, seqs: list[Sequence]) -> list[tuple[str, TaskOutput]]:
+    def finish_prefilled(self, seqs: list[Sequence]) -> list[tuple[str, ReadoutOutput]]:
         """Task sequences whose prefill completed this step leave the scheduler; return finished jobs' results."""
         results = []
         for seq in seqs:
-            if seq.task is None or seq.num_cached < seq.total_len or seq.finished:
+            if seq.readout is None or seq.num_cached < seq.total_len or seq.finished:
                 continue
             seq.finish_reason = "stop"
             job = self.jobs.get(seq.request_id)
@@ -145,15 +145,15 @@ class Jobs:
         return results
 
     def _absorb(self, job: Job, seq: Sequence, cont: tuple[int, ...] | None) -> None:
-        task = seq.task
-        assert task is not None
+        readout = seq.readout
+        assert readout is not None
         if isinstance(job.spec, PoolSpec):
-            job.hidden = task.hidden
+            job.hidden = readout.hidden
             return
         if cont is None:  # the context is done: first tokens known; forks for longer continuations
-            for position, ids in task.targets.items():
-                job.first = dict(zip(ids, task.logprobs[position], strict=True))
-                job.first_top = task.top.get(position, [])
+            for position, ids in readout.targets.items():
+                job.first = dict(zip(ids, readout.logprobs[position], strict=True))
+                job.first_top = readout.top.get(position, [])
             if not job.forked:
                 job.forked = True
                 for c in self._longer(job):
@@ -161,8 +161,8 @@ class Jobs:
                     job.live[child] = c
                     self._fork(seq, child)
             return
-        job.later[cont] = [task.logprobs[p][0] for p in sorted(task.targets)]
-        job.later_top[cont] = [task.top.get(p, []) for p in sorted(task.targets)]
+        job.later[cont] = [readout.logprobs[p][0] for p in sorted(readout.targets)]
+        job.later_top[cont] = [readout.top.get(p, []) for p in sorted(readout.targets)]
 
     def _fork(self, parent: Sequence, child: Sequence, prefills: list[PrefillChunk] | None = None) -> int | None:
         """Start `child` on the parent's KV (its first `parent.total_len` tokens are the parent's). With
@@ -199,9 +199,9 @@ class Jobs:
         # position n + j - 1 holds cont[j - 1]; its logits give cont[j]
         targets = {n + j - 1: [cont[j]] for j in range(1, len(cont))}
         return self._sequence(job, job.spec.context_ids + list(cont[:-1]),
-                              SequenceTask(targets, self.valid_vocab, top_k=job.spec.top_logprobs))
+                              SequenceReadout(targets, self.valid_vocab, top_k=job.spec.top_logprobs))
 
-    def _result(self, job: Job) -> TaskOutput:
+    def _result(self, job: Job) -> ReadoutOutput:
         if isinstance(job.spec, PoolSpec):
             assert job.hidden is not None
             return EmbeddingOutput(job.request_id, job.hidden, len(job.spec.prompt_ids))
@@ -211,12 +211,12 @@ class Jobs:
             top = [[job.first_top, *job.later_top.get(tuple(c), [])] for c in job.spec.continuations]
         return ScoreOutput(job.request_id, [sum(t) for t in per_token], per_token, len(job.spec.context_ids), top)
 
-    def _sequence(self, job: Job, prompt: list[int], task: SequenceTask) -> Sequence:
+    def _sequence(self, job: Job, prompt: list[int], readout: SequenceReadout) -> Sequence:
         return Sequence(request_id=job.request_id, index=0, prompt_ids=prompt, params=_NO_SAMPLING,
                         generator=torch.Generator(), detokenizer=NullDetokenizer(), stop_ids=frozenset(),
-                        task=task, lora_id=job.lora_id, arrival_time=job.arrival_time)
+                        readout=readout, lora_id=job.lora_id, arrival_time=job.arrival_time)
 
-    def _check(self, prompt: list[int], spec: TaskSpec) -> None:
+    def _check(self, prompt: list[int], spec: ReadoutSpec) -> None:
         if not prompt:
             raise ValueError("the prompt (context) is empty: give at least one token")
         bad = [t for t in prompt if not 0 <= t < self.vocab_size]

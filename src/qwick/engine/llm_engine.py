@@ -13,15 +13,15 @@ from typing import TYPE_CHECKING
 
 import torch
 
-from qwick.config import EngineConfig
 from qwick.engine.block_manager import BlockManager
-from qwick.engine.constrained import MaskBuilder, SequenceConstraint, complete, feeds_grammar, grammar_error
-from qwick.engine.grammar import GrammarCompiler
+from qwick.engine.config import EngineConfig
+from qwick.engine.constrained import MaskBuilder, complete, feeds_grammar, grammar_error
+from qwick.engine.grammar import GrammarCompiler, SequenceConstraint
 from qwick.engine.jobs import Jobs
+from qwick.engine.readout import ReadoutOutput, ReadoutSpec
 from qwick.engine.runner import ModelRunner, group_chunks
 from qwick.engine.sampler import SamplingRow, sample
 from qwick.engine.scheduler import PrefillChunk, Scheduler
-from qwick.engine.scoring import TaskOutput, TaskSpec
 from qwick.engine.sequence import Detokenizer, NullDetokenizer, Sequence
 from qwick.engine.stats import EngineStats
 from qwick.engine.stopping import append_token, fail, finish
@@ -65,7 +65,7 @@ class StepOutput:
     request_id: str
     deltas: list[StreamDelta]
     finished_request: RequestOutput | None  # set once the whole request is done
-    result: TaskOutput | None = None  # scoring / pooling requests: their result (no deltas, no finished_request)
+    result: ReadoutOutput | None = None  # readouts (scoring / pooling): their result (no deltas, no finished_request)
 
     @property
     def finished(self) -> bool:
@@ -191,7 +191,7 @@ class LLMEngine:
             return NullDetokenizer()
         return IncrementalDetokenizer(self.tokenizer, skip_special_tokens=params.skip_special_tokens)
 
-    def add_task(self, request_id: str, spec: TaskSpec) -> None:
+    def add_readout(self, request_id: str, spec: ReadoutSpec) -> None:
         """A scoring or pooling request (no sampling); its result comes back as `StepOutput.result`."""
         if request_id in self.requests or request_id in self.jobs:
             raise ValueError(f"request id {request_id!r} is already in use")
@@ -364,5 +364,6 @@ class LLMEngine:
             generation_tokens=c.generation_tokens, num_preemptions=self.scheduler.num_preemptions,
             requests_finished=dict(c.requests_finished), ttft_seconds=c.ttft_seconds.copy(),
             itl_seconds=c.itl_seconds.copy(), e2e_seconds=c.e2e_seconds.copy(),
-            lora=self.lora.stats(self.scheduler.running, self.scheduler.waiting) if self.lora is not None else None,
+            lora=self.lora.stats([s.lora_id for s in self.scheduler.running],
+                                 [s.lora_id for s in self.scheduler.waiting]) if self.lora is not None else None,
         )

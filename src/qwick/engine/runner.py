@@ -12,8 +12,8 @@ from typing import TYPE_CHECKING
 
 import torch
 
+from qwick.engine.readout_reader import read_readouts
 from qwick.engine.scheduler import PrefillChunk
-from qwick.engine.scoring import read_task_outputs
 from qwick.engine.sequence import Sequence
 from qwick.model.cpu_ops import cpu_ops_available, paged_prefill_available
 from qwick.model.kv_cache import AttentionMetadata, PagedKVCache, length_groups
@@ -70,8 +70,8 @@ class ModelRunner:
                                        paged=self.paged_attention and width <= PAGED_MAX_CHUNK)
         hidden = self._forward(input_ids, pos, meta, [c.seq for c in chunks], width)  # [B, T, H]
         # scoring / pooling rows: read here, never sampled
-        read_task_outputs(self.logits, chunks, hidden.view(-1, hidden.shape[-1]), [i * width for i in range(len(chunks))])
-        wants = [c.completes and c.seq.task is None for c in chunks]
+        read_readouts(self.logits, chunks, hidden.view(-1, hidden.shape[-1]), [i * width for i in range(len(chunks))])
+        wants = [c.completes and c.seq.readout is None for c in chunks]
         rows = [i for i, want in enumerate(wants) if want]
         last = [chunks[i].num_tokens - 1 for i in rows]
         logits = iter(self.model.compute_logits(hidden[rows, last]) if rows else [])
@@ -97,7 +97,7 @@ class ModelRunner:
                mirrors: list[tuple[Sequence, int, int]] | None = None) -> tuple[list[Sequence], torch.Tensor | None]:
         """Everything the step computes in one packed forward (needs `paged_attention`). mirrors: (sequence,
         position, extra slot) for keys/values that also go to a second slot (a scoring fork's partial block).
-        Returns the sequences that sample now (completed non-task chunks, then decodes) and their logits [R, V]."""
+        Returns the sequences that sample now (completed chunks not readouts, then decodes) and their logits [R, V]."""
         work = [(c.seq, c.num_tokens) for c in chunks] + [(s, 1) for s in decodes]
         if not work:  # nothing was scheduled this step
             return [], None
@@ -117,8 +117,8 @@ class ModelRunner:
         input_ids = torch.tensor([ids], dtype=torch.long, device=self.device)  # [1, N]
         hidden = self._forward(input_ids, positions, meta, [work[i][0] for i in order],
                                [work[i][1] for i in order])[0]  # [N, H]
-        read_task_outputs(self.logits, chunks, hidden, offsets[: len(chunks)])  # before the step's own logits
-        sampling = [i for i, c in enumerate(chunks) if c.completes and c.seq.task is None]
+        read_readouts(self.logits, chunks, hidden, offsets[: len(chunks)])  # before the step's own logits
+        sampling = [i for i, c in enumerate(chunks) if c.completes and c.seq.readout is None]
         rows = [offsets[i] + chunks[i].num_tokens - 1 for i in sampling] + offsets[len(chunks):]
         for seq, n in work:
             seq.num_cached += n

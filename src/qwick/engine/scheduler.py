@@ -68,7 +68,7 @@ class Scheduler:
             if not self._make_room(seq, todo):
                 continue
             self.blocks.append_slots(seq.block_table, seq.num_cached, todo)
-            if seq.total_len - seq.num_cached == 1 and seq.task is None:  # task rows are read at prefill
+            if seq.total_len - seq.num_cached == 1 and seq.readout is None:  # readouts are read at prefill
                 out.decodes.append(seq)
             else:
                 out.prefills.append(PrefillChunk(seq, todo))
@@ -76,7 +76,7 @@ class Scheduler:
         while self.waiting and budget > 0 and len(self.running) < self.max_num_seqs:
             seq = self.waiting[0]
             known = seq.all_ids
-            limit = seq.task.first_position if seq.task is not None else None
+            limit = seq.readout.first_position if seq.readout is not None else None
             if not self.blocks.can_allocate(known, limit, seq.lora_id):
                 break
             seq.block_table, seq.num_cached = self.blocks.allocate(known, limit, seq.lora_id)

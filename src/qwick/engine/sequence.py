@@ -13,8 +13,8 @@ from qwick.outputs import TokenLogprobs
 from qwick.sampling_params import SamplingParams
 
 if TYPE_CHECKING:
-    from qwick.engine.constrained import SequenceConstraint
-    from qwick.engine.scoring import SequenceTask
+    from qwick.engine.grammar import SequenceConstraint
+    from qwick.engine.readout import SequenceReadout
 
 
 class Detokenizer(Protocol):
@@ -44,7 +44,7 @@ class Sequence:
     stop_ids: frozenset[int]  # EOS (unless ignore_eos) and stop_token_ids: end the sequence, not in the text
     thinking: ThinkingTracker | None = None
     constraint: SequenceConstraint | None = None  # structured output: the grammar state of this sample
-    task: SequenceTask | None = None  # scoring / pooling: read at prefill, never sampled (engine/jobs.py)
+    readout: SequenceReadout | None = None  # scoring / pooling: read at prefill, never sampled (jobs.py)
     lora_id: int = 0  # LoRA adapter (its lora_int_id; 0 = base model): picks its slot and salts its KV hashes
     output_ids: list[int] = field(default_factory=list)
     text: str = ""  # detokenized output, stop string removed once found

@@ -14,7 +14,7 @@ from typing import Any, TypeVar
 
 from qwick.engine.client import RequestDelta
 from qwick.engine.llm_engine import LLMEngine, StepOutput
-from qwick.engine.scoring import EmbeddingOutput, PoolSpec, ScoreOutput, ScoreSpec
+from qwick.engine.readout import EmbeddingOutput, PoolSpec, ScoreOutput, ScoreSpec
 from qwick.engine.stats import EngineStats
 from qwick.lora.request import LoRARequest
 from qwick.sampling_params import SamplingParams
@@ -38,7 +38,7 @@ class InlineEngineClient:
 
     async def score(self, context_ids: list[int], continuations: list[list[int]], request_id: str,
                     top_logprobs: int = 0, lora_request: LoRARequest | None = None) -> ScoreOutput:
-        self.engine.add_task(request_id, ScoreSpec(list(context_ids), [list(c) for c in continuations],
+        self.engine.add_readout(request_id, ScoreSpec(list(context_ids), [list(c) for c in continuations],
                                                    top_logprobs, lora_request))
         result = (await self._wait(request_id)).result
         assert isinstance(result, ScoreOutput)
@@ -46,7 +46,7 @@ class InlineEngineClient:
 
     async def embed(self, prompt_ids: list[int], request_id: str,
                     lora_request: LoRARequest | None = None) -> EmbeddingOutput:
-        self.engine.add_task(request_id, PoolSpec(list(prompt_ids), lora_request))
+        self.engine.add_readout(request_id, PoolSpec(list(prompt_ids), lora_request))
         result = (await self._wait(request_id)).result
         assert isinstance(result, EmbeddingOutput)
         return result

@@ -22,7 +22,8 @@ LEDGER_ENV = "QWICK_LEDGER"
 
 
 def register_ledger_commands(subparsers: Any, open_gates: OpenGates) -> None:
-    """`open_gates(model, adapters: list[LoRARequest], **options)` loads the model `ledger replay` re-runs on."""
+    """`open_gates(args, model, adapters: list[LoRARequest])` loads the model `ledger replay` re-runs on, as the
+    parsed flags describe it."""
     ledger = subparsers.add_parser("ledger", help="read the gate decision ledger, replay a decision",
                                    description="Read the SQLite decision ledger written by `qwick serve --ledger`.")
     sub = ledger.add_subparsers(dest="ledger_command", required=True)
@@ -117,8 +118,7 @@ def _replay(args: argparse.Namespace, open_gates: OpenGates) -> int:
         raise ValueError(f"request {args.request_id!r} was recorded without its text (raw text storage is off by "
                          "default); replay needs records written with `qwick serve --ledger-raw-text`")
     modules: list[LoRARequest] = parse_lora_modules(args.lora_modules)
-    gates = open_gates(args.model or row["model"], modules, dtype=args.dtype, device=args.device,
-                       load_format=args.load_format, max_model_len=args.max_model_len)
+    gates = open_gates(args, args.model or row["model"], modules)
     report = replay(gates, row, args.tolerance)
     report["same_weights"] = gates.service.identity.weights_sha256 == row["weights_sha256"]
     sys.stdout.write(json.dumps(report, indent=2, ensure_ascii=False) + "\n")

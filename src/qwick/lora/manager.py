@@ -18,7 +18,6 @@ from qwick.lora.layers import wrap_projections
 from qwick.lora.request import LoRARequest
 
 if TYPE_CHECKING:
-    from qwick.engine.sequence import Sequence
     from qwick.model.qwen3 import Qwen3ForCausalLM
 
 
@@ -101,9 +100,11 @@ class LoRAManager:
         with self.context.use(batch):
             yield
 
-    def stats(self, running: Iterable[Sequence], waiting: Iterable[Sequence]) -> LoRAStats:
-        def names(seqs: Iterable[Sequence]) -> list[str]:
-            return sorted({self._names[s.lora_id] for s in seqs if s.lora_id})
+    def stats(self, running: Iterable[int], waiting: Iterable[int]) -> LoRAStats:
+        """`running` / `waiting`: the lora ids (0: none) of the engine's running and waiting sequences."""
+
+        def names(lora_ids: Iterable[int]) -> list[str]:
+            return sorted({self._names[i] for i in lora_ids if i})
 
         return LoRAStats(self.config.max_loras, names(running), names(waiting))
 

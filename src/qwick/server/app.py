@@ -5,6 +5,8 @@ from __future__ import annotations
 import logging
 from collections.abc import AsyncIterator, Callable, Sequence
 from contextlib import asynccontextmanager
+from dataclasses import replace
+from typing import Any
 
 from fastapi import FastAPI
 from fastapi.exceptions import RequestValidationError
@@ -39,6 +41,7 @@ from qwick.server.protocol import (
     TokenizeRequest,
 )
 from qwick.server.rerank import add_rerank_routes
+from qwick.server.served_model import ServedModel
 from qwick.server.serving import Admission, ServerContext, ServerLimits, read_body
 from qwick.server.tokenize import TokenizeServing
 from qwick.tokenizer import Tokenizer
@@ -46,60 +49,30 @@ from qwick.tokenizer import Tokenizer
 logger = logging.getLogger("qwick.server")
 
 
-def build_app(engine: LLM | EngineClient, served_model_name: str | None = None, api_key: str | None = None, *,
-              tokenizer: Tokenizer | None = None, max_model_len: int | None = None,
-              max_num_seqs: int | None = None, allowed_origins: Sequence[str] = (),
-              limits: ServerLimits | None = None, grammars: GrammarCompiler | None = None,
-              gates: GateOptions | None = None, lora_modules: Sequence[LoRARequest] = (),
-              client: AsyncLLMEngine | None = None, lora_runtime_updates: bool = False) -> FastAPI:
-    """An OpenAI-compatible app over `engine`, which it owns from now on (it shuts it down on app shutdown).
+def create_app(client: EngineClient, model: ServedModel, api_key: str | None = None, *,
+               allowed_origins: Sequence[str] = (), limits: ServerLimits | None = None,
+               gates: GateOptions | None = None, lora_modules: Sequence[LoRARequest] = (),
+               lora_runtime_updates: bool = False) -> FastAPI:
+    """An OpenAI-compatible app over `client`, which it owns from now on (it shuts it down on app shutdown).
 
-    An `LLM` brings its tokenizer, context length and batch size; a bare `EngineClient` needs `tokenizer`,
-    `max_model_len`, `served_model_name` and (only with `limits.max_queue`) `max_num_seqs`.
-    `lora_modules`: adapters served under their own model names (an LLM needs enable_lora=True; each is loaded
-    here, so a bad adapter fails at startup).
-    `client`: the AsyncLLMEngine already stepping this LLM's engine, when the LLM was built on its loop thread
-    (`start_llm`: faster on CPU, see qwick.engine.async_engine); `start_llm` also loaded `lora_modules`.
-    `lora_runtime_updates`: add POST /v1/load_lora_adapter and /v1/unload_lora_adapter (needs an LLM with
-    enable_lora=True).
+    `model`: what the server needs of the served model (name, tokenizer, limits; `ServedModel.of(llm)`).
+    `lora_modules`: adapters served under their own model names, already loaded in the engine (`build_app` and
+    `start_llm` load them). `lora_runtime_updates`: add POST /v1/load_lora_adapter and /v1/unload_lora_adapter
+    (needs `model.lora`: an LLM with enable_lora=True).
     """
-    if isinstance(engine, LLM) and client is None:
-        _add_loras(engine, lora_modules, served_model_name)  # before the engine thread: a bad one leaves no thread
-        client = AsyncLLMEngine(engine.engine)
-        try:
-            return build_app(engine, served_model_name, api_key, tokenizer=tokenizer, max_model_len=max_model_len,
-                             max_num_seqs=max_num_seqs, allowed_origins=allowed_origins, limits=limits,
-                             grammars=grammars, gates=gates, lora_modules=lora_modules, client=client,
-                             lora_runtime_updates=lora_runtime_updates)
-        except BaseException:
-            client.stop()  # a setup that fails leaves no engine thread behind
-            raise
     limits = limits or ServerLimits()
     gates = gates or GateOptions()
-    llm = None
-    if isinstance(engine, LLM):
-        llm = engine
-        tokenizer, max_model_len = llm.get_tokenizer(), llm.max_model_len
-        max_num_seqs = llm.engine_config.max_num_seqs
-        served_model_name = served_model_name or llm.model_name
-        assert client is not None  # started above
-        if client.engine is not llm.engine:
-            raise ValueError("client must be the AsyncLLMEngine stepping this LLM's engine")
-        engine_client: EngineClient = client
-        grammars = llm.engine.grammars
-    else:
-        engine_client = engine
-    if tokenizer is None or max_model_len is None or not served_model_name:
-        raise ValueError("build_app over an EngineClient needs tokenizer, max_model_len and served_model_name")
+    tokenizer, served_model_name, max_model_len = model.tokenizer, model.name, model.max_model_len
     adapters = served_lora_modules(lora_modules, served_model_name)
-    gate_service, engine_client = setup_gates(gates, engine_client, tokenizer, served_model_name, llm, adapters)
+    gate_service, engine_client = setup_gates(gates, client, tokenizer, served_model_name, None, adapters)
+    grammars = model.grammars
     if grammars is None:  # validation only: masks are built by the engine's own compiler
         grammars = GrammarCompiler.for_tokenizer(tokenizer, tokenizer.vocab_size, tokenizer.eos_token_id or 0)
     capacity = None
     if limits.max_queue is not None:
-        if max_num_seqs is None:
+        if model.max_num_seqs is None:
             raise ValueError("limits.max_queue needs max_num_seqs (the engine's batch size)")
-        capacity = max_num_seqs + limits.max_queue
+        capacity = model.max_num_seqs + limits.max_queue
     ctx = ServerContext(engine_client, tokenizer, served_model_name, max_model_len, limits,
                         ServerMetrics(served_model_name, engine_client.stats), Admission(capacity), grammars,
                         adapters)
@@ -115,22 +88,60 @@ def build_app(engine: LLM | EngineClient, served_model_name: str | None = None, 
     app = FastAPI(title="qwick", summary="OpenAI-compatible server for Qwen3", lifespan=lifespan)
     app.state.ctx = ctx
     # `qwick serve` calls this when its shutdown timeout expires: the engine ends what still runs (see runner.py)
-    app.state.abort_running = (lambda: client.stop(timeout=0)) if client is not None else None
+    app.state.abort_running = (lambda: client.stop(timeout=0)) if isinstance(client, AsyncLLMEngine) else None
     routes = JSONRoutes(app)
     _add_routes(routes, ctx)
     add_gate_routes(routes, ctx, gate_service)
     add_rerank_routes(routes, ctx, gate_service)
     add_embedding_routes(routes, ctx, gate_service)
     if lora_runtime_updates:
-        if llm is None or llm.lora is None:
+        if model.lora is None:
             raise ValueError("runtime LoRA updates need an LLM built with enable_lora=True")
-        add_lora_admin_routes(routes, ctx, llm.lora)
+        add_lora_admin_routes(routes, ctx, model.lora)
     _add_error_handlers(app)
     app.add_middleware(HTTPGuard, api_key=api_key)
     if allowed_origins:
         app.add_middleware(CORSMiddleware, allow_origins=list(allowed_origins), allow_methods=["*"],
                            allow_headers=["*"])
     return app
+
+
+def build_app(engine: LLM | EngineClient, served_model_name: str | None = None, api_key: str | None = None, *,
+              tokenizer: Tokenizer | None = None, max_model_len: int | None = None,
+              max_num_seqs: int | None = None, allowed_origins: Sequence[str] = (),
+              limits: ServerLimits | None = None, grammars: GrammarCompiler | None = None,
+              gates: GateOptions | None = None, lora_modules: Sequence[LoRARequest] = (),
+              client: AsyncLLMEngine | None = None, lora_runtime_updates: bool = False) -> FastAPI:
+    """`create_app` over an `LLM` or a bare `EngineClient`; the app owns the engine from now on.
+
+    An `LLM` brings its tokenizer, context length and batch size; a bare `EngineClient` needs `tokenizer`,
+    `max_model_len`, `served_model_name` and (only with `limits.max_queue`) `max_num_seqs`.
+    `lora_modules`: adapters served under their own model names (an LLM needs enable_lora=True; each is loaded
+    here, so a bad adapter fails at startup).
+    `client`: the AsyncLLMEngine already stepping this LLM's engine, when the LLM was built on its loop thread
+    (`start_llm`: faster on CPU, see qwick.engine.async_engine); `start_llm` also loaded `lora_modules`.
+    """
+    options: dict[str, Any] = {"allowed_origins": allowed_origins, "limits": limits,
+                               "lora_modules": lora_modules, "lora_runtime_updates": lora_runtime_updates}
+    if not isinstance(engine, LLM):
+        if tokenizer is None or max_model_len is None or not served_model_name:
+            raise ValueError("build_app over an EngineClient needs tokenizer, max_model_len and served_model_name")
+        model = ServedModel(served_model_name, tokenizer, max_model_len, max_num_seqs, grammars)
+        return create_app(engine, model, api_key, gates=gates, **options)
+    llm, own = engine, client is None
+    if client is None:
+        _add_loras(llm, lora_modules, served_model_name)  # before the engine thread: a bad one leaves no thread
+        client = AsyncLLMEngine(llm.engine)
+    elif client.engine is not llm.engine:
+        raise ValueError("client must be the AsyncLLMEngine stepping this LLM's engine")
+    try:
+        if gates is not None and gates.ledger is not None and gates.identity is None:
+            gates = replace(gates, identity=llm.model_identity())  # the ledger's model: weights hashed once
+        return create_app(client, ServedModel.of(llm, served_model_name), api_key, gates=gates, **options)
+    except BaseException:
+        if own:
+            client.stop()  # a setup that fails leaves no engine thread behind
+        raise
 
 
 def start_llm(make_llm: Callable[[], LLM], lora_modules: Sequence[LoRARequest] = (),

@@ -65,7 +65,7 @@ def add_serve_args(parser: argparse.ArgumentParser) -> None:
 
 
 def run_serve(args: argparse.Namespace, load_llm: Any) -> int:
-    """Load the model with `load_llm(args, **engine_kwargs)`, then serve until interrupted."""
+    """Load the model with `load_llm(args, **lora_options)`, then serve until interrupted."""
     try:
         import uvicorn
 
@@ -85,8 +85,9 @@ def run_serve(args: argparse.Namespace, load_llm: Any) -> int:
     sizes = {"max_body_bytes": args.max_body_bytes, "max_messages": args.max_messages}
     limits = ServerLimits(max_queue=args.max_queue, **{k: v for k, v in sizes.items() if v is not None})
     served_name = args.served_model_name or args.model
-    llm, client = start_llm(lambda: configure_llm(load_llm(args, **engine_options(args), **lora_options), args),
-                            lora_modules, served_name)
+    # load_llm reads the model and engine flags from `args` (EngineArgs.from_cli_args); LoRA's come from here
+    llm, client = start_llm(lambda: configure_llm(load_llm(args, **lora_options), args), lora_modules,
+                            served_name)
     try:
         app = build_app(llm, served_name, args.api_key, allowed_origins=_origins(args.allowed_origins),
                         limits=limits, gates=gate_options, lora_modules=lora_modules, client=client,
@@ -106,13 +107,6 @@ def run_serve(args: argparse.Namespace, load_llm: Any) -> int:
         client.stop()
         raise ValueError(f"the server could not start on {args.host}:{args.port} (see the log above)")
     return 0
-
-
-def engine_options(args: argparse.Namespace) -> dict[str, Any]:
-    """The LLM(...) engine keywords `qwick serve`'s flags set."""
-    return {"max_num_seqs": args.max_num_seqs, "max_num_batched_tokens": args.max_num_batched_tokens,
-            "enable_prefix_caching": args.enable_prefix_caching, "kv_cache_dtype": args.kv_cache_dtype,
-            "kv_cache_memory_bytes": args.kv_cache_memory_bytes}
 
 
 def _lora_options(args: argparse.Namespace) -> tuple[list[Any], dict[str, Any]]:

@@ -1,4 +1,5 @@
-"""EngineConfig: the engine's size limits, validated once (vLLM's names)."""
+"""EngineConfig: the engine's size limits, as the builder derives them from EngineArgs (validated there) and
+the model (max_model_len fitted to the KV budget); and the KV budget arithmetic."""
 
 from __future__ import annotations
 
@@ -11,7 +12,6 @@ from qwick.model.config import Qwen3Config
 
 DEFAULT_KV_MEMORY_FRACTION = 0.3  # of available memory, when kv_cache_memory_bytes is not given
 DEFAULT_CPU_KV_BYTES = 4 * 1024**3  # CPU cap on that default (vLLM's VLLM_CPU_KVCACHE_SPACE default is 4 GB)
-KV_CACHE_DTYPES = ("auto", "fp8", "fp8_e4m3")  # vLLM's names; "auto": the model's dtype
 
 
 @dataclass(frozen=True)
@@ -23,19 +23,6 @@ class EngineConfig:
     kv_cache_memory_bytes: int | None = None
     enable_prefix_caching: bool = True
     kv_cache_dtype: str = "auto"  # "fp8" / "fp8_e4m3": keys and values stored as float8 e4m3, scale 1
-
-    def __post_init__(self) -> None:
-        if self.kv_cache_dtype == "fp8_e5m2":
-            raise ValueError("kv_cache_dtype 'fp8_e5m2' is not supported: qwick stores an fp8 KV cache as e4m3 "
-                             "('fp8' or 'fp8_e4m3')")
-        if self.kv_cache_dtype not in KV_CACHE_DTYPES:
-            raise ValueError(f"kv_cache_dtype must be one of {', '.join(KV_CACHE_DTYPES)}, got {self.kv_cache_dtype!r}")
-        for name in ("max_model_len", "max_num_seqs", "max_num_batched_tokens", "block_size"):
-            value = getattr(self, name)
-            if not isinstance(value, int) or isinstance(value, bool) or value < 1:
-                raise ValueError(f"{name} must be a positive integer, got {value!r}")
-        if self.kv_cache_memory_bytes is not None and self.kv_cache_memory_bytes < 1:
-            raise ValueError(f"kv_cache_memory_bytes must be positive, got {self.kv_cache_memory_bytes}")
 
     def cache_dtype(self, model_dtype: torch.dtype) -> torch.dtype:
         """The dtype keys and values are stored in."""
