@@ -14,7 +14,7 @@ from serverkit import MODEL, serving, tiny_llm
 
 from qwick.cli import main
 from qwick.server import build_app
-from qwick.server.gates import GateOptions
+from qwick.server.routes.gates import GateOptions
 from qwick.tasks.ledger import Ledger
 from qwick.tasks.loader import GateFileError, parse_gates
 from qwick.tasks.offline import OfflineTasks

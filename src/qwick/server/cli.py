@@ -130,7 +130,7 @@ def _lora_options(args: argparse.Namespace) -> tuple[list[Any], dict[str, Any]]:
 
 
 def _gate_options(args: argparse.Namespace) -> Any:
-    from qwick.server.gates import GateOptions
+    from qwick.server.routes.gates import GateOptions
     from qwick.tasks.ledger import Ledger
     from qwick.tasks.loader import load_gates
 

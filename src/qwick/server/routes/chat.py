@@ -18,6 +18,7 @@ from qwick.server.chat_compat import refuse_unsupported, render_chat, template_k
 from qwick.server.errors import APIError, bad_request, internal_error
 from qwick.server.logprobs import chat_logprobs
 from qwick.server.metrics import RequestTimer
+from qwick.server.openapi import JSONRouter
 from qwick.server.protocol import (
     AssistantMessage,
     ChatChoice,
@@ -33,7 +34,7 @@ from qwick.server.protocol import (
     ToolCallOut,
     Usage,
 )
-from qwick.server.serving import ServerContext, aborted, new_id, sampling_params
+from qwick.server.serving import ServerContext, aborted, new_id, read_body, sampling_params
 from qwick.server.streams import SSE_DONE, merged, respond, sse
 from qwick.server.structured import check_structure, requested_structure, tool_call_structure
 from qwick.tokenizer import (
@@ -66,6 +67,16 @@ class ChatPlan:
     def thinks(self, output_start: str) -> bool:
         """Whether the output holds a think block, judged from its start (the grammar never writes <think>)."""
         return output_thinks(output_start, self.thinking, self.prompt_opened_think, self.structured)
+
+
+def router(ctx: ServerContext) -> JSONRouter:
+    chat, routes = ChatServing(ctx), JSONRouter()
+
+    @routes.json_post("/v1/chat/completions", ChatCompletionRequest)
+    async def chat_completions(request: Request) -> Response:
+        return await chat.create(await read_body(request, ChatCompletionRequest, ctx.limits), request)
+
+    return routes
 
 
 class ChatServing:

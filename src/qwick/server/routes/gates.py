@@ -22,7 +22,7 @@ from qwick.server.gate_protocol import (
     ModerateRequest,
     RewriteRequest,
 )
-from qwick.server.openapi import JSONRoutes
+from qwick.server.openapi import JSONRouter
 from qwick.server.serving import ServerContext, aborted, engine_error, read_body
 from qwick.tasks.decisions import Decision
 from qwick.tasks.identity import ModelIdentity
@@ -62,24 +62,26 @@ def setup_gates(options: GateOptions, client: EngineClient, tokenizer: Tokenizer
     return service, client
 
 
-def add_gate_routes(routes: JSONRoutes, ctx: ServerContext, service: GateService) -> None:
-    @routes.post("/v1/moderate", ModerateRequest)
+def router(ctx: ServerContext, service: GateService) -> JSONRouter:
+    routes = JSONRouter()
+
+    @routes.json_post("/v1/moderate", ModerateRequest)
     async def moderate(request: Request) -> Response:
         body = await read_body(request, ModerateRequest, ctx.limits)
         d = await decide(ctx, "moderate", body.model, lambda: service.moderate(body.text, body.gate, user_id=body.user_id,
                                                                request_id=request.state.request_id))
         return gate_json(d, allow=d.allow, reason=d.reason, escalate=d.escalate, scores=d.scores)
 
-    routes.post("/moderate", ModerateRequest, summary="Moderate (alias of /v1/moderate)")(moderate)
+    routes.json_post("/moderate", ModerateRequest, summary="Moderate (alias of /v1/moderate)")(moderate)
 
-    @routes.post("/v1/classify", ClassifyRequest)
+    @routes.json_post("/v1/classify", ClassifyRequest)
     async def classify(request: Request) -> Response:
         body = await read_body(request, ClassifyRequest, ctx.limits)
         d = await decide(ctx, "classify", body.model, lambda: service.classify(body.text, body.labels, body.gate,
                                                                request_id=request.state.request_id))
         return gate_json(d, label=None if d.timed_out else d.label, scores=d.scores, escalate=d.escalate)
 
-    @routes.post("/v1/rewrite", RewriteRequest)
+    @routes.json_post("/v1/rewrite", RewriteRequest)
     async def rewrite(request: Request) -> Response:
         body = await read_body(request, RewriteRequest, ctx.limits)
         d = await decide(ctx, "rewrite", body.model, lambda: service.rewrite(body.text, body.gate,
@@ -90,7 +92,7 @@ def add_gate_routes(routes: JSONRoutes, ctx: ServerContext, service: GateService
                      reason_code=output.get("reason_code") if output else ("timeout" if d.timed_out else "invalid_output"),
                      output=output, schema_valid=d.schema_valid, escalate=d.escalate)
 
-    @routes.post("/v1/extract", RewriteRequest)
+    @routes.json_post("/v1/extract", RewriteRequest)
     async def extract(request: Request) -> Response:
         body = await read_body(request, RewriteRequest, ctx.limits)
         if not body.gate:
@@ -98,6 +100,8 @@ def add_gate_routes(routes: JSONRoutes, ctx: ServerContext, service: GateService
         d = await decide(ctx, "extract", body.model, lambda: service.rewrite(body.text, body.gate,
                                                                         request_id=request.state.request_id))
         return gate_json(d, data=d.output if d.schema_valid else None, schema_valid=d.schema_valid, escalate=d.escalate)
+
+    return routes
 
 
 async def decide(ctx: ServerContext, endpoint: str, model: str | None,

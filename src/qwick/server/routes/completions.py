@@ -24,8 +24,9 @@ from qwick.sampling_params import SamplingParams
 from qwick.server.errors import APIError, bad_request, internal_error, not_supported
 from qwick.server.logprobs import completion_logprobs
 from qwick.server.metrics import RequestTimer
+from qwick.server.openapi import JSONRouter
 from qwick.server.protocol import Completion, CompletionChoice, CompletionLogprobs, CompletionRequest, Usage
-from qwick.server.serving import ServerContext, aborted, engine_error, new_id, sampling_params
+from qwick.server.serving import ServerContext, aborted, engine_error, new_id, read_body, sampling_params
 from qwick.server.streams import SSE_DONE, merged, respond, sse
 from qwick.server.structured import check_structure, requested_structure
 
@@ -38,6 +39,16 @@ class PromptPlan:
     text: str | None
     ids: list[int]
     params: SamplingParams
+
+
+def router(ctx: ServerContext) -> JSONRouter:
+    completions, routes = CompletionServing(ctx), JSONRouter()
+
+    @routes.json_post("/v1/completions", CompletionRequest)
+    async def text_completions(request: Request) -> Response:
+        return await completions.create(await read_body(request, CompletionRequest, ctx.limits), request)
+
+    return routes
 
 
 class CompletionServing:
