@@ -1,4 +1,5 @@
-"""The FastAPI app: routes, request ids, API-key check, error shape, lifespan (engine shutdown)."""
+"""The FastAPI app's wiring: the routers of server/routes/, the guard (request ids, API key), the error
+handlers, CORS, lifespan (engine shutdown)."""
 
 from __future__ import annotations
 
@@ -7,11 +8,7 @@ from collections.abc import AsyncIterator, Callable, Sequence
 from contextlib import asynccontextmanager
 
 from fastapi import FastAPI
-from fastapi.exceptions import RequestValidationError
-from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.middleware.cors import CORSMiddleware
-from starlette.requests import Request
-from starlette.responses import Response
 
 from qwick.engine.async_engine import AsyncLLMEngine
 from qwick.engine.grammar import GrammarCompiler
@@ -20,7 +17,7 @@ from qwick.llm import LLM, start_async_engine
 from qwick.lora.manager import LoRAManager
 from qwick.lora.modules import served_lora_modules
 from qwick.lora.request import LoRARequest
-from qwick.server.errors import APIError, bad_request
+from qwick.server.errors import add_error_handlers
 from qwick.server.guard import HTTPGuard
 from qwick.server.metrics import ServerMetrics
 from qwick.server.openapi import JSONRouter, document
@@ -122,7 +119,7 @@ def build_app(engine: LLM | EngineClient, served_model_name: str | None = None, 
     for router in routers:
         app.include_router(router)
     document(app, routers)
-    _add_error_handlers(app)
+    add_error_handlers(app)
     app.add_middleware(HTTPGuard, api_key=api_key)
     if allowed_origins:
         app.add_middleware(CORSMiddleware, allow_origins=list(allowed_origins), allow_methods=["*"],
@@ -158,21 +155,3 @@ def _routers(ctx: ServerContext, gate_service: GateService, lora_manager: LoRAMa
     if lora_manager is not None:
         routers.append(lora_admin.router(ctx, lora_manager))
     return routers
-
-
-def _add_error_handlers(app: FastAPI) -> None:
-    async def api_error(_: Request, exc: Exception) -> Response:
-        assert isinstance(exc, APIError)
-        return exc.response()
-
-    async def http_error(request: Request, exc: Exception) -> Response:
-        assert isinstance(exc, StarletteHTTPException)
-        message = f"{exc.detail} ({request.method} {request.url.path})"
-        return APIError(exc.status_code, message, headers=exc.headers).response()
-
-    async def validation_error(_: Request, exc: Exception) -> Response:
-        return bad_request(f"invalid request: {exc}").response()
-
-    app.add_exception_handler(APIError, api_error)
-    app.add_exception_handler(StarletteHTTPException, http_error)
-    app.add_exception_handler(RequestValidationError, validation_error)

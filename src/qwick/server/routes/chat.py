@@ -15,7 +15,7 @@ from qwick.lora.request import adapter_kwargs
 from qwick.outputs import CompletionOutput, RequestOutput, StreamDelta
 from qwick.sampling_params import SamplingParams, StructuredOutputsParams
 from qwick.server.chat_compat import refuse_unsupported, render_chat, template_kwargs, with_legacy_functions
-from qwick.server.errors import APIError, bad_request, internal_error
+from qwick.server.errors import aborted, bad_request
 from qwick.server.logprobs import chat_logprobs
 from qwick.server.metrics import RequestTimer
 from qwick.server.openapi import JSONRouter
@@ -34,8 +34,8 @@ from qwick.server.protocol import (
     ToolCallOut,
     Usage,
 )
-from qwick.server.serving import ServerContext, aborted, new_id, read_body, sampling_params
-from qwick.server.streams import SSE_DONE, merged, respond, sse
+from qwick.server.serving import ServerContext, new_id, read_body, sampling_params
+from qwick.server.streams import SSE_DONE, error_event, merged, respond, sse
 from qwick.server.structured import check_structure, requested_structure, tool_call_structure
 from qwick.tokenizer import (
     ReasoningStreamParser,
@@ -223,11 +223,8 @@ class ChatServing:
                     usage = ChatCompletionChunk(id=request_id, created=created, model=plan.model or self.ctx.model_name,
                                                 choices=[], usage=_usage(final))
                     yield sse(usage)
-        except APIError as exc:
-            yield sse(exc.body())
-        except Exception:
-            logger.exception("request %s (%s) failed mid-stream", http_id, request_id)
-            yield sse(internal_error(http_id).body())
+        except Exception as exc:
+            yield error_event(exc, http_id, request_id)
         yield SSE_DONE
 
 

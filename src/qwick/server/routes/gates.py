@@ -16,14 +16,14 @@ from starlette.responses import JSONResponse, Response
 
 from qwick.engine.protocol import EngineClient, RequestFailedError
 from qwick.lora.request import LoRARequest
-from qwick.server.errors import APIError, bad_request
+from qwick.server.errors import APIError, aborted, bad_request, engine_error
 from qwick.server.gate_protocol import (
     ClassifyRequest,
     ModerateRequest,
     RewriteRequest,
 )
 from qwick.server.openapi import JSONRouter
-from qwick.server.serving import ServerContext, aborted, engine_error, read_body
+from qwick.server.serving import ServerContext, read_body
 from qwick.tasks.decisions import Decision
 from qwick.tasks.identity import ModelIdentity
 from qwick.tasks.ledger import Ledger
