@@ -23,7 +23,7 @@ from qwick.lora.request import LoRARequest
 from qwick.sampling_params import SamplingParams
 from qwick.server.errors import APIError, bad_request, from_validation_error
 from qwick.server.metrics import ServerMetrics
-from qwick.server.protocol import OpenAIRequest, SamplingFields
+from qwick.server.protocol.base import OpenAIRequest, SamplingFields
 from qwick.tokenizer import Tokenizer
 
 logger = logging.getLogger("qwick.server")

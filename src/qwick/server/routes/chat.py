@@ -19,7 +19,8 @@ from qwick.server.errors import aborted, bad_request
 from qwick.server.logprobs import chat_logprobs
 from qwick.server.metrics import RequestTimer
 from qwick.server.openapi import JSONRouter
-from qwick.server.protocol import (
+from qwick.server.protocol.base import Usage
+from qwick.server.protocol.chat import (
     AssistantMessage,
     ChatChoice,
     ChatChunkChoice,
@@ -32,7 +33,6 @@ from qwick.server.protocol import (
     FunctionDelta,
     ToolCallDeltaOut,
     ToolCallOut,
-    Usage,
 )
 from qwick.server.serving import ServerContext, new_id, read_body, sampling_params
 from qwick.server.streams import SSE_DONE, error_event, merged, respond, sse

@@ -25,7 +25,13 @@ from qwick.server.errors import aborted, bad_request, engine_error, not_supporte
 from qwick.server.logprobs import completion_logprobs
 from qwick.server.metrics import RequestTimer
 from qwick.server.openapi import JSONRouter
-from qwick.server.protocol import Completion, CompletionChoice, CompletionLogprobs, CompletionRequest, Usage
+from qwick.server.protocol.base import Usage
+from qwick.server.protocol.completions import (
+    Completion,
+    CompletionChoice,
+    CompletionLogprobs,
+    CompletionRequest,
+)
 from qwick.server.serving import ServerContext, new_id, read_body, sampling_params
 from qwick.server.streams import SSE_DONE, error_event, merged, respond, sse
 from qwick.server.structured import check_structure, requested_structure

@@ -18,7 +18,7 @@ from qwick.lora.manager import LoRAManager
 from qwick.lora.request import LoRARequest
 from qwick.server.errors import APIError, bad_request
 from qwick.server.openapi import JSONRouter
-from qwick.server.protocol import OpenAIRequest
+from qwick.server.protocol.base import OpenAIRequest
 from qwick.server.serving import ServerContext, read_body
 
 logger = logging.getLogger("qwick.server")

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from qwick.server.openapi import JSONRouter
-from qwick.server.protocol import ModelCard, ModelList
+from qwick.server.protocol.models import ModelCard, ModelList
 from qwick.server.serving import ServerContext
 
 

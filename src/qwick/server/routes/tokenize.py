@@ -8,7 +8,12 @@ from starlette.responses import JSONResponse, Response
 from qwick.server.chat_compat import render_chat
 from qwick.server.errors import bad_request
 from qwick.server.openapi import JSONRouter
-from qwick.server.protocol import DetokenizeRequest, DetokenizeResponse, TokenizeRequest, TokenizeResponse
+from qwick.server.protocol.tokenize import (
+    DetokenizeRequest,
+    DetokenizeResponse,
+    TokenizeRequest,
+    TokenizeResponse,
+)
 from qwick.server.serving import ServerContext, read_body
 
 
