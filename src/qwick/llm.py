@@ -116,7 +116,7 @@ class LLM:
         for out, prompt, p in zip(outputs, prompts, params, strict=True):
             opened, structured = prompt.rstrip().endswith(THINK_START), p.structured_outputs is not None
             for completion in out.outputs:
-                # the server's split (qwick.server.chat), so offline and HTTP answers agree
+                # the server's split (qwick.server.routes.chat), so offline and HTTP answers agree
                 completion.reasoning_content, completion.content = split_chat_output(
                     completion.text, thinking, opened, structured)
                 if tools and completion.content:  # a call cut by max_tokens is dropped, as the server drops it

@@ -16,7 +16,7 @@ from qwick.cli import main
 from qwick.gates.ledger import Ledger
 from qwick.gates.loader import GateFileError, parse_gates
 from qwick.server import build_app
-from qwick.server.gates import GateOptions
+from qwick.server.routes.gates import GateOptions
 
 from reference import hf_label_probs
 

@@ -13,7 +13,7 @@ from serverkit import MODEL, serving, tiny_llm, wait_until
 from qwick.gates.ledger import Ledger
 from qwick.gates.loader import parse_gates
 from qwick.server import build_app
-from qwick.server.gates import GateOptions
+from qwick.server.routes.gates import GateOptions
 
 GATES = """\
 gates:
@@ -244,7 +244,7 @@ def test_a_gate_setup_that_fails_in_build_app_leaves_no_engine_thread(tiny_model
 def test_a_gate_aborted_by_shutdown_is_a_503_and_an_engine_failure_stays_a_500():
     from qwick.engine.client import RequestFailedError
     from qwick.server.errors import APIError
-    from qwick.server.gates import gate_error
+    from qwick.server.routes.gates import gate_error
 
     error = gate_error(RequestFailedError("request 'x' was aborted before its result was ready"))
     assert isinstance(error, APIError) and error.status == 503 and error.code == "aborted"

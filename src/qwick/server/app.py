@@ -1,4 +1,5 @@
-"""The FastAPI app: routes, request ids, API-key check, error shape, lifespan (engine shutdown)."""
+"""The FastAPI app's wiring: the routers of server/routes/, the guard (request ids, API key), the error
+handlers, CORS, lifespan (engine shutdown)."""
 
 from __future__ import annotations
 
@@ -9,41 +10,34 @@ from dataclasses import replace
 from typing import Any
 
 from fastapi import FastAPI
-from fastapi.exceptions import RequestValidationError
-from prometheus_client import CONTENT_TYPE_LATEST
-from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.middleware.cors import CORSMiddleware
-from starlette.requests import Request
-from starlette.responses import JSONResponse, Response
 
-import qwick
 from qwick.engine.async_engine import AsyncLLMEngine
 from qwick.engine.client import EngineClient
 from qwick.engine.grammar import GrammarCompiler
+from qwick.gates.service import GateService
 from qwick.llm import LLM, start_async_engine
+from qwick.lora.manager import LoRAManager
 from qwick.lora.modules import served_lora_modules
 from qwick.lora.request import LoRARequest
-from qwick.server.chat import ChatServing
-from qwick.server.completions import CompletionServing
-from qwick.server.embeddings import add_embedding_routes
-from qwick.server.errors import APIError, bad_request
-from qwick.server.gates import GateOptions, add_gate_routes, setup_gates
+from qwick.server.errors import add_error_handlers
 from qwick.server.guard import HTTPGuard
-from qwick.server.lora_admin import add_lora_admin_routes
 from qwick.server.metrics import ServerMetrics
-from qwick.server.openapi import ERROR_RESPONSES, JSONRoutes
-from qwick.server.protocol import (
-    ChatCompletionRequest,
-    CompletionRequest,
-    DetokenizeRequest,
-    ModelCard,
-    ModelList,
-    TokenizeRequest,
+from qwick.server.openapi import JSONRouter, document
+from qwick.server.routes import (
+    chat,
+    completions,
+    embeddings,
+    gates,
+    health,
+    lora_admin,
+    models,
+    rerank,
+    tokenize,
 )
-from qwick.server.rerank import add_rerank_routes
+from qwick.server.routes.gates import GateOptions, setup_gates
 from qwick.server.served_model import ServedModel
-from qwick.server.serving import Admission, ServerContext, ServerLimits, read_body
-from qwick.server.tokenize import TokenizeServing
+from qwick.server.serving import Admission, ServerContext, ServerLimits
 from qwick.tokenizer import Tokenizer
 
 logger = logging.getLogger("qwick.server")
@@ -89,16 +83,16 @@ def create_app(client: EngineClient, model: ServedModel, api_key: str | None = N
     app.state.ctx = ctx
     # `qwick serve` calls this when its shutdown timeout expires: the engine ends what still runs (see runner.py)
     app.state.abort_running = (lambda: client.stop(timeout=0)) if isinstance(client, AsyncLLMEngine) else None
-    routes = JSONRoutes(app)
-    _add_routes(routes, ctx)
-    add_gate_routes(routes, ctx, gate_service)
-    add_rerank_routes(routes, ctx, gate_service)
-    add_embedding_routes(routes, ctx, gate_service)
+    lora_manager = None
     if lora_runtime_updates:
         if model.lora is None:
             raise ValueError("runtime LoRA updates need an LLM built with enable_lora=True")
-        add_lora_admin_routes(routes, ctx, model.lora)
-    _add_error_handlers(app)
+        lora_manager = model.lora
+    routers = _routers(ctx, gate_service, lora_manager)
+    for router in routers:
+        app.include_router(router)
+    document(app, routers)
+    add_error_handlers(app)
     app.add_middleware(HTTPGuard, api_key=api_key)
     if allowed_origins:
         app.add_middleware(CORSMiddleware, allow_origins=list(allowed_origins), allow_methods=["*"],
@@ -163,63 +157,12 @@ def _add_loras(llm: LLM, lora_modules: Sequence[LoRARequest], served_model_name:
         llm.add_lora(lora)
 
 
-def _add_routes(routes: JSONRoutes, ctx: ServerContext) -> None:
-    app = routes.app
-    chat, completions, tokens = ChatServing(ctx), CompletionServing(ctx), TokenizeServing(ctx)
-
-    @app.get("/health", responses={503: ERROR_RESPONSES[503]})
-    async def health() -> Response:
-        if ctx.engine.errored or not ctx.engine.is_running:
-            return APIError(503, "the engine is not running", code="engine_not_running").response()
-        return JSONResponse({"status": "ok"})
-
-    @app.get("/version")
-    async def version() -> Response:
-        return JSONResponse({"version": qwick.__version__})
-
-    @app.get("/metrics")
-    async def metrics() -> Response:
-        return Response(ctx.metrics.render(), media_type=CONTENT_TYPE_LATEST)
-
-    @app.get("/v1/models")
-    async def models() -> ModelList:
-        # `root` is the served name, never a path: a client has no business knowing the server's file system
-        base = ModelCard(id=ctx.model_name, root=ctx.model_name, max_model_len=ctx.max_model_len)
-        adapters = [ModelCard(id=name, root=name, parent=ctx.model_name, max_model_len=ctx.max_model_len)
-                    for name in ctx.lora_modules]
-        return ModelList(data=[base, *adapters])
-
-    @routes.post("/v1/chat/completions", ChatCompletionRequest)
-    async def chat_completions(request: Request) -> Response:
-        return await chat.create(await read_body(request, ChatCompletionRequest, ctx.limits), request)
-
-    @routes.post("/v1/completions", CompletionRequest)
-    async def text_completions(request: Request) -> Response:
-        return await completions.create(await read_body(request, CompletionRequest, ctx.limits), request)
-
-    @routes.post("/tokenize", TokenizeRequest)
-    async def tokenize(request: Request) -> Response:
-        body = tokens.tokenize(await read_body(request, TokenizeRequest, ctx.limits))
-        return JSONResponse(body.model_dump(exclude_none=True))
-
-    @routes.post("/detokenize", DetokenizeRequest)
-    async def detokenize(request: Request) -> Response:
-        return JSONResponse(tokens.detokenize(await read_body(request, DetokenizeRequest, ctx.limits)).model_dump())
-
-
-def _add_error_handlers(app: FastAPI) -> None:
-    async def api_error(_: Request, exc: Exception) -> Response:
-        assert isinstance(exc, APIError)
-        return exc.response()
-
-    async def http_error(request: Request, exc: Exception) -> Response:
-        assert isinstance(exc, StarletteHTTPException)
-        message = f"{exc.detail} ({request.method} {request.url.path})"
-        return APIError(exc.status_code, message, headers=exc.headers).response()
-
-    async def validation_error(_: Request, exc: Exception) -> Response:
-        return bad_request(f"invalid request: {exc}").response()
-
-    app.add_exception_handler(APIError, api_error)
-    app.add_exception_handler(StarletteHTTPException, http_error)
-    app.add_exception_handler(RequestValidationError, validation_error)
+def _routers(ctx: ServerContext, gate_service: GateService, lora_manager: LoRAManager | None) -> list[JSONRouter]:
+    """Every endpoint family's router (server/routes/), in /openapi.json's order; the LoRA admin routes only with
+    `lora_manager` (--enable-lora-runtime-updates)."""
+    routers = [health.router(ctx), models.router(ctx), chat.router(ctx), completions.router(ctx),
+               tokenize.router(ctx), gates.router(ctx, gate_service), rerank.router(ctx, gate_service),
+               embeddings.router(ctx, gate_service)]
+    if lora_manager is not None:
+        routers.append(lora_admin.router(ctx, lora_manager))
+    return routers

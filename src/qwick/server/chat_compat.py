@@ -17,7 +17,7 @@ from typing import Any
 import jinja2
 
 from qwick.server.errors import bad_request, not_supported
-from qwick.server.protocol import (
+from qwick.server.protocol.chat import (
     ChatCompletionRequest,
     ChatMessage,
     NamedToolChoice,

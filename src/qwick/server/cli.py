@@ -126,7 +126,7 @@ def _lora_options(args: argparse.Namespace) -> tuple[list[Any], dict[str, Any]]:
 def _gate_options(args: argparse.Namespace) -> Any:
     from qwick.gates.ledger import Ledger
     from qwick.gates.loader import load_gates
-    from qwick.server.gates import GateOptions
+    from qwick.server.routes.gates import GateOptions
 
     if (args.ledger_all or args.ledger_raw_text) and not args.ledger:
         raise ValueError("--ledger-all and --ledger-raw-text need --ledger PATH")

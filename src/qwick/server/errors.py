@@ -1,5 +1,8 @@
 """One error shape for every failure, as OpenAI sends it: `{"error": {"message", "type", "param", "code"}}`.
 
+Every error the server sends is an `APIError`: raised under a route (its handler below answers it), answered
+by HTTPGuard before a route (401, 415, the 500 for a bug), or sent as a stream's last event (streams.error_event).
+
 Status -> type follows OpenAI's API: client mistakes (400, 404, 413) and bad keys (401) are
 `invalid_request_error`; overload (503) and our own failures (500) are `server_error`.
 """
@@ -9,8 +12,14 @@ from __future__ import annotations
 import re
 from typing import Any
 
+from fastapi import FastAPI
+from fastapi.exceptions import RequestValidationError
 from pydantic import BaseModel, ValidationError
-from starlette.responses import JSONResponse
+from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
+
+from qwick.engine.client import EngineNotRunningError
 
 INVALID_REQUEST = "invalid_request_error"
 SERVER_ERROR = "server_error"
@@ -51,6 +60,22 @@ def internal_error(request_id: str) -> APIError:
                     code="internal_error")
 
 
+def aborted() -> APIError:
+    """A request the engine aborted though its client is still there: only shutdown does that."""
+    return APIError(503, "the request was aborted: the server is shutting down", code="aborted")
+
+
+def engine_error(exc: Exception) -> APIError | None:
+    """The client-facing error for what the engine raised before a request's first output (None: a bug)."""
+    if isinstance(exc, EngineNotRunningError):
+        return APIError(503, "the engine is not running (the server is shutting down or failed)",
+                        code="engine_not_running")
+    if isinstance(exc, ValueError):  # the engine's own request validation, e.g. PromptTooLongError
+        return bad_request(str(exc))
+    return None
+
+
+
 # Which complaint a body with several problems reports, decided here and not by pydantic's internal order:
 # malformed JSON, then an unknown field (usually a typo of a real one), then a missing one, then bad values;
 # within one kind, the first in the model's field order.
@@ -78,6 +103,27 @@ def field_path(loc: tuple[int | str, ...]) -> str | None:
         elif not _TYPE_TAG.search(part):
             path += f".{part}" if path else part
     return path or None
+
+
+def add_error_handlers(app: FastAPI) -> None:
+    """An APIError raised under a route, and what FastAPI or Starlette raise (unknown path, wrong method,
+    validation), answered in the one shape."""
+
+    async def api_error(_: Request, exc: Exception) -> Response:
+        assert isinstance(exc, APIError)
+        return exc.response()
+
+    async def http_error(request: Request, exc: Exception) -> Response:
+        assert isinstance(exc, StarletteHTTPException)
+        message = f"{exc.detail} ({request.method} {request.url.path})"
+        return APIError(exc.status_code, message, headers=exc.headers).response()
+
+    async def validation_error(_: Request, exc: Exception) -> Response:
+        return bad_request(f"invalid request: {exc}").response()
+
+    app.add_exception_handler(APIError, api_error)
+    app.add_exception_handler(StarletteHTTPException, http_error)
+    app.add_exception_handler(RequestValidationError, validation_error)
 
 
 class ErrorBody(BaseModel):

@@ -9,7 +9,7 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from qwick.server.protocol import OpenAIRequest
+from qwick.server.protocol.base import OpenAIRequest
 
 MAX_ITEMS = 1024  # items per /v1/score request
 MAX_LABELS = 64

@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 from qwick.outputs import Logprob, TokenLogprobs
-from qwick.server.protocol import ChatLogprobs, CompletionLogprobs, TokenLogprob, TopLogprob
+from qwick.server.protocol.chat import ChatLogprobs, TokenLogprob, TopLogprob
+from qwick.server.protocol.completions import CompletionLogprobs
 from qwick.tokenizer import Tokenizer
 from qwick.tokenizer.byte_level import byte_decoder
 

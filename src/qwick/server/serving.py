@@ -17,13 +17,13 @@ from typing import Any, TypeVar
 from pydantic import BaseModel, ValidationError
 from starlette.requests import Request
 
-from qwick.engine.client import EngineClient, EngineNotRunningError, RequestDelta
+from qwick.engine.client import EngineClient, RequestDelta
 from qwick.engine.grammar import GrammarCompiler
 from qwick.lora.request import LoRARequest
 from qwick.sampling_params import SamplingParams
 from qwick.server.errors import APIError, bad_request, from_validation_error
 from qwick.server.metrics import ServerMetrics
-from qwick.server.protocol import OpenAIRequest, SamplingFields
+from qwick.server.protocol.base import OpenAIRequest, SamplingFields
 from qwick.tokenizer import Tokenizer
 
 logger = logging.getLogger("qwick.server")
@@ -210,21 +210,6 @@ def logit_bias_ids(bias: dict[str, float] | None, vocab_size: int) -> dict[int, 
                               f"got {key!r}", param="logit_bias", code="invalid_value")
         out[int(key)] = value
     return out
-
-
-def aborted() -> APIError:
-    """A request the engine aborted though its client is still there: only shutdown does that."""
-    return APIError(503, "the request was aborted: the server is shutting down", code="aborted")
-
-
-def engine_error(exc: Exception) -> APIError | None:
-    """The client-facing error for what the engine raised before a request's first output (None: a bug)."""
-    if isinstance(exc, EngineNotRunningError):
-        return APIError(503, "the engine is not running (the server is shutting down or failed)",
-                        code="engine_not_running")
-    if isinstance(exc, ValueError):  # the engine's own request validation, e.g. PromptTooLongError
-        return bad_request(str(exc))
-    return None
 
 
 def check_output(delta: RequestDelta) -> None:

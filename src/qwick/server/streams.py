@@ -16,7 +16,8 @@ from starlette.responses import Response, StreamingResponse
 from starlette.types import Receive, Scope, Send
 
 from qwick.engine.client import RequestDelta
-from qwick.server.serving import check_output, engine_error
+from qwick.server.errors import APIError, engine_error, internal_error
+from qwick.server.serving import check_output
 
 logger = logging.getLogger("qwick.server")
 T = TypeVar("T")
@@ -98,6 +99,15 @@ async def aclose(stream: AsyncIterator[Any]) -> None:
 def sse(payload: BaseModel | dict[str, Any]) -> str:
     data = payload.model_dump_json() if isinstance(payload, BaseModel) else json.dumps(payload)
     return f"data: {data}\n\n"
+
+
+def error_event(exc: Exception, http_id: str, request_id: str) -> str:
+    """The event that ends a stream failing mid-way (call it in the `except`): the error in the one shape, or for
+    our own bug a logged 500 naming the request id. The status is gone by then: only the body tells."""
+    if isinstance(exc, APIError):
+        return sse(exc.body())
+    logger.exception("request %s (%s) failed mid-stream", http_id, request_id)
+    return sse(internal_error(http_id).body())
 
 
 

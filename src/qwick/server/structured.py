@@ -13,7 +13,8 @@ from typing import Any
 from qwick.engine.grammar import GrammarCompiler, StructuredOutputError
 from qwick.sampling_params import STRUCTURED_KINDS, StructuredOutputsParams
 from qwick.server.errors import bad_request
-from qwick.server.protocol import NamedToolChoice, SamplingFields, ToolDefinition
+from qwick.server.protocol.base import SamplingFields
+from qwick.server.protocol.chat import NamedToolChoice, ToolDefinition
 
 TOOL_CALL_START, TOOL_CALL_END = "<tool_call>", "</tool_call>"
 GUIDED_FIELDS = {"guided_json": "json", "guided_regex": "regex", "guided_choice": "choice",

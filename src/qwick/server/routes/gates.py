@@ -25,14 +25,14 @@ from qwick.gates.recording import RecordingClient
 from qwick.gates.service import GateNotFoundError, GateService
 from qwick.gates.spec import GateError
 from qwick.lora.request import LoRARequest
-from qwick.server.errors import APIError, bad_request
+from qwick.server.errors import APIError, aborted, bad_request, engine_error
 from qwick.server.gate_protocol import (
     ClassifyRequest,
     ModerateRequest,
     RewriteRequest,
 )
-from qwick.server.openapi import JSONRoutes
-from qwick.server.serving import ServerContext, aborted, engine_error, read_body
+from qwick.server.openapi import JSONRouter
+from qwick.server.serving import ServerContext, read_body
 from qwick.tokenizer import Tokenizer
 
 if TYPE_CHECKING:
@@ -64,31 +64,33 @@ def setup_gates(options: GateOptions, client: EngineClient, tokenizer: Tokenizer
     return service, client
 
 
-def add_gate_routes(routes: JSONRoutes, ctx: ServerContext, service: GateService) -> None:
-    @routes.post("/v1/moderate", ModerateRequest)
+def router(ctx: ServerContext, service: GateService) -> JSONRouter:
+    routes = JSONRouter()
+
+    @routes.json_post("/v1/moderate", ModerateRequest)
     async def moderate(request: Request) -> Response:
         body = await read_body(request, ModerateRequest, ctx.limits)
         d = await decide(ctx, "moderate", body.model, lambda: service.moderate(body.text, body.gate, user_id=body.user_id,
                                                                request_id=request.state.request_id))
         return gate_json(d, **GATE_KINDS["moderate"].response(d, {"text": body.text}))
 
-    routes.post("/moderate", ModerateRequest, summary="Moderate (alias of /v1/moderate)")(moderate)
+    routes.json_post("/moderate", ModerateRequest, summary="Moderate (alias of /v1/moderate)")(moderate)
 
-    @routes.post("/v1/classify", ClassifyRequest)
+    @routes.json_post("/v1/classify", ClassifyRequest)
     async def classify(request: Request) -> Response:
         body = await read_body(request, ClassifyRequest, ctx.limits)
         d = await decide(ctx, "classify", body.model, lambda: service.classify(body.text, body.labels, body.gate,
                                                                request_id=request.state.request_id))
         return gate_json(d, **GATE_KINDS["classify"].response(d, {"text": body.text}))
 
-    @routes.post("/v1/rewrite", RewriteRequest)
+    @routes.json_post("/v1/rewrite", RewriteRequest)
     async def rewrite(request: Request) -> Response:
         body = await read_body(request, RewriteRequest, ctx.limits)
         d = await decide(ctx, "rewrite", body.model, lambda: service.rewrite(body.text, body.gate,
                                                                         request_id=request.state.request_id))
         return gate_json(d, **GATE_KINDS["rewrite"].response(d, {"text": body.text}))
 
-    @routes.post("/v1/extract", RewriteRequest)
+    @routes.json_post("/v1/extract", RewriteRequest)
     async def extract(request: Request) -> Response:
         body = await read_body(request, RewriteRequest, ctx.limits)
         if not body.gate:
@@ -96,6 +98,8 @@ def add_gate_routes(routes: JSONRoutes, ctx: ServerContext, service: GateService
         d = await decide(ctx, "extract", body.model, lambda: service.rewrite(body.text, body.gate,
                                                                         request_id=request.state.request_id))
         return gate_json(d, **GATE_KINDS["extract"].response(d, {"text": body.text}))
+
+    return routes
 
 
 async def decide(ctx: ServerContext, endpoint: str, model: str | None,

@@ -15,8 +15,8 @@ from qwick.gates.kinds import GATE_KINDS
 from qwick.gates.service import GateService
 from qwick.server.errors import APIError, bad_request, from_validation_error
 from qwick.server.gate_protocol import PairScoreRequest, RerankRequest, ScoreRequest
-from qwick.server.gates import decide, gate_json
-from qwick.server.openapi import JSONRoutes
+from qwick.server.openapi import JSONRouter
+from qwick.server.routes.gates import decide, gate_json
 from qwick.server.serving import ServerContext, new_id, read_body
 
 _QWICK_FIELDS = {"query", "items"}
@@ -36,7 +36,8 @@ class ScoreBody(BaseModel):
     model_config = ConfigDict(extra="allow", json_schema_extra=_either_shape)
 
 
-def add_rerank_routes(routes: JSONRoutes, ctx: ServerContext, service: GateService) -> None:
+def router(ctx: ServerContext, service: GateService) -> JSONRouter:
+    routes = JSONRouter()
     routes.models.update(ScoreRequest=ScoreRequest, PairScoreRequest=PairScoreRequest)  # ScoreBody names them
 
     async def relevance(request: Request, endpoint: str, model: str | None, query: str, items: list[str],
@@ -48,7 +49,7 @@ def add_rerank_routes(routes: JSONRoutes, ctx: ServerContext, service: GateServi
                            code="timeout")
         return d
 
-    @routes.post("/v1/rerank", RerankRequest, summary="Rerank documents by relevance (Cohere / Jina shape)")
+    @routes.json_post("/v1/rerank", RerankRequest, summary="Rerank documents by relevance (Cohere / Jina shape)")
     async def rerank(request: Request) -> Response:
         body = await read_body(request, RerankRequest, ctx.limits)
         texts = [doc if isinstance(doc, str) else doc.text for doc in body.documents]
@@ -64,7 +65,7 @@ def add_rerank_routes(routes: JSONRoutes, ctx: ServerContext, service: GateServi
         return JSONResponse({"id": new_id("rerank"), "model": body.model or ctx.model_name, "results": results,
                              "usage": _usage(d)})
 
-    @routes.post("/v1/score", ScoreBody, summary="Score items against a query (qwick's or vLLM's shape)")
+    @routes.json_post("/v1/score", ScoreBody, summary="Score items against a query (qwick's or vLLM's shape)")
     async def score(request: Request) -> Response:
         raw = (await read_body(request, ScoreBody, ctx.limits)).model_extra or {}
         qwick_fields, vllm_fields = sorted(_QWICK_FIELDS & set(raw)), sorted(_VLLM_FIELDS & set(raw))
@@ -86,6 +87,8 @@ def add_rerank_routes(routes: JSONRoutes, ctx: ServerContext, service: GateServi
                                                                          instruction=body.instruction,
                                                                          request_id=request.state.request_id))
         return gate_json(d, **GATE_KINDS["score"].response(d, {"query": body.query, "items": body.items}))
+
+    return routes
 
 
 def _validate(model: type[Any], raw: dict[str, Any]) -> Any:

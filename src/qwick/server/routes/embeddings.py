@@ -11,13 +11,15 @@ from starlette.responses import JSONResponse, Response
 from qwick.gates.service import GateService
 from qwick.server.errors import bad_request
 from qwick.server.gate_protocol import MAX_INPUTS, EmbeddingRequest
-from qwick.server.gates import gate_error
-from qwick.server.openapi import JSONRoutes
+from qwick.server.openapi import JSONRouter
+from qwick.server.routes.gates import gate_error
 from qwick.server.serving import ServerContext, read_body
 
 
-def add_embedding_routes(routes: JSONRoutes, ctx: ServerContext, service: GateService) -> None:
-    @routes.post("/v1/embeddings", EmbeddingRequest)
+def router(ctx: ServerContext, service: GateService) -> JSONRouter:
+    routes = JSONRouter()
+
+    @routes.json_post("/v1/embeddings", EmbeddingRequest)
     async def embeddings(request: Request) -> Response:
         body = await read_body(request, EmbeddingRequest, ctx.limits)
         lora = ctx.resolve_model(body.model)  # an adapter's name pools under that adapter
@@ -37,6 +39,8 @@ def add_embedding_routes(routes: JSONRoutes, ctx: ServerContext, service: GateSe
         model = body.model if lora is not None else ctx.model_name
         return JSONResponse({"object": "list", "data": data, "model": model,
                              "usage": {"prompt_tokens": tokens, "total_tokens": tokens}})
+
+    return routes
 
 
 def _inputs(body: EmbeddingRequest, vocab_size: int) -> list[str | list[int]]:

@@ -17,8 +17,8 @@ from qwick.lora.adapter import CONFIG_FILE, LoRAAdapterError, load_adapter
 from qwick.lora.manager import LoRAManager
 from qwick.lora.request import LoRARequest
 from qwick.server.errors import APIError, bad_request
-from qwick.server.openapi import JSONRoutes
-from qwick.server.protocol import OpenAIRequest
+from qwick.server.openapi import JSONRouter
+from qwick.server.protocol.base import OpenAIRequest
 from qwick.server.serving import ServerContext, read_body
 
 logger = logging.getLogger("qwick.server")
@@ -34,11 +34,12 @@ class UnloadLoRAAdapterRequest(OpenAIRequest):
     lora_int_id: int | None = None  # vLLM's; the name alone identifies the adapter here
 
 
-def add_lora_admin_routes(routes: JSONRoutes, ctx: ServerContext, manager: LoRAManager) -> None:
+def router(ctx: ServerContext, manager: LoRAManager) -> JSONRouter:
+    routes = JSONRouter()
     # ids never come back: the engine caches adapters by id, and one id must keep naming one folder
     ids = itertools.count(max((lora.lora_int_id for lora in ctx.lora_modules.values()), default=0) + 1)
 
-    @routes.post("/v1/load_lora_adapter", LoadLoRAAdapterRequest, summary="Serve a LoRA adapter under a new name")
+    @routes.json_post("/v1/load_lora_adapter", LoadLoRAAdapterRequest, summary="Serve a LoRA adapter under a new name")
     async def load(request: Request) -> Response:
         body = await read_body(request, LoadLoRAAdapterRequest, ctx.limits)
         name = body.lora_name
@@ -60,7 +61,7 @@ def add_lora_admin_routes(routes: JSONRoutes, ctx: ServerContext, manager: LoRAM
         logger.info("LoRA adapter %r loaded from %s", name, lora.lora_path)
         return JSONResponse({"message": f"Success: LoRA adapter '{name}' added successfully.", "lora_name": name})
 
-    @routes.post("/v1/unload_lora_adapter", UnloadLoRAAdapterRequest, summary="Stop serving a LoRA adapter")
+    @routes.json_post("/v1/unload_lora_adapter", UnloadLoRAAdapterRequest, summary="Stop serving a LoRA adapter")
     async def unload(request: Request) -> Response:
         body = await read_body(request, UnloadLoRAAdapterRequest, ctx.limits)
         if ctx.lora_modules.pop(body.lora_name, None) is None:
@@ -70,3 +71,5 @@ def add_lora_admin_routes(routes: JSONRoutes, ctx: ServerContext, manager: LoRAM
         logger.info("LoRA adapter %r unloaded", body.lora_name)  # requests running with it finish with it
         return JSONResponse({"message": f"Success: LoRA adapter '{body.lora_name}' removed successfully.",
                              "lora_name": body.lora_name})
+
+    return routes

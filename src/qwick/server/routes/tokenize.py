@@ -2,10 +2,34 @@
 
 from __future__ import annotations
 
-from qwick.server.chat import render_chat
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
+
+from qwick.server.chat_compat import render_chat
 from qwick.server.errors import bad_request
-from qwick.server.protocol import DetokenizeRequest, DetokenizeResponse, TokenizeRequest, TokenizeResponse
-from qwick.server.serving import ServerContext
+from qwick.server.openapi import JSONRouter
+from qwick.server.protocol.tokenize import (
+    DetokenizeRequest,
+    DetokenizeResponse,
+    TokenizeRequest,
+    TokenizeResponse,
+)
+from qwick.server.serving import ServerContext, read_body
+
+
+def router(ctx: ServerContext) -> JSONRouter:
+    tokens, routes = TokenizeServing(ctx), JSONRouter()
+
+    @routes.json_post("/tokenize", TokenizeRequest)
+    async def tokenize(request: Request) -> Response:
+        body = tokens.tokenize(await read_body(request, TokenizeRequest, ctx.limits))
+        return JSONResponse(body.model_dump(exclude_none=True))
+
+    @routes.json_post("/detokenize", DetokenizeRequest)
+    async def detokenize(request: Request) -> Response:
+        return JSONResponse(tokens.detokenize(await read_body(request, DetokenizeRequest, ctx.limits)).model_dump())
+
+    return routes
 
 
 class TokenizeServing:

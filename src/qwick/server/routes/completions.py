@@ -21,12 +21,19 @@ from qwick.engine.client import RequestDelta
 from qwick.lora.request import adapter_kwargs
 from qwick.outputs import CompletionOutput, RequestOutput
 from qwick.sampling_params import SamplingParams
-from qwick.server.errors import APIError, bad_request, internal_error, not_supported
+from qwick.server.errors import aborted, bad_request, engine_error, not_supported
 from qwick.server.logprobs import completion_logprobs
 from qwick.server.metrics import RequestTimer
-from qwick.server.protocol import Completion, CompletionChoice, CompletionLogprobs, CompletionRequest, Usage
-from qwick.server.serving import ServerContext, aborted, engine_error, new_id, sampling_params
-from qwick.server.streams import SSE_DONE, merged, respond, sse
+from qwick.server.openapi import JSONRouter
+from qwick.server.protocol.base import Usage
+from qwick.server.protocol.completions import (
+    Completion,
+    CompletionChoice,
+    CompletionLogprobs,
+    CompletionRequest,
+)
+from qwick.server.serving import ServerContext, new_id, read_body, sampling_params
+from qwick.server.streams import SSE_DONE, error_event, merged, respond, sse
 from qwick.server.structured import check_structure, requested_structure
 
 logger = logging.getLogger("qwick.server")
@@ -38,6 +45,16 @@ class PromptPlan:
     text: str | None
     ids: list[int]
     params: SamplingParams
+
+
+def router(ctx: ServerContext) -> JSONRouter:
+    completions, routes = CompletionServing(ctx), JSONRouter()
+
+    @routes.json_post("/v1/completions", CompletionRequest)
+    async def text_completions(request: Request) -> Response:
+        return await completions.create(await read_body(request, CompletionRequest, ctx.limits), request)
+
+    return routes
 
 
 class CompletionServing:
@@ -204,11 +221,8 @@ class CompletionServing:
                     usage = Completion(id=request_id, created=created, model=model, choices=[],
                                        usage=_usage(plans, finals.values()))
                     yield sse(usage)
-        except APIError as exc:
-            yield sse(exc.body())
-        except Exception:
-            logger.exception("request %s (%s) failed mid-stream", http_id, request_id)
-            yield sse(internal_error(http_id).body())
+        except Exception as exc:
+            yield error_event(exc, http_id, request_id)
         yield SSE_DONE
 
 

@@ -15,10 +15,12 @@ from qwick.lora.request import adapter_kwargs
 from qwick.outputs import CompletionOutput, RequestOutput, StreamDelta
 from qwick.sampling_params import SamplingParams, StructuredOutputsParams
 from qwick.server.chat_compat import refuse_unsupported, render_chat, template_kwargs, with_legacy_functions
-from qwick.server.errors import APIError, bad_request, internal_error
+from qwick.server.errors import aborted, bad_request
 from qwick.server.logprobs import chat_logprobs
 from qwick.server.metrics import RequestTimer
-from qwick.server.protocol import (
+from qwick.server.openapi import JSONRouter
+from qwick.server.protocol.base import Usage
+from qwick.server.protocol.chat import (
     AssistantMessage,
     ChatChoice,
     ChatChunkChoice,
@@ -31,10 +33,9 @@ from qwick.server.protocol import (
     FunctionDelta,
     ToolCallDeltaOut,
     ToolCallOut,
-    Usage,
 )
-from qwick.server.serving import ServerContext, aborted, new_id, sampling_params
-from qwick.server.streams import SSE_DONE, merged, respond, sse
+from qwick.server.serving import ServerContext, new_id, read_body, sampling_params
+from qwick.server.streams import SSE_DONE, error_event, merged, respond, sse
 from qwick.server.structured import check_structure, requested_structure, tool_call_structure
 from qwick.tokenizer import (
     ReasoningStreamParser,
@@ -66,6 +67,16 @@ class ChatPlan:
     def thinks(self, output_start: str) -> bool:
         """Whether the output holds a think block, judged from its start (the grammar never writes <think>)."""
         return output_thinks(output_start, self.thinking, self.prompt_opened_think, self.structured)
+
+
+def router(ctx: ServerContext) -> JSONRouter:
+    chat, routes = ChatServing(ctx), JSONRouter()
+
+    @routes.json_post("/v1/chat/completions", ChatCompletionRequest)
+    async def chat_completions(request: Request) -> Response:
+        return await chat.create(await read_body(request, ChatCompletionRequest, ctx.limits), request)
+
+    return routes
 
 
 class ChatServing:
@@ -212,11 +223,8 @@ class ChatServing:
                     usage = ChatCompletionChunk(id=request_id, created=created, model=plan.model or self.ctx.model_name,
                                                 choices=[], usage=_usage(final))
                     yield sse(usage)
-        except APIError as exc:
-            yield sse(exc.body())
-        except Exception:
-            logger.exception("request %s (%s) failed mid-stream", http_id, request_id)
-            yield sse(internal_error(http_id).body())
+        except Exception as exc:
+            yield error_event(exc, http_id, request_id)
         yield SSE_DONE
 
 
