@@ -43,7 +43,7 @@ from qwick import LLM
 from qwick.bench import dummy_model_folder
 from qwick.engine.async_engine import AsyncLLMEngine
 from qwick.llm import start_async_engine
-from qwick.model.cpu_packing import dense_state_dict
+from qwick.passes.cpu_packing import dense_state_dict
 from qwick.tasks.decisions import Decision
 from qwick.tasks.defaults import BUILTIN_GATES
 from qwick.tasks.identity import ModelIdentity

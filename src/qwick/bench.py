@@ -68,7 +68,7 @@ def write_dummy_checkpoint(folder: Path) -> None:
     from safetensors.torch import save_file
 
     from qwick import LLM
-    from qwick.model.cpu_packing import dense_state_dict
+    from qwick.passes.cpu_packing import dense_state_dict
 
     llm = LLM(folder, dtype="bfloat16", device="cpu", load_format="dummy", skip_tokenizer_init=True, seed=0)
     state = dense_state_dict(llm.model)

@@ -16,13 +16,13 @@ from qwick.device import resolve_device, resolve_dtype, resolve_threads
 from qwick.engine.llm_engine import LLMEngine
 from qwick.lora.manager import LoRAConfig, LoRAManager
 from qwick.lora.request import LoRARequest
-from qwick.model.compiled import compile_decode as compile_decode_pass
-from qwick.model.cpu_packing import cpu_packing_supported, pack_linears_for_cpu
 from qwick.model.hub import resolve_model_path
 from qwick.model.loader import load_config
 from qwick.outputs import RequestOutput, StreamDelta
+from qwick.passes.compile import compile_decode as compile_decode_pass
+from qwick.passes.cpu_packing import cpu_packing_supported, pack_linears_for_cpu
+from qwick.passes.load import load_model
 from qwick.quant import validate_quantization
-from qwick.quant.checkpoint import load_model
 from qwick.sampling_params import GenerationDefaults, SamplingParams
 from qwick.tokenizer import (
     ReasoningStreamParser,

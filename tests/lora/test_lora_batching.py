@@ -9,7 +9,7 @@ from adapters import peft_reference
 from qwick import LLM, SamplingParams
 from qwick.lora.batch import NO_ADAPTER, LoRABatch, LoRAContext
 from qwick.lora.layers import LoRALinear
-from qwick.model.cpu_packing import cpu_packing_supported
+from qwick.passes.cpu_packing import cpu_packing_supported
 from qwick.quant.int4 import Int4Linear
 from qwick.quant.int8 import Int8Linear
 

@@ -7,8 +7,8 @@ import torch
 
 from model.conftest import load_qwick
 from qwick.model.cpu_ops import bf16_ops_available
-from qwick.model.cpu_packing import cpu_packing_supported, dense_state_dict, pack_linears_for_cpu
 from qwick.model.layers import Linear
+from qwick.passes.cpu_packing import cpu_packing_supported, dense_state_dict, pack_linears_for_cpu
 
 pytestmark = pytest.mark.skipif(not cpu_packing_supported(torch.bfloat16, torch.device("cpu")),
                                 reason="this CPU/torch build has no oneDNN bf16 linear")
@@ -51,7 +51,7 @@ def test_tied_lm_head_gets_its_own_packed_copy(tiny_checkpoint):
 
 @pytest.mark.parametrize(("amx", "bf16_ops"), [(True, True), (False, False), (False, True)])
 def test_the_layout_follows_the_cpu(tiny_checkpoint, monkeypatch, amx, bf16_ops):
-    from qwick.model import cpu_packing
+    from qwick.passes import cpu_packing
 
     if bf16_ops and not bf16_ops_available():
         pytest.skip("linear_bf16 needs AVX512-BF16 and a C++ compiler")

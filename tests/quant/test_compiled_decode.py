@@ -1,4 +1,4 @@
-"""The compiled decode step (model/compiled.py) gives the eager tokens and never recompiles after warm-up."""
+"""The compiled decode step (passes/compile.py) gives the eager tokens and never recompiles after warm-up."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ import torch
 from trained import BigramLanguage
 
 from qwick import LLM, SamplingParams
-from qwick.model.compiled import CompiledDecode
+from qwick.passes.compile import CompiledDecode
 
 GREEDY = SamplingParams(temperature=0, max_tokens=12, ignore_eos=True)
 

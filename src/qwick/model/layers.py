@@ -13,7 +13,7 @@ from qwick.model.cpu_ops import linear_bf16, rms_norm, usable
 # than it saves. Measured on a 2-vCPU AMX box: a heuristic for that kernel; at row counts that were already fast
 # (33, 36, 44, 60) it cost up to ~8% in one noisy comparison, ~4% faster averaged over 33-63. Without AMX (AVX512-BF16,
 # Zen 4) the GEMM's time grows with the rows (53 rows 0.75 ms, 64 rows 0.90 ms): padding is pure loss there, so
-# model/cpu_packing.py turns it on for AMX CPUs only (`Linear.pad_rows`).
+# passes/cpu_packing.py turns it on for AMX CPUs only (`Linear.pad_rows`).
 PAD_ROWS_ABOVE, PAD_ROWS_BELOW = 32, 64
 
 
@@ -30,7 +30,7 @@ class Linear(nn.Linear):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if self.vnni:
             return linear_bf16(x.reshape(-1, x.shape[-1]), self.weight).view(*x.shape[:-1], -1)
-        if self.weight.is_mkldnn:  # packed by model/cpu_packing.py
+        if self.weight.is_mkldnn:  # packed by passes/cpu_packing.py
             x2d = x.reshape(-1, x.shape[-1])  # [M, in]
             m = x2d.shape[0]
             if self.pad_rows and PAD_ROWS_ABOVE < m < PAD_ROWS_BELOW and m % 16:

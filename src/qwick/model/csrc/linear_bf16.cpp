@@ -6,7 +6,7 @@
 // machine's read bandwidth), 250 GFLOP/s at 8 rows, on par with oneDNN from 256 rows on. AMX CPUs keep oneDNN,
 // whose tile instructions are several times faster than these dot products.
 //
-// Layout (model/cpu_packing.py packs it): weight [N, K] -> [N / 16, K / 2, 16, 2]: for each 16 outputs, for each
+// Layout (passes/cpu_packing.py packs it): weight [N, K] -> [N / 16, K / 2, 16, 2]: for each 16 outputs, for each
 // pair of inputs, the 16 outputs' pairs side by side, the operand order of vdpbf16ps (16 float32 sums of bf16 x
 // bf16 pair products). N % 16 == 0, K % 2 == 0.
 // x [M, K] bfloat16 -> out [M, N] bfloat16 (float32 sums rounded to nearest even, as torch rounds).

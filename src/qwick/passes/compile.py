@@ -8,7 +8,7 @@ Shape buckets: the batch's context groups are merged into one padded group with 
 the cache's scratch slot), so every batch has the same structure whatever its rows' lengths. `warm_up` then
 runs 1, 2 and 3 rows at two context lengths: torch marks the batch size and the context length dynamic, leaving
 two graphs (1 row, 2+ rows) that serve every later step without recompiling (tests/quant/test_compiled_decode).
-q/k/v and gate/up are fused into one matmul each here (quant/fusion.py: fewer fixed-cost calls).
+q/k/v and gate/up are fused into one matmul each here (passes/fusion.py: fewer fixed-cost calls).
 """
 
 from __future__ import annotations
@@ -23,7 +23,7 @@ from torch import nn
 from qwick.model.kv_cache import AttentionMetadata, PagedKVCache
 from qwick.model.qwen3 import DecoderLayer, Qwen3ForCausalLM, Qwen3Model
 from qwick.model.rope import apply_rotary
-from qwick.quant.fusion import fuse_projections
+from qwick.passes.fusion import fuse_projections
 
 LAYERS_PER_CALL = 4
 
@@ -70,7 +70,7 @@ def decode_layers(layers: list[DecoderLayer], fused: list[Fused] | None, x: torc
 
 @dataclass
 class Fused:
-    """A layer's q/k/v and gate/up projections as one matmul each (quant/fusion.py)."""
+    """A layer's q/k/v and gate/up projections as one matmul each (passes/fusion.py)."""
 
     qkv: nn.Module
     gate_up: nn.Module
