@@ -31,7 +31,7 @@ def step_path(request, monkeypatch) -> str:
     take the path asked for."""
     import torch
 
-    from qwick.model.cpu_ops import cpu_ops_available
+    from qwick.kernels.cpu_ops import cpu_ops_available
 
     if request.param == "packed" and not cpu_ops_available(torch.device("cpu"), torch.float32):
         pytest.skip("the packed step needs qwick's CPU ops (AVX-512 and a C++ compiler)")

@@ -10,7 +10,7 @@ import torch
 from qwick import LLM, SamplingParams
 from qwick.engine import runner
 from qwick.engine.scoring import EmbeddingOutput, PoolSpec, ScoreOutput, ScoreSpec
-from qwick.model.cpu_ops import cpu_ops_available
+from qwick.kernels.cpu_ops import cpu_ops_available
 
 
 def _workload(seed: int) -> list[tuple[str, object]]:

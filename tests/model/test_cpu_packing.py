@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from model.conftest import load_qwick
-from qwick.model.cpu_ops import bf16_ops_available
+from qwick.kernels.cpu_ops import bf16_ops_available
 from qwick.model.layers import Linear
 from qwick.passes.cpu_packing import cpu_packing_supported, dense_state_dict, pack_linears_for_cpu
 

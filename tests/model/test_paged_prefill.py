@@ -1,4 +1,4 @@
-"""The prefill-chunk attention op (model/csrc/paged_prefill.cpp) equals causal SDPA over the gathered context,
+"""The prefill-chunk attention op (kernels/csrc/paged_prefill.cpp) equals causal SDPA over the gathered context,
 and the engine's packed step uses it for bfloat16 models with the same results as the SDPA path."""
 
 from __future__ import annotations
@@ -12,8 +12,8 @@ import torch.nn.functional as F
 from qwick import LLM
 from qwick.engine import runner
 from qwick.engine.scoring import ScoreOutput, ScoreSpec
-from qwick.model.cpu_ops import cpu_ops_available, paged_prefill, paged_prefill_available
-from qwick.native import cpu_has_flags
+from qwick.kernels.build import cpu_has_flags
+from qwick.kernels.cpu_ops import cpu_ops_available, paged_prefill, paged_prefill_available
 
 CPU = torch.device("cpu")
 needs_op = pytest.mark.skipif(not paged_prefill_available(CPU, torch.bfloat16, torch.bfloat16, 128),
@@ -127,8 +127,8 @@ def test_bfloat16_engine_uses_the_op_and_agrees_with_sdpa(tiny_model_dir, monkey
     if not cpu_ops_available(CPU, torch.bfloat16):
         pytest.skip("the packed step needs qwick's CPU ops")
     calls = []
-    original = torch.ops.qwick_cpu.paged_prefill
-    monkeypatch.setattr("qwick.model.cpu_ops.torch.ops.qwick_cpu.paged_prefill",
+    original = torch.ops.qwick.paged_prefill
+    monkeypatch.setattr("qwick.kernels.cpu_ops.torch.ops.qwick.paged_prefill",
                         lambda *args: calls.append(args[0].shape[0]) or original(*args), raising=False)
 
     def build() -> LLM:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import os
 import time
 
-from qwick.native import STALE_LOCK_S, build_directory
+from qwick.kernels.build import STALE_LOCK_S, build_directory
 
 
 def _sources(tmp_path, text="int x;"):

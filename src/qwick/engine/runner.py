@@ -15,7 +15,7 @@ import torch
 from qwick.engine.scheduler import PrefillChunk
 from qwick.engine.scoring import read_task_outputs
 from qwick.engine.sequence import Sequence
-from qwick.model.cpu_ops import cpu_ops_available, paged_prefill_available
+from qwick.kernels.cpu_ops import cpu_ops_available, paged_prefill_available
 from qwick.model.kv_cache import AttentionMetadata, PagedKVCache, length_groups
 from qwick.model.packed import PackedMetadata, Segment
 from qwick.model.qwen3 import Qwen3ForCausalLM
@@ -46,7 +46,7 @@ class ModelRunner:
         self.cache = cache
         self.device = device
         self.lora = lora  # set when the model carries the LoRA pass
-        # decode steps and short prefill chunks read the cache in place (model/cpu_ops.py) where the op is built
+        # decode steps and short prefill chunks read the cache in place (kernels/cpu_ops.py) where the op is built
         self.paged_attention = cpu_ops_available(device, cache.compute_dtype)
         # longer prefill chunks read it in place too where the AVX512-BF16 op runs (bf16 model and cache)
         self.paged_prefill = self.paged_attention and paged_prefill_available(

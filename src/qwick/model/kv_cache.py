@@ -29,7 +29,7 @@ class AttentionMetadata:
 
     slot_mapping: torch.Tensor  # [B * T] physical slot of each new token
     groups: list[ContextGroup]  # empty: a fresh prompt, which attends causally to its own new tokens only
-    # Set instead of groups when attention reads the cache in place (model/cpu_ops.py):
+    # Set instead of groups when attention reads the cache in place (kernels/cpu_ops.py):
     block_tables: torch.Tensor | None = None  # [B, W] int64 physical blocks of each row, zero-padded
     context_lens: torch.Tensor | None = None  # [B, T] int64 positions each new token attends to (its own + 1)
 

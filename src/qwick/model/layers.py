@@ -6,7 +6,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from qwick.model.cpu_ops import linear_bf16, rms_norm, usable
+from qwick.kernels.cpu_ops import linear_bf16, rms_norm, usable
 
 # oneDNN's packed bf16 GEMM (torch 2.13) on an AMX Xeon is ~20% slower for some row counts between 33 and 63 (e.g.
 # 34, 41, 49, 57: a 0.6B forward 94-106 ms) than at the next multiple of 16 (79-82 ms); elsewhere padding costs more
@@ -51,7 +51,7 @@ class RMSNorm(nn.Module):
         self.eps = eps
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if usable(x) and self.weight.dtype == x.dtype:  # one op instead of eight (model/cpu_ops.py)
+        if usable(x) and self.weight.dtype == x.dtype:  # one op instead of eight (kernels/cpu_ops.py)
             return rms_norm(x, self.weight, self.eps)
         dtype = x.dtype
         x32 = x.float()

@@ -4,9 +4,9 @@ Why: a forward costs one read of the weights whatever its width (on CPU, ~70 ms 
 whose prefill chunks, decodes and scoring forks run as separate padded [B, T] forwards pays that read once
 per forward. Packed, the step is one [1, N] forward with no padding; only attention tells the segments apart:
 - short segments (decodes, chunks of at most the runner's PAGED_MAX_CHUNK tokens) come first on the axis and attend via the
-  paged op, one query per token with its own block table and context length (model/cpu_ops.py);
+  paged op, one query per token with its own block table and context length (kernels/cpu_ops.py);
 - longer chunks follow: each reads its context in place through the prefill op where it runs (bfloat16 on a
-  CPU with AVX512-BF16: model/cpu_ops.py), else attends by SDPA over its context gathered from the cache (or,
+  CPU with AVX512-BF16: kernels/cpu_ops.py), else attends by SDPA over its context gathered from the cache (or,
   for a fresh prompt, over its own keys, causally).
 Mirror writes let a segment's new keys/values land in a second slot too: a scoring request's forks join the
 forward that computes their context, and each fork holds a private copy of the context's partial last block.

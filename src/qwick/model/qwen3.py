@@ -6,8 +6,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from qwick.kernels.cpu_ops import paged_decode, paged_prefill, qk_norm_rope, usable
 from qwick.model.config import Qwen3Config
-from qwick.model.cpu_ops import paged_decode, paged_prefill, qk_norm_rope, usable
 from qwick.model.kv_cache import AttentionMetadata, PagedKVCache
 from qwick.model.layers import MLP, Linear, RMSNorm
 from qwick.model.packed import PackedMetadata
@@ -93,7 +93,7 @@ class Attention(nn.Module):
                    sin: torch.Tensor) -> torch.Tensor:
         """projected [B, T, heads * D] -> per-head RMSNorm, then rotary: [B, heads, T, D]."""
         batch, seq, _ = projected.shape
-        if usable(projected) and usable(cos) and norm.weight.dtype == projected.dtype:  # one op (model/cpu_ops.py)
+        if usable(projected) and usable(cos) and norm.weight.dtype == projected.dtype:  # one op (kernels/cpu_ops.py)
             out = qk_norm_rope(projected.view(batch * seq, heads, self.head_dim), norm.weight, norm.eps,
                                cos.view(batch * seq, self.head_dim), sin.view(batch * seq, self.head_dim))
             return out.view(batch, seq, heads, self.head_dim).transpose(1, 2)

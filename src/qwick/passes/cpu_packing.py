@@ -2,7 +2,7 @@
 
 - AMX CPUs, or no AVX512-BF16: oneDNN's blocked layout. Measured on an AMX Xeon, Qwen3-0.6B shape: prefill
   +15-35% over plain `F.linear`, decode as fast as the `mv` path.
-- AVX512-BF16 without AMX (Zen 4): qwick's `linear_bf16` layout (model/csrc/linear_bf16.cpp), which streams the
+- AVX512-BF16 without AMX (Zen 4): qwick's `linear_bf16` layout (kernels/csrc/linear_bf16.cpp), which streams the
   weights faster than oneDNN there: the 0.6B layer stack at 1 / 8 / 32 rows 26.5 / 28 / 72 ms vs 36 / 37 / 78 ms,
   even from 256 rows on. A Linear whose shape it cannot take (outputs not a multiple of 16) gets oneDNN's.
 lm_head is packed too: on Zen 4 oneDNN's packed lm_head took 10.6 vs 15.1 ms (plain) at 1 row, 25.6 vs 42.2 ms at
@@ -14,10 +14,10 @@ from __future__ import annotations
 
 import torch
 
-from qwick.model.cpu_ops import bf16_ops_available, pack_linear_bf16, unpack_linear_bf16
+from qwick.kernels.build import cpu_has_flags
+from qwick.kernels.cpu_ops import bf16_ops_available, pack_linear_bf16, unpack_linear_bf16
 from qwick.model.layers import Linear
 from qwick.model.qwen3 import Qwen3ForCausalLM
-from qwick.native import cpu_has_flags
 
 
 def cpu_packing_supported(dtype: torch.dtype, device: torch.device) -> bool:

@@ -8,7 +8,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from qwick.quant.kernels import resolve_kernel
+from qwick.kernels.woq import resolve_kernel
 from qwick.quant.layout import block_int8, gather_int8_rows
 
 if TYPE_CHECKING:

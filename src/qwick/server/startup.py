@@ -26,7 +26,7 @@ def describe(llm: LLM) -> str:
 
 
 def cpu_kernels(llm: LLM) -> str:
-    """Which attention and matmul paths the engine picked (model/cpu_ops.py, passes/cpu_packing.py)."""
+    """Which attention and matmul paths the engine picked (kernels/cpu_ops.py, passes/cpu_packing.py)."""
     runner = llm.engine.runner
     if not runner.paged_attention:
         attention = "attention torch SDPA over gathered KV"

@@ -1,4 +1,4 @@
-// bfloat16 Linear on CPUs with AVX512-BF16 and no AMX (Zen 4): qwick_cpu::linear_bf16.
+// bfloat16 Linear on CPUs with AVX512-BF16 and no AMX (Zen 4): qwick::linear_bf16.
 //
 // Why: oneDNN's packed bf16 GEMM (torch 2.13) streams a 0.6B layer stack's weights at ~24 GB/s for one row and
 // reaches 190 GFLOP/s at 8 rows on Zen 4; batch-1 and small-batch decode are bound by that read. This kernel reads
@@ -103,6 +103,6 @@ at::Tensor linear_bf16(const at::Tensor& x, const at::Tensor& weight) {
 
 }  // namespace
 
-TORCH_LIBRARY_FRAGMENT(qwick_cpu, m) { m.def("linear_bf16(Tensor x, Tensor weight) -> Tensor"); }
+TORCH_LIBRARY_FRAGMENT(qwick, m) { m.def("linear_bf16(Tensor x, Tensor weight) -> Tensor"); }
 
-TORCH_LIBRARY_IMPL(qwick_cpu, CPU, m) { m.impl("linear_bf16", &linear_bf16); }
+TORCH_LIBRARY_IMPL(qwick, CPU, m) { m.impl("linear_bf16", &linear_bf16); }
