@@ -93,10 +93,6 @@ class LLM:
         self.engine = LLMEngine(self.model, self.tokenizer, self.generation_defaults, self.engine_config,
                                 self.device, self.dtype, seed, lora=self.lora)
         if compile_decode:  # after the engine: the warm-up compiles on its KV cache's scratch slot
-            # compiled steps keep gather + SDPA, which inductor fuses; the paged attention op called from a compiled
-            # graph cost ~3.5 ms a token at batch 1 (int4: 31.4 vs 35.7 tok/s), where compile_decode is for
-            # (short eager prefill chunks then gather too: one path per model keeps this simple)
-            self.engine.runner.paged_attention = False
             compile_decode_pass(self.model).warm_up(self.engine.runner.cache, max_num_seqs)
         self._ids = itertools.count()
 
