@@ -27,9 +27,9 @@ import torch
 from safetensors.torch import save_file
 
 from qwick.model.config import Qwen3Config
-from qwick.model.loader import CheckpointError, _canonical_name, build_model, checkpoint_files, load_weights
+from qwick.model.loader import CheckpointError, Transform, build_model, checkpoint_files, load_weights
 from qwick.model.qwen3 import Qwen3ForCausalLM
-from qwick.quant.fp8 import fp8_block_size, fp8_tensors
+from qwick.quant.fp8 import fp8_block_size, fp8_weights
 from qwick.quant.int4 import Int4Linear, quantize_int4
 from qwick.quant.int8 import Int8Linear, attach_lm_head, quantize_int8
 from qwick.quant.layout import pack_nibbles, unpack_nibbles
@@ -229,29 +229,15 @@ def _quantized_module(tensors: _TensorIndex, name: str, module: torch.nn.Module,
     return Int4Linear(unpack_nibbles(packed, k), scale, mins, dtype, kernel)
 
 
-def load_float(model: Qwen3ForCausalLM, folder: Path, raw: dict[str, Any]) -> None:
-    files = checkpoint_files(folder)
+def checkpoint_transforms(raw: dict[str, Any]) -> list[Transform]:
+    """The loader transforms a float checkpoint's config.json asks for: FP8 releases are dequantized on load."""
     block = fp8_block_size(raw)
-    if block is None:
-        load_weights(model, files)
-        return
-    params = dict(model.named_parameters(remove_duplicate=False))
-    seen: set[str] = set()
-    with torch.no_grad():
-        for raw_name, tensor in fp8_tensors(files, block):
-            name = _canonical_name(raw_name)
-            if name is None or (model.config.tie_word_embeddings and name == "lm_head.weight"):
-                continue
-            if name not in params or tuple(params[name].shape) != tuple(tensor.shape):
-                raise CheckpointError(f"fp8 checkpoint tensor {raw_name!r} {tuple(tensor.shape)} does not fit the model")
-            params[name].copy_(tensor)
-            seen.add(name)
-    missing = sorted(set(params) - seen - ({"lm_head.weight"} if model.config.tie_word_embeddings else set()))
-    if missing == ["lm_head.weight"] and model.config.architecture == "Qwen3Model":
-        model.has_lm_head = False  # as loader.load_weights does for backbones
-        return
-    if missing:
-        raise CheckpointError(f"fp8 checkpoint is missing {len(missing)} tensor(s): {', '.join(missing[:5])}")
+    return [] if block is None else [fp8_weights(block)]
+
+
+def load_float(model: Qwen3ForCausalLM, folder: Path, raw: dict[str, Any]) -> None:
+    """A float or FP8 checkpoint's weights into `model` (model/loader.py, with the transforms its config asks)."""
+    load_weights(model, checkpoint_files(folder), checkpoint_transforms(raw))
 
 
 def _source_dtype(raw: dict[str, Any]) -> torch.dtype:
