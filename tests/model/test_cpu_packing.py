@@ -72,19 +72,16 @@ def test_the_layout_follows_the_cpu(tiny_checkpoint, monkeypatch, amx, bf16_ops)
                                               (57, True), (63, True), (64, False), (70, False)])
 @pytest.mark.parametrize("pad_rows", [True, False])
 def test_packed_linear_rows_padded_or_not_equal_the_plain_linear(rows, padded, pad_rows, monkeypatch):
-    from qwick.model import layers
     from qwick.model.layers import Linear
+    from qwick.passes import cpu_packing
 
     pads = []
-    original = layers.F.pad
-    monkeypatch.setattr(layers.F, "pad", lambda *a, **k: pads.append(1) or original(*a, **k))
+    original = cpu_packing.F.pad
+    monkeypatch.setattr(cpu_packing.F, "pad", lambda *a, **k: pads.append(1) or original(*a, **k))
 
     torch.manual_seed(rows)
     plain = Linear(96, 80, bias=False).to(torch.bfloat16)
-    packed = Linear(96, 80, bias=False).to(torch.bfloat16)
-    packed.weight = torch.nn.Parameter(torch.ops.mkldnn._reorder_linear_weight(plain.weight.detach(), 1),
-                                       requires_grad=False)
-    packed.pad_rows = pad_rows
+    packed = cpu_packing.OneDnnLinear(plain, pad_rows)
     x = torch.randn(1, rows, 96, dtype=torch.bfloat16)  # [B, T, in], as the packed forward passes it
     with torch.inference_mode():
         got = packed(x)
