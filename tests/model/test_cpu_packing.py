@@ -82,7 +82,7 @@ def test_packed_linear_rows_padded_or_not_equal_the_plain_linear(rows, padded, p
     torch.manual_seed(rows)
     plain = Linear(96, 80, bias=False).to(torch.bfloat16)
     packed = cpu_packing.OneDnnLinear(plain, pad_rows)
-    x = torch.randn(1, rows, 96, dtype=torch.bfloat16)  # [B, T, in], as the packed forward passes it
+    x = torch.randn(1, rows, 96, dtype=torch.bfloat16)  # [B, T, in], as the flat forward passes it
     with torch.inference_mode():
         got = packed(x)
         expected = torch.nn.functional.linear(x.float(), plain.weight.float())
