@@ -35,7 +35,7 @@ from qwick import LLM, SamplingParams
 from qwick.bench import dummy_model_folder
 from qwick.engine.args import EngineArgs
 from qwick.model.config import Qwen3Config
-from qwick.model.cpu_packing import dense_state_dict
+from qwick.passes.cpu_packing import dense_state_dict
 from timing import best_seconds
 
 PARTS = ("peak", "throughput", "gate", "memory")

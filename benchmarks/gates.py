@@ -51,7 +51,7 @@ from qwick.gates.prompts import render_gate
 from qwick.gates.service import GateService
 from qwick.gates.spec import GateSpec
 from qwick.llm import start_async_engine
-from qwick.model.cpu_packing import dense_state_dict
+from qwick.passes.cpu_packing import dense_state_dict
 
 REPO = Path(__file__).resolve().parents[1]
 TINY = {"hidden_size": 64, "intermediate_size": 128, "num_hidden_layers": 2, "num_attention_heads": 4,

@@ -39,8 +39,8 @@ from qwick.lora.batch import LoRABatch, LoRAContext
 from qwick.lora.layers import PROJECTIONS, LoRALinear
 from qwick.lora.request import LoRARequest
 from qwick.model.config import Qwen3Config
-from qwick.model.cpu_packing import cpu_packing_supported
 from qwick.model.layers import Linear
+from qwick.passes.cpu_packing import cpu_packing_supported
 from timing import best_seconds
 
 PARTS = ("kernels", "throughput")

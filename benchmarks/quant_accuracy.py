@@ -20,7 +20,7 @@ import torch
 
 from qwick.model.loader import build_model, init_dummy_weights, load_config
 from qwick.model.qwen3 import Qwen3ForCausalLM
-from qwick.quant import quantize_model
+from qwick.passes.quantize import quantize_model
 from qwick.quant.accuracy import compare
 
 sys.path[:0] = [str(Path(__file__).parents[1] / "tests"), str(Path(__file__).parents[1] / "tests" / "quant")]

@@ -24,17 +24,17 @@ def tokenizer_dir(tmp_path_factory) -> Path:
     return dest
 
 
-@pytest.fixture(params=["packed", "grouped"])
+@pytest.fixture(params=["flat", "grouped"])
 def step_path(request, monkeypatch) -> str:
-    """Run a test on both engine step paths: one packed forward per step (CPUs with qwick's paged attention op)
+    """Run a test on both engine step paths: one flat forward per step (CPUs with qwick's paged attention op)
     and the padded groups that CUDA, compiled decode and CPUs without AVX-512 use. Engines built in the test
     take the path asked for."""
     import torch
 
-    from qwick.model.cpu_ops import cpu_ops_available
+    from qwick.kernels.cpu_ops import cpu_ops_available
 
-    if request.param == "packed" and not cpu_ops_available(torch.device("cpu"), torch.float32):
-        pytest.skip("the packed step needs qwick's CPU ops (AVX-512 and a C++ compiler)")
+    if request.param == "flat" and not cpu_ops_available(torch.device("cpu"), torch.float32):
+        pytest.skip("the flat step needs qwick's CPU ops (AVX-512 and a C++ compiler)")
     if request.param == "grouped":
-        monkeypatch.setattr("qwick.engine.runner.cpu_ops_available", lambda device, dtype: False)
+        monkeypatch.setattr("qwick.model.attention.select.BACKENDS", ())  # the portable SDPA backend only
     return request.param

@@ -69,7 +69,7 @@ def write_dummy_checkpoint(folder: Path) -> None:
 
     from qwick import LLM
     from qwick.engine.args import EngineArgs
-    from qwick.model.cpu_packing import dense_state_dict
+    from qwick.passes.cpu_packing import dense_state_dict
 
     llm = LLM.from_engine_args(EngineArgs(folder, dtype="bfloat16", device="cpu", load_format="dummy",
                                           skip_tokenizer_init=True, seed=0))

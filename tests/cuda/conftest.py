@@ -31,5 +31,5 @@ def device() -> Iterator[str]:
     torch.backends.cudnn.allow_tf32 = False
     with pytest.MonkeyPatch.context() as patch:
         if torch.device(name).type == "cpu":
-            patch.setenv("QWICK_CPU_OPS", "torch")  # read at every check: no packed step, no fused ops
+            patch.setenv("QWICK_CPU_OPS", "torch")  # read at every check: no flat step, no fused ops
         yield name

@@ -49,7 +49,7 @@ def test_continuation_logprobs_equal_transformers(llm, hf_model):
 
 def test_context_is_computed_once_and_continuations_run_in_one_batched_step(tiny_model_dir, hf_model, step_path):
     llm = LLM(tiny_model_dir, dtype="float32", max_model_len=256)
-    packed = step_path == "packed"
+    flat = step_path == "flat"
     forwards = []
     original = llm.model.forward
     llm.model.forward = lambda *a, **k: forwards.append(1) or original(*a, **k)
@@ -59,8 +59,8 @@ def test_context_is_computed_once_and_continuations_run_in_one_batched_step(tiny
     # the context (37) once; one fork per distinct longer continuation, computing only its own tokens but the
     # last (the context's KV is shared, its partial last block copied)
     assert computed == 37 + 2 + 1 + 4
-    # packed: the forks join the context's forward; else they run together in a second step
-    assert (steps, len(forwards)) == ((1, 1) if packed else (2, 2))
+    # flat: the forks join the context's forward; else they run together in a second step
+    assert (steps, len(forwards)) == ((1, 1) if flat else (2, 2))
     for continuation, total in zip(CONTINUATIONS, results["s"].logprobs, strict=True):
         assert total == pytest.approx(_hf_logprob(hf_model, CONTEXT, continuation), abs=1e-4)
     assert llm.engine.blocks.usage == 0.0  # forks gave back every block they shared or copied
@@ -163,9 +163,9 @@ def test_pooling_returns_the_final_normed_hidden_state(llm, hf_model):
 
 
 def test_abort_frees_every_block(tiny_model_dir, step_path):
-    # packed: abort between the context's two chunks; padded groups: after the context, with the forks queued
-    packed = step_path == "packed"
-    llm = LLM(tiny_model_dir, dtype="float32", max_model_len=256, max_num_batched_tokens=24 if packed else 256)
+    # flat: abort between the context's two chunks; padded groups: after the context, with the forks queued
+    flat = step_path == "flat"
+    llm = LLM(tiny_model_dir, dtype="float32", max_model_len=256, max_num_batched_tokens=24 if flat else 256)
     llm.engine.add_readout("s", ScoreSpec(CONTEXT, CONTINUATIONS))
     llm.engine.step()
     assert llm.engine.has_unfinished()

@@ -1,4 +1,4 @@
-"""The packed step and the padded-group step give the same results on a random mix of every request kind."""
+"""The flat step and the padded-group step give the same results on a random mix of every request kind."""
 
 from __future__ import annotations
 
@@ -8,9 +8,9 @@ import pytest
 import torch
 
 from qwick import LLM, SamplingParams
-from qwick.engine import runner
 from qwick.engine.readout import EmbeddingOutput, PoolSpec, ScoreOutput, ScoreSpec
-from qwick.model.cpu_ops import cpu_ops_available
+from qwick.kernels.cpu_ops import cpu_ops_available
+from qwick.model.attention import select
 
 
 def _workload(seed: int) -> list[tuple[str, object]]:
@@ -53,22 +53,23 @@ def _run(llm: LLM, work: list[tuple[str, object]], seed: int) -> dict[str, objec
 
 
 @pytest.mark.parametrize("seed", [0, 1, 2])
-def test_packed_and_grouped_steps_agree(tiny_model_dir, monkeypatch, seed):
+def test_flat_and_grouped_steps_agree(tiny_model_dir, monkeypatch, seed):
     if not cpu_ops_available(torch.device("cpu"), torch.float32):
-        pytest.skip("the packed step needs qwick's CPU ops (AVX-512 and a C++ compiler)")
+        pytest.skip("the flat step needs qwick's CPU ops (AVX-512 and a C++ compiler)")
     per_token = 2 * 2 * 2 * 32 * 4  # layers * (k, v) * kv_heads * head_dim * fp32 bytes
     # 20-token steps chunk the prompts; 10 blocks of 16 make sequences take turns (preemption)
     kwargs = dict(dtype="float32", max_model_len=160, max_num_batched_tokens=20, kv_cache_memory_bytes=10 * 16 * per_token)
     work = _workload(seed)
-    packed_llm = LLM(tiny_model_dir, **kwargs)
-    packed = _run(packed_llm, work, seed)
-    monkeypatch.setattr(runner, "cpu_ops_available", lambda device, dtype: False)
+    flat_llm = LLM(tiny_model_dir, **kwargs)
+    flat = _run(flat_llm, work, seed)
+    monkeypatch.setattr(select, "BACKENDS", ())  # the portable SDPA backend only
     grouped_llm = LLM(tiny_model_dir, **kwargs)
-    assert packed_llm.engine.runner.paged_attention and not grouped_llm.engine.runner.paged_attention
+    assert flat_llm.engine.runner.backend.supports_flat_step
+    assert not grouped_llm.engine.runner.backend.supports_flat_step
     grouped = _run(grouped_llm, work, seed)
-    assert packed.keys() == grouped.keys() == {request_id for request_id, _ in work}
-    for request_id in packed:
-        a, b = packed[request_id], grouped[request_id]
+    assert flat.keys() == grouped.keys() == {request_id for request_id, _ in work}
+    for request_id in flat:
+        a, b = flat[request_id], grouped[request_id]
         if isinstance(a, ScoreOutput):
             assert isinstance(b, ScoreOutput)
             assert a.logprobs == pytest.approx(b.logprobs, abs=1e-4)
@@ -77,7 +78,7 @@ def test_packed_and_grouped_steps_agree(tiny_model_dir, monkeypatch, seed):
             torch.testing.assert_close(a.embedding, b.embedding, atol=1e-5, rtol=0)
         else:
             assert a == b, request_id
-    for llm in (packed_llm, grouped_llm):
+    for llm in (flat_llm, grouped_llm):
         assert llm.engine.blocks.usage == 0.0
-    for llm in (packed_llm, grouped_llm):  # the mix exercised preemption and prefix-cache hits on both paths
+    for llm in (flat_llm, grouped_llm):  # the mix exercised preemption and prefix-cache hits on both paths
         assert llm.engine.stats().num_preemptions > 0 and llm.engine.stats().prefix_cache_hits > 0

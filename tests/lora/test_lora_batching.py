@@ -9,7 +9,7 @@ from adapters import peft_reference
 from qwick import LLM, SamplingParams
 from qwick.lora.batch import NO_ADAPTER, LoRABatch, LoRAContext
 from qwick.lora.layers import LoRALinear
-from qwick.model.cpu_packing import cpu_packing_supported
+from qwick.passes.cpu_packing import cpu_packing_supported
 from qwick.quant.int4 import Int4Linear
 from qwick.quant.int8 import Int8Linear
 
@@ -157,7 +157,7 @@ def test_preemption_and_chunked_prefill_keep_each_requests_adapter(tiny_model_di
     per_token = 2 * 2 * 2 * 32 * 4  # layers * (k, v) * kv_heads * head_dim * fp32 bytes
     llm = LLM(tiny_model_dir, dtype="float32", max_model_len=256, kv_cache_memory_bytes=256 * per_token,
               max_num_batched_tokens=24, enable_lora=True, max_loras=2, max_lora_rank=8)
-    assert llm.engine.runner.paged_attention == (step_path == "packed")
+    assert llm.engine.runner.backend.supports_flat_step == (step_path == "flat")
     together = tokens(llm.generate([{"prompt_token_ids": p} for p in prompts], params, lora_request=loras))
     assert together == alone
     assert llm.engine.stats().num_preemptions > 0

@@ -9,9 +9,9 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from qwick.model.cpu_ops import cpu_ops_available, paged_decode, qk_norm_rope, rms_norm, usable
-from qwick.model.kv_cache import AttentionMetadata
-from qwick.native import cpu_has_flags
+from qwick.kernels.build import cpu_has_flags
+from qwick.kernels.cpu_ops import cpu_ops_available, paged_decode, qk_norm_rope, rms_norm, usable
+from qwick.model.attention.metadata import AttentionMetadata
 
 needs_op = pytest.mark.skipif(not cpu_ops_available(torch.device("cpu"), torch.float32),
                               reason="needs AVX-512F and a C++ compiler")

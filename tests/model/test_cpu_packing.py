@@ -6,9 +6,9 @@ import pytest
 import torch
 
 from model.conftest import load_qwick
-from qwick.model.cpu_ops import bf16_ops_available
-from qwick.model.cpu_packing import cpu_packing_supported, dense_state_dict, pack_linears_for_cpu
+from qwick.kernels.cpu_ops import bf16_ops_available
 from qwick.model.layers import Linear
+from qwick.passes.cpu_packing import cpu_packing_supported, dense_state_dict, pack_linears_for_cpu
 
 pytestmark = pytest.mark.skipif(not cpu_packing_supported(torch.bfloat16, torch.device("cpu")),
                                 reason="this CPU/torch build has no oneDNN bf16 linear")
@@ -51,7 +51,7 @@ def test_tied_lm_head_gets_its_own_packed_copy(tiny_checkpoint):
 
 @pytest.mark.parametrize(("amx", "bf16_ops"), [(True, True), (False, False), (False, True)])
 def test_the_layout_follows_the_cpu(tiny_checkpoint, monkeypatch, amx, bf16_ops):
-    from qwick.model import cpu_packing
+    from qwick.passes import cpu_packing
 
     if bf16_ops and not bf16_ops_available():
         pytest.skip("linear_bf16 needs AVX512-BF16 and a C++ compiler")
@@ -72,20 +72,17 @@ def test_the_layout_follows_the_cpu(tiny_checkpoint, monkeypatch, amx, bf16_ops)
                                               (57, True), (63, True), (64, False), (70, False)])
 @pytest.mark.parametrize("pad_rows", [True, False])
 def test_packed_linear_rows_padded_or_not_equal_the_plain_linear(rows, padded, pad_rows, monkeypatch):
-    from qwick.model import layers
     from qwick.model.layers import Linear
+    from qwick.passes import cpu_packing
 
     pads = []
-    original = layers.F.pad
-    monkeypatch.setattr(layers.F, "pad", lambda *a, **k: pads.append(1) or original(*a, **k))
+    original = cpu_packing.F.pad
+    monkeypatch.setattr(cpu_packing.F, "pad", lambda *a, **k: pads.append(1) or original(*a, **k))
 
     torch.manual_seed(rows)
     plain = Linear(96, 80, bias=False).to(torch.bfloat16)
-    packed = Linear(96, 80, bias=False).to(torch.bfloat16)
-    packed.weight = torch.nn.Parameter(torch.ops.mkldnn._reorder_linear_weight(plain.weight.detach(), 1),
-                                       requires_grad=False)
-    packed.pad_rows = pad_rows
-    x = torch.randn(1, rows, 96, dtype=torch.bfloat16)  # [B, T, in], as the packed forward passes it
+    packed = cpu_packing.OneDnnLinear(plain, pad_rows)
+    x = torch.randn(1, rows, 96, dtype=torch.bfloat16)  # [B, T, in], as the flat forward passes it
     with torch.inference_mode():
         got = packed(x)
         expected = torch.nn.functional.linear(x.float(), plain.weight.float())

@@ -1,4 +1,4 @@
-"""linear_bf16 (model/csrc/linear_bf16.cpp) equals torch's bf16 linear: float32 sums rounded to bfloat16."""
+"""linear_bf16 (kernels/csrc/linear_bf16.cpp) equals torch's bf16 linear: float32 sums rounded to bfloat16."""
 
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from qwick.model.cpu_ops import bf16_ops_available, linear_bf16, pack_linear_bf16, unpack_linear_bf16
+from qwick.kernels.cpu_ops import bf16_ops_available, linear_bf16, pack_linear_bf16, unpack_linear_bf16
 
 needs_op = pytest.mark.skipif(not bf16_ops_available(), reason="needs AVX512-BF16 and a C++ compiler")
 

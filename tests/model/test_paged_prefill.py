@@ -1,5 +1,5 @@
-"""The prefill-chunk attention op (model/csrc/paged_prefill.cpp) equals causal SDPA over the gathered context,
-and the engine's packed step uses it for bfloat16 models with the same results as the SDPA path."""
+"""The prefill-chunk attention op (kernels/csrc/paged_prefill.cpp) equals causal SDPA over the gathered context,
+and the engine's flat step uses it for bfloat16 models with the same results as the SDPA path."""
 
 from __future__ import annotations
 
@@ -10,10 +10,10 @@ import torch
 import torch.nn.functional as F
 
 from qwick import LLM
-from qwick.engine import runner
 from qwick.engine.readout import ScoreOutput, ScoreSpec
-from qwick.model.cpu_ops import cpu_ops_available, paged_prefill, paged_prefill_available
-from qwick.native import cpu_has_flags
+from qwick.kernels.build import cpu_has_flags
+from qwick.kernels.cpu_ops import cpu_ops_available, paged_prefill, paged_prefill_available
+from qwick.model.attention import cpu_paged
 
 CPU = torch.device("cpu")
 needs_op = pytest.mark.skipif(not paged_prefill_available(CPU, torch.bfloat16, torch.bfloat16, 128),
@@ -125,10 +125,10 @@ def _scores(llm: LLM) -> list[ScoreOutput]:
 @needs_op
 def test_bfloat16_engine_uses_the_op_and_agrees_with_sdpa(tiny_model_dir, monkeypatch) -> None:
     if not cpu_ops_available(CPU, torch.bfloat16):
-        pytest.skip("the packed step needs qwick's CPU ops")
+        pytest.skip("the flat step needs qwick's CPU ops")
     calls = []
-    original = torch.ops.qwick_cpu.paged_prefill
-    monkeypatch.setattr("qwick.model.cpu_ops.torch.ops.qwick_cpu.paged_prefill",
+    original = torch.ops.qwick.paged_prefill
+    monkeypatch.setattr("qwick.kernels.cpu_ops.torch.ops.qwick.paged_prefill",
                         lambda *args: calls.append(args[0].shape[0]) or original(*args), raising=False)
 
     def build() -> LLM:
@@ -136,12 +136,12 @@ def test_bfloat16_engine_uses_the_op_and_agrees_with_sdpa(tiny_model_dir, monkey
                    kv_cache_memory_bytes=4 << 20)
 
     in_place = build()
-    assert in_place.engine.runner.paged_prefill
+    assert in_place.engine.runner.backend.in_place_prefill
     got = _scores(in_place)
     assert calls and max(calls) > 16  # long chunks went through the op
-    monkeypatch.setattr(runner, "paged_prefill_available", lambda *args: False)
+    monkeypatch.setattr(cpu_paged, "paged_prefill_available", lambda *args: False)
     sdpa = build()
-    assert not sdpa.engine.runner.paged_prefill
+    assert not sdpa.engine.runner.backend.in_place_prefill
     expected = _scores(sdpa)
     exact = _scores(LLM(tiny_model_dir, dtype="float32", max_model_len=512, max_num_batched_tokens=48,
                         kv_cache_memory_bytes=8 << 20))

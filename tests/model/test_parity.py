@@ -5,7 +5,8 @@ from __future__ import annotations
 import pytest
 import torch
 
-from qwick.model.kv_cache import AttentionMetadata, PagedKVCache
+from qwick.model.attention.metadata import AttentionMetadata
+from qwick.model.kv_cache import PagedKVCache
 from qwick.model.qwen3 import Qwen3ForCausalLM
 
 from checkpoints import TINY_CONFIGS

@@ -1,4 +1,4 @@
-"""The compiled decode step (model/compiled.py) gives the eager tokens and never recompiles after warm-up."""
+"""The compiled decode step (passes/compile.py) gives the eager tokens and never recompiles after warm-up."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ import torch
 from trained import BigramLanguage
 
 from qwick import LLM, SamplingParams
-from qwick.model.compiled import CompiledDecode
+from qwick.passes.compile import CompiledDecode
 
 GREEDY = SamplingParams(temperature=0, max_tokens=12, ignore_eos=True)
 
@@ -30,7 +30,7 @@ def test_compiled_decode_matches_eager_without_recompiling(trained_lm: tuple[Pat
     kwargs = dict(dtype="float32", skip_tokenizer_init=True, max_model_len=128, quantization=quantization)
     eager = LLM(folder, **kwargs)
     compiled = LLM(folder, compile_decode=True, **kwargs)  # warms up the 1-row and many-row graphs
-    assert isinstance(compiled.model.model.forward, CompiledDecode)
+    assert isinstance(compiled.model.model, CompiledDecode)
     prompts = _prompts(language)
     # Dynamo's own patch: monkeypatch's undo deletes config entries that were at their default, after which
     # the next case's recompile check raised "error_on_recompile does not exist".

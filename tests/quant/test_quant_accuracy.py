@@ -16,7 +16,7 @@ import pytest
 import torch
 from trained import BigramLanguage, Loader, load_float32
 
-from qwick.quant import quantize_model
+from qwick.passes.quantize import quantize_model
 from qwick.quant.accuracy import compare
 
 PROMPTS, PROMPT_LEN, STEPS = 32, 8, 32

@@ -7,9 +7,10 @@ import torch
 from trained import Loader
 
 from qwick import LLM, SamplingParams
-from qwick.model.cpu_packing import pack_linears_for_cpu
 from qwick.model.layers import Linear
-from qwick.quant import Int4Linear, Int8Embedding, Int8Linear, quantize_model
+from qwick.passes.cpu_packing import pack_linears_for_cpu
+from qwick.passes.quantize import quantize_model
+from qwick.quant import Int4Linear, Int8Embedding, Int8Linear
 
 from checkpoints import write_tiny_checkpoint
 

@@ -5,10 +5,10 @@ from __future__ import annotations
 import pytest
 import torch
 
+from qwick.kernels.woq import qwick_kernels_available
 from qwick.model.layers import Linear
+from qwick.passes.fusion import fuse_projections
 from qwick.quant import Int4Linear, Int8Linear
-from qwick.quant.fusion import fuse_projections
-from qwick.quant.kernels import qwick_kernels_available
 
 needs_qwick = pytest.mark.skipif(not qwick_kernels_available(), reason="needs AVX-512 VNNI and a C++ compiler")
 

@@ -7,9 +7,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from qwick.kernels.woq import qwick_kernels_available
 from qwick.quant import Int4Linear, Int8Linear, int4
 from qwick.quant.int4 import dequantize_int4, quantize_int4
-from qwick.quant.kernels import qwick_kernels_available
 from qwick.quant.layout import block_int4, block_int8, gather_int8_rows, pack_nibbles, unpack_nibbles
 
 KERNELS = [pytest.param("qwick", marks=pytest.mark.skipif(not qwick_kernels_available(),

@@ -1,11 +1,14 @@
-"""Native op builds: one folder per library version, and a lock left by a killed build does not hang the next."""
+"""Native op builds: one folder per library version, a lock left by a killed build does not hang the next, and
+one switch turns every native op off."""
 
 from __future__ import annotations
 
 import os
 import time
 
-from qwick.native import STALE_LOCK_S, build_directory
+import pytest
+
+from qwick.kernels.build import STALE_LOCK_S, build_directory, native_kernels_enabled
 
 
 def _sources(tmp_path, text="int x;"):
@@ -38,3 +41,13 @@ def test_a_stale_lock_is_removed_and_a_fresh_one_kept(tmp_path, monkeypatch):
     os.utime(lock, (old, old))
     build_directory("lib", sources, [])
     assert not lock.exists()
+
+
+@pytest.mark.parametrize(("name", "off"), [("QWICK_KERNELS", {"cpu_ops", "woq"}), ("QWICK_CPU_OPS", {"cpu_ops"}),
+                                           ("QWICK_CPU_KERNELS", {"woq"})])
+def test_qwick_kernels_turns_every_family_off_the_older_names_their_own(monkeypatch, name, off):
+    for switch in ("QWICK_KERNELS", "QWICK_CPU_OPS", "QWICK_CPU_KERNELS"):
+        monkeypatch.delenv(switch, raising=False)
+    assert native_kernels_enabled("cpu_ops") and native_kernels_enabled("woq")
+    monkeypatch.setenv(name, "torch")
+    assert {family for family in ("cpu_ops", "woq") if not native_kernels_enabled(family)} == off

@@ -18,13 +18,13 @@ from qwick.engine.args import EngineArgs
 from qwick.engine.config import EngineConfig
 from qwick.engine.llm_engine import LLMEngine
 from qwick.lora.manager import LoRAManager
-from qwick.model.compiled import compile_decode as compile_decode_pass
 from qwick.model.config import Qwen3Config
-from qwick.model.cpu_packing import cpu_packing_supported, pack_linears_for_cpu
 from qwick.model.hub import resolve_model_path
 from qwick.model.loader import load_config
 from qwick.model.qwen3 import Qwen3ForCausalLM
-from qwick.quant.checkpoint import load_model
+from qwick.passes.compile import compile_decode as compile_decode_pass
+from qwick.passes.cpu_packing import cpu_packing_supported, pack_linears_for_cpu
+from qwick.passes.load import load_model
 from qwick.sampling_params import GenerationDefaults
 from qwick.tokenizer import Tokenizer
 
@@ -71,10 +71,6 @@ def build_engine(args: EngineArgs) -> BuiltEngine:
     defaults = generation_defaults(model_path, tokenizer, model_config.eos_token_id)
     engine = LLMEngine(model, tokenizer, defaults, config, device, dtype, args.seed, lora=lora)
     if args.compile_decode:  # after the engine: the warm-up compiles on its KV cache's scratch slot
-        # compiled steps keep gather + SDPA, which inductor fuses; the paged attention op called from a compiled
-        # graph cost ~3.5 ms a token at batch 1 (int4: 31.4 vs 35.7 tok/s), where compile_decode is for
-        # (short eager prefill chunks then gather too: one path per model keeps this simple)
-        engine.runner.paged_attention = False
         compile_decode_pass(model).warm_up(engine.runner.cache, args.max_num_seqs)
     return BuiltEngine(args, model_path, model_config, device, dtype, model, lora, tokenizer, config, defaults,
                        engine)

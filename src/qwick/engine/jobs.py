@@ -5,7 +5,7 @@ A scoring request computes its context once:
 2. for each continuation of two or more tokens, a sequence `context + continuation[:-1]` forked from the
    context's sequence: it shares the context's full KV blocks, gets its own copy of the partial last block,
    and computes only its own tokens but the last, reading the logprob of each later token.
-With a packed forward (runner.py) the forks join the step that completes the context (`join_forks`): one
+With a flat forward (runner.py) the forks join the step that completes the context (`join_forks`): one
 forward, one read of the weights. The context's new keys/values in its partial last block are mirrored into
 each fork's copy, and every layer writes before it attends, so the forks see the context computed beside
 them. Otherwise the forks start once the context is done and run together in the next step.
@@ -105,7 +105,7 @@ class Jobs:
 
     def join_forks(self, prefills: list[PrefillChunk]) -> list[tuple[Sequence, int, int]]:
         """Start the forks of every scoring context whose last chunk is in `prefills`, appending their chunks
-        so they run in the same (packed) forward. Returns mirror writes: (context sequence, position, slot in
+        so they run in the same (flat) forward. Returns mirror writes: (context sequence, position, slot in
         a fork's copy of the partial last block) for the context tokens computed in this step. The forks' few
         tokens come on top of the step's `max_num_batched_tokens` (a label adds one or two)."""
         mirrors: list[tuple[Sequence, int, int]] = []

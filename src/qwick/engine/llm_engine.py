@@ -226,10 +226,10 @@ class LLMEngine:
         completing = [c.seq for c in batch.prefills if c.completes]  # their prompts are computed after this step
         # grammar masks for the rows that sample this step, computed while the model runs
         masks = self._masks.submit(completing + batch.decodes)
-        if self.runner.paged_attention:  # one packed forward for the whole step, scoring forks included
+        if self.runner.backend.supports_flat_step:  # one flat forward for the whole step, scoring forks included
             mirrors = self.jobs.join_forks(batch.prefills)
             self.counters.prompt_tokens += sum(c.num_tokens for c in batch.prefills)
-            seqs, logits = self.runner.packed(batch.prefills, batch.decodes, mirrors)
+            seqs, logits = self.runner.flat_step(batch.prefills, batch.decodes, mirrors)
             sampled = list(zip(seqs, logits if logits is not None else [], strict=True))
         else:
             sampled, logits = self._run_grouped(batch.prefills, batch.decodes)

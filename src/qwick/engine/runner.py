@@ -1,9 +1,9 @@
 """Runs the model for a scheduled step.
 
-Where the paged attention op runs (CPU with AVX-512), the whole step is one packed forward: every prefill chunk,
-decode and scoring fork on one token axis, no padding (model/packed.py), so the weights are read once a step.
-Elsewhere (CUDA, compiled decode, no op) prefill chunks run in padded groups of similar length and all decodes
-in one more forward.
+Where the model's attention backend supports it (CPU with AVX-512: model/attention/cpu_paged.py), the whole step
+is one flat forward: every prefill chunk, decode and scoring fork on one token axis, no padding
+(model/attention/flat.py), so the weights are read once a step. Elsewhere (CUDA, compiled decode, no op) prefill
+chunks run in padded groups of similar length and all decodes in one more forward.
 """
 
 from __future__ import annotations
@@ -15,9 +15,11 @@ import torch
 from qwick.engine.readout_reader import read_readouts
 from qwick.engine.scheduler import PrefillChunk
 from qwick.engine.sequence import Sequence
-from qwick.model.cpu_ops import cpu_ops_available, paged_prefill_available
-from qwick.model.kv_cache import AttentionMetadata, PagedKVCache, length_groups
-from qwick.model.packed import PackedMetadata, Segment
+from qwick.model.attention.backend import AttentionBackend
+from qwick.model.attention.flat import FlatMetadata, Segment
+from qwick.model.attention.metadata import AttentionMetadata, length_groups
+from qwick.model.attention.select import select_backend
+from qwick.model.kv_cache import PagedKVCache
 from qwick.model.qwen3 import Qwen3ForCausalLM
 
 if TYPE_CHECKING:
@@ -27,10 +29,6 @@ if TYPE_CHECKING:
 # Padding a group's chunks with up to this many tokens in all is cheaper than a second forward: a forward of a
 # few tokens costs one read of the weights whatever its width (e.g. a scoring request's 1- and 2-token forks).
 CHUNK_PADDING_SLACK = 32
-# Prefill chunks of at most this many tokens also read the cache in place (each new token as one query of the
-# paged op; a row's tokens run back to back on one thread, so its context is re-read from L2, not memory).
-# Longer chunks gather their context once and run SDPA, whose blocked matmuls win there.
-PAGED_MAX_CHUNK = 16
 
 
 def group_chunks(chunks: list[PrefillChunk]) -> list[list[PrefillChunk]]:
@@ -46,12 +44,14 @@ class ModelRunner:
         self.cache = cache
         self.device = device
         self.lora = lora  # set when the model carries the LoRA pass
-        # decode steps and short prefill chunks read the cache in place (model/cpu_ops.py) where the op is built
-        self.paged_attention = cpu_ops_available(device, cache.compute_dtype)
-        # longer prefill chunks read it in place too where the AVX512-BF16 op runs (bf16 model and cache)
-        self.paged_prefill = self.paged_attention and paged_prefill_available(
-            device, cache.compute_dtype, cache.dtype, model.config.head_dim)
+        # chosen once, for this model and cache; a later pass may swap it (compile_decode: SDPA)
+        model.set_attention_backend(select_backend(device, cache.compute_dtype, cache.dtype, model.config.head_dim))
         self._logits = torch.empty(0, device=device)  # [rows, V] float32, reused by every step (see `logits`)
+
+    @property
+    def backend(self) -> AttentionBackend:
+        """The model's attention backend: which step shapes run (`supports_flat_step`), which chunks read in place."""
+        return self.model.attention_backend
 
     @torch.inference_mode()
     def prefill(self, chunks: list[PrefillChunk]) -> list[torch.Tensor | None]:
@@ -67,7 +67,7 @@ class ModelRunner:
         pos = torch.tensor(positions, device=self.device)
         meta = AttentionMetadata.build(pos, [c.seq.block_table for c in chunks], self.cache.block_size,
                                        [c.num_tokens for c in chunks], self.cache.scratch_slot,
-                                       paged=self.paged_attention and width <= PAGED_MAX_CHUNK)
+                                       paged=self.backend.reads_in_place(width))
         hidden = self._forward(input_ids, pos, meta, [c.seq for c in chunks], width)  # [B, T, H]
         # scoring / pooling rows: read here, never sampled
         read_readouts(self.logits, chunks, hidden.view(-1, hidden.shape[-1]), [i * width for i in range(len(chunks))])
@@ -86,22 +86,23 @@ class ModelRunner:
         input_ids = torch.tensor([[s.last_token_id] for s in seqs], dtype=torch.long, device=self.device)  # [B, 1]
         positions = torch.tensor([[s.total_len - 1] for s in seqs], device=self.device)
         meta = AttentionMetadata.build(positions, [s.block_table for s in seqs], self.cache.block_size,
-                                       paged=self.paged_attention)
+                                       paged=self.backend.reads_in_place(1))
         hidden = self._forward(input_ids, positions, meta, seqs, 1)  # [B, 1, H]
         for s in seqs:
             s.num_cached = s.total_len
         return self.logits(hidden[:, -1])
 
     @torch.inference_mode()
-    def packed(self, chunks: list[PrefillChunk], decodes: list[Sequence],
+    def flat_step(self, chunks: list[PrefillChunk], decodes: list[Sequence],
                mirrors: list[tuple[Sequence, int, int]] | None = None) -> tuple[list[Sequence], torch.Tensor | None]:
-        """Everything the step computes in one packed forward (needs `paged_attention`). mirrors: (sequence,
+        """Everything the step computes in one flat forward (needs `backend.supports_flat_step`). mirrors: (sequence,
         position, extra slot) for keys/values that also go to a second slot (a scoring fork's partial block).
         Returns the sequences that sample now (completed chunks not readouts, then decodes) and their logits [R, V]."""
         work = [(c.seq, c.num_tokens) for c in chunks] + [(s, 1) for s in decodes]
         if not work:  # nothing was scheduled this step
             return [], None
-        order = sorted(range(len(work)), key=lambda i: work[i][1] > PAGED_MAX_CHUNK)  # paged segments first
+        in_place = self.backend.reads_in_place
+        order = sorted(range(len(work)), key=lambda i: not in_place(work[i][1]))  # paged segments first
         offsets = [0] * len(work)
         ids: list[int] = []
         paged, long = [], []
@@ -109,11 +110,11 @@ class ModelRunner:
             seq, n = work[i]
             offsets[i] = len(ids)
             ids += seq.all_ids[seq.num_cached : seq.num_cached + n]
-            (paged if n <= PAGED_MAX_CHUNK else long).append(Segment(seq.block_table, seq.num_cached, n))
+            (paged if in_place(n) else long).append(Segment(seq.block_table, seq.num_cached, n))
         where = {id(seq): offsets[i] - seq.num_cached for i, (seq, _) in enumerate(work)}  # position -> token
         extra = [(where[id(seq)] + position, slot) for seq, position, slot in mirrors or []]
-        meta, positions = PackedMetadata.build(paged, long, self.cache.block_size, self.device, extra,
-                                               self.paged_prefill)
+        meta, positions = FlatMetadata.build(paged, long, self.cache.block_size, self.device, extra,
+                                             self.backend.in_place_prefill)
         input_ids = torch.tensor([ids], dtype=torch.long, device=self.device)  # [1, N]
         hidden = self._forward(input_ids, positions, meta, [work[i][0] for i in order],
                                [work[i][1] for i in order])[0]  # [N, H]
@@ -134,7 +135,7 @@ class ModelRunner:
             self._logits = torch.empty(rows, vocab, device=self.device)
         return self.model.compute_logits(hidden, out=self._logits[:rows])
 
-    def _forward(self, input_ids: torch.Tensor, positions: torch.Tensor, meta: AttentionMetadata | PackedMetadata,
+    def _forward(self, input_ids: torch.Tensor, positions: torch.Tensor, meta: AttentionMetadata | FlatMetadata,
                  seqs: list[Sequence], tokens_per_row: int | list[int]) -> torch.Tensor:
         """Hidden states [B, T, H]; row i adds the deltas of `seqs[i]`'s LoRA adapter, if it has one."""
         if self.lora is None:

@@ -24,7 +24,7 @@ class LoRABatch:
     def build(cls, row_slots: list[int], tokens_per_row: int | list[int], rank: int, dtype: torch.dtype,
               device: torch.device) -> LoRABatch | None:
         """row_slots [B]: each row's slot (NO_ADAPTER for none); each row has `tokens_per_row` tokens, row-major
-        as in the model's [B, T] input (a list: row i's count, rows one after another as in a packed forward).
+        as in the model's [B, T] input (a list: row i's count, rows one after another as in a flat forward).
         None when no row uses an adapter: the forward is the base model's."""
         used = sorted({s for s in row_slots if s != NO_ADAPTER})
         if not used:

@@ -93,7 +93,7 @@ class LoRAManager:
 
     @contextmanager
     def active(self, lora_ids: list[int], tokens_per_row: int | list[int]) -> Iterator[None]:
-        """Run one forward whose row i belongs to adapter `lora_ids[i]` (0: none); rows of a packed forward are
+        """Run one forward whose row i belongs to adapter `lora_ids[i]` (0: none); rows of a flat forward are
         segments of the token axis, `tokens_per_row[i]` tokens each."""
         batch = LoRABatch.build([self.slot_of(i) for i in lora_ids], tokens_per_row, self.config.max_lora_rank,
                                 self.dtype, self.device)

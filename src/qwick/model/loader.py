@@ -1,8 +1,12 @@
-"""Build a Qwen3 model from a checkpoint folder (safetensors, single or sharded) or with dummy weights."""
+"""Build a Qwen3 model from a checkpoint folder (safetensors, single or sharded) or with dummy weights.
+
+The one loader: a checkpoint's tensors stream through a list of transforms (a stored format's decoding, picked
+by quant/checkpoint.py from config.json) into the model's parameters, with one name map and one shape check."""
 
 from __future__ import annotations
 
 import json
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 
 import torch
@@ -10,6 +14,9 @@ from safetensors import SafetensorError, safe_open
 
 from qwick.model.config import Qwen3Config, UnsupportedModelError
 from qwick.model.qwen3 import Qwen3ForCausalLM
+
+Tensors = Iterator[tuple[str, torch.Tensor]]  # (checkpoint name, tensor), one at a time
+Transform = Callable[[Tensors], Tensors]  # rewrites a checkpoint's tensor stream (e.g. dequantizes fp8 weights)
 
 
 class CheckpointError(ValueError):
@@ -48,34 +55,52 @@ def build_model(config: Qwen3Config, dtype: torch.dtype, device: torch.device) -
     return model.eval().requires_grad_(False)
 
 
-def load_weights(model: Qwen3ForCausalLM, files: list[Path]) -> None:
-    """Copy every checkpoint tensor into the model, casting to its dtype; fail on missing or misshapen tensors."""
+class TensorStream:
+    """Every tensor of a checkpoint's files, one at a time, as (checkpoint name, tensor); `file` is the one being
+    read (for error messages). A read failure becomes a CheckpointError."""
+
+    def __init__(self, files: list[Path]) -> None:
+        self.files = files
+        self.file = files[0] if files else Path()
+
+    def __iter__(self) -> Tensors:
+        for file in self.files:
+            self.file = file
+            try:
+                with safe_open(str(file), framework="pt") as handle:
+                    for raw_name in handle.keys():  # noqa: SIM118 - safe_open is not a mapping
+                        yield raw_name, handle.get_tensor(raw_name)
+            except SafetensorError as exc:
+                raise CheckpointError(f"could not read {file}: {exc} (corrupt or truncated safetensors file?)") from exc
+            except OSError as exc:
+                raise CheckpointError(f"could not read {file}: {exc}") from exc
+
+
+def load_weights(model: Qwen3ForCausalLM, files: list[Path], transforms: Sequence[Transform] = ()) -> None:
+    """Copy every checkpoint tensor into the model, casting to its dtype; fail on missing or misshapen tensors.
+    The tensors pass through `transforms` first, in order (a stored format's decoding, e.g. quant/fp8.py)."""
     params = dict(model.named_parameters(remove_duplicate=False))
     tied = model.config.tie_word_embeddings
     loaded: set[str] = set()
-    for file in files:
-        try:
-            with safe_open(str(file), framework="pt") as handle:
-                for raw_name in handle.keys():  # noqa: SIM118 - safe_open is not a mapping
-                    name = _canonical_name(raw_name)
-                    if name is None or (tied and name == "lm_head.weight"):
-                        continue
-                    if name not in params:
-                        raise CheckpointError(f"{file.name}: unexpected tensor {raw_name!r}: not a Qwen3 parameter")
-                    tensor = handle.get_tensor(raw_name)
-                    target = params[name]
-                    if tuple(tensor.shape) != tuple(target.shape):
-                        raise CheckpointError(
-                            f"{file.name}: tensor {raw_name!r} has shape {tuple(tensor.shape)}, "
-                            f"the config implies {tuple(target.shape)}"
-                        )
-                    with torch.no_grad():
-                        target.copy_(tensor)
-                    loaded.add(name)
-        except SafetensorError as exc:
-            raise CheckpointError(f"could not read {file}: {exc} (corrupt or truncated safetensors file?)") from exc
-        except OSError as exc:
-            raise CheckpointError(f"could not read {file}: {exc}") from exc
+    stream = TensorStream(files)
+    tensors: Tensors = iter(stream)
+    for transform in transforms:
+        tensors = transform(tensors)
+    for raw_name, tensor in tensors:
+        name = canonical_name(raw_name)
+        if name is None or (tied and name == "lm_head.weight"):
+            continue
+        if name not in params:
+            raise CheckpointError(f"{stream.file.name}: unexpected tensor {raw_name!r}: not a Qwen3 parameter")
+        target = params[name]
+        if tuple(tensor.shape) != tuple(target.shape):
+            raise CheckpointError(
+                f"{stream.file.name}: tensor {raw_name!r} has shape {tuple(tensor.shape)}, "
+                f"the config implies {tuple(target.shape)}"
+            )
+        with torch.no_grad():
+            target.copy_(tensor)
+        loaded.add(name)
     expected = set(params) - ({"lm_head.weight"} if tied else set())
     missing = sorted(expected - loaded)
     if missing == ["lm_head.weight"] and model.config.architecture == "Qwen3Model":
@@ -97,7 +122,7 @@ def init_dummy_weights(model: Qwen3ForCausalLM, seed: int = 0, std: float = 0.02
                 param.normal_(0.0, std, generator=generator)
 
 
-def _canonical_name(raw: str) -> str | None:
+def canonical_name(raw: str) -> str | None:
     """HF names map to ours unchanged; Qwen3Model checkpoints lack the `model.` prefix."""
     if raw.endswith("rotary_emb.inv_freq"):
         return None

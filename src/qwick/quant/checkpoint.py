@@ -1,4 +1,5 @@
-"""Quantized safetensors checkpoints: `qwick quantize` writes them, `load_model` reads them back fast.
+"""Quantized safetensors checkpoints: `qwick quantize` writes them, `load_quantized` reads them back fast
+(passes/load.py picks it by config.json).
 
 Format (a Hugging Face folder; config.json gains `"quantization_config": {"quant_method": "qwick", ...}`):
   int8 projection X:  X.weight int8 [N, K], X.weight_scale float32 [N];  w = weight * scale[n]
@@ -26,20 +27,13 @@ import torch
 from safetensors.torch import save_file
 
 from qwick.model.config import Qwen3Config
-from qwick.model.loader import CheckpointError, _canonical_name, build_model, checkpoint_files, load_weights
+from qwick.model.loader import CheckpointError, Transform, build_model, checkpoint_files, load_weights
 from qwick.model.qwen3 import Qwen3ForCausalLM
-from qwick.quant.apply import (
-    DEFAULT_GROUP_SIZE,
-    PROJECTIONS,
-    attach_lm_head,
-    check_group_size,
-    quantize_model,
-    validate_quantization,
-)
-from qwick.quant.fp8 import fp8_block_size, fp8_tensors
+from qwick.quant.fp8 import fp8_block_size, fp8_weights
 from qwick.quant.int4 import Int4Linear, quantize_int4
-from qwick.quant.int8 import Int8Linear, quantize_int8
+from qwick.quant.int8 import Int8Linear, attach_lm_head, quantize_int8
 from qwick.quant.layout import pack_nibbles, unpack_nibbles
+from qwick.quant.options import DEFAULT_GROUP_SIZE, PROJECTIONS, check_group_size, validate_quantization
 
 QUANT_METHOD = "qwick"
 
@@ -94,7 +88,7 @@ def save_quantized(source: Path, out: Path, method: str, group_size: int = DEFAU
         raise ValueError(f"{source} is already quantized by qwick ({raw['quantization_config']}): quantize the "
                          "float checkpoint instead")
     model = build_model(config, _source_dtype(raw), torch.device("cpu"))
-    _load_float(model, source, raw)
+    load_float(model, source, raw)
     lm_head = lm_head and model.has_lm_head  # a Qwen3Model backbone has none to quantize
     spec = QuantSpec(method, group_size if method == "int4" else None, lm_head)
     if method == "int4":
@@ -120,26 +114,6 @@ def save_quantized(source: Path, out: Path, method: str, group_size: int = DEFAU
     raw["quantization_config"] = spec.to_config()
     (out / "config.json").write_text(json.dumps(raw, indent=2) + "\n", encoding="utf-8")
     return spec
-
-
-def load_model(folder: Path, config: Qwen3Config, dtype: torch.dtype, device: torch.device, *,
-               load_format: str = "auto", quantization: str | None = None, group_size: int | None = None,
-               seed: int | None = None, kernel: str = "auto") -> Qwen3ForCausalLM:
-    """The model for `LLM`: float, FP8 (dequantized), qwick-quantized, or quantized now by `quantization`."""
-    stored = QuantSpec.from_config(config.raw) if load_format != "dummy" else None
-    if stored is not None:
-        check_matches(stored, quantization, group_size, folder)
-        return load_quantized(folder, config, stored, dtype, device, kernel)
-    model = build_model(config, dtype, device)
-    if load_format == "dummy":
-        from qwick.model.loader import init_dummy_weights
-
-        init_dummy_weights(model, seed=seed or 0)
-    else:
-        _load_float(model, folder, config.raw)
-    if quantization is not None:  # before packing: it needs dense weights, and packing skips quantized modules
-        quantize_model(model, quantization, group_size or DEFAULT_GROUP_SIZE, kernel=kernel)
-    return model
 
 
 def check_matches(stored: QuantSpec, quantization: str | None, group_size: int | None, folder: Path) -> None:
@@ -255,29 +229,15 @@ def _quantized_module(tensors: _TensorIndex, name: str, module: torch.nn.Module,
     return Int4Linear(unpack_nibbles(packed, k), scale, mins, dtype, kernel)
 
 
-def _load_float(model: Qwen3ForCausalLM, folder: Path, raw: dict[str, Any]) -> None:
-    files = checkpoint_files(folder)
+def checkpoint_transforms(raw: dict[str, Any]) -> list[Transform]:
+    """The loader transforms a float checkpoint's config.json asks for: FP8 releases are dequantized on load."""
     block = fp8_block_size(raw)
-    if block is None:
-        load_weights(model, files)
-        return
-    params = dict(model.named_parameters(remove_duplicate=False))
-    seen: set[str] = set()
-    with torch.no_grad():
-        for raw_name, tensor in fp8_tensors(files, block):
-            name = _canonical_name(raw_name)
-            if name is None or (model.config.tie_word_embeddings and name == "lm_head.weight"):
-                continue
-            if name not in params or tuple(params[name].shape) != tuple(tensor.shape):
-                raise CheckpointError(f"fp8 checkpoint tensor {raw_name!r} {tuple(tensor.shape)} does not fit the model")
-            params[name].copy_(tensor)
-            seen.add(name)
-    missing = sorted(set(params) - seen - ({"lm_head.weight"} if model.config.tie_word_embeddings else set()))
-    if missing == ["lm_head.weight"] and model.config.architecture == "Qwen3Model":
-        model.has_lm_head = False  # as loader.load_weights does for backbones
-        return
-    if missing:
-        raise CheckpointError(f"fp8 checkpoint is missing {len(missing)} tensor(s): {', '.join(missing[:5])}")
+    return [] if block is None else [fp8_weights(block)]
+
+
+def load_float(model: Qwen3ForCausalLM, folder: Path, raw: dict[str, Any]) -> None:
+    """A float or FP8 checkpoint's weights into `model` (model/loader.py, with the transforms its config asks)."""
+    load_weights(model, checkpoint_files(folder), checkpoint_transforms(raw))
 
 
 def _source_dtype(raw: dict[str, Any]) -> torch.dtype:

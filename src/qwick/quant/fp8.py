@@ -9,12 +9,11 @@ model dtype at load; `quantization="int8" | "int4"` then requantizes them like a
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
 import torch
-from safetensors import safe_open
+
+from qwick.model.loader import CheckpointError, Tensors, Transform
 
 SCALE_SUFFIX = "_scale_inv"
 
@@ -39,18 +38,29 @@ def dequantize_fp8(weight: torch.Tensor, scale_inv: torch.Tensor, block: tuple[i
     return weight.float() * scales
 
 
-def fp8_tensors(files: list[Path], block: tuple[int, int]) -> Iterator[tuple[str, torch.Tensor]]:
-    """(checkpoint name, tensor) for every tensor, fp8 weights dequantized to float32 and their scales folded in."""
-    for file in files:
-        with safe_open(str(file), framework="pt") as handle:
-            names = set(handle.keys())
-            for name in sorted(names):
-                if name.endswith(SCALE_SUFFIX):
-                    continue
-                tensor = handle.get_tensor(name)
-                scale_name = name + SCALE_SUFFIX
-                if tensor.dtype == torch.float8_e4m3fn:
-                    if scale_name not in names:
-                        raise ValueError(f"{file.name}: fp8 tensor {name!r} has no {scale_name!r} in the same file")
-                    tensor = dequantize_fp8(tensor, handle.get_tensor(scale_name), block)
+def fp8_weights(block: tuple[int, int]) -> Transform:
+    """The loader transform of an FP8 checkpoint: every fp8 weight dequantized to float32 with its scale folded
+    in (its `_scale_inv` tensor is consumed); other tensors pass unchanged."""
+
+    def transform(tensors: Tensors) -> Tensors:
+        weights: dict[str, torch.Tensor] = {}  # fp8 weights waiting for their scale...
+        scales: dict[str, torch.Tensor] = {}  # ...and scales waiting for their weight (files list names sorted)
+        for name, tensor in tensors:
+            if name.endswith(SCALE_SUFFIX):
+                weight = name.removesuffix(SCALE_SUFFIX)
+                if weight in weights:
+                    yield weight, dequantize_fp8(weights.pop(weight), tensor, block)
+                else:
+                    scales[weight] = tensor
+            elif tensor.dtype == torch.float8_e4m3fn:
+                if name in scales:
+                    yield name, dequantize_fp8(tensor, scales.pop(name), block)
+                else:
+                    weights[name] = tensor
+            else:
                 yield name, tensor
+        if weights:
+            name = sorted(weights)[0]
+            raise CheckpointError(f"fp8 tensor {name!r} has no {name + SCALE_SUFFIX!r} in the checkpoint")
+
+    return transform

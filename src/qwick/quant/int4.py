@@ -6,8 +6,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from qwick.kernels.woq import resolve_kernel
 from qwick.quant.int8 import dense_weight
-from qwick.quant.kernels import resolve_kernel
 from qwick.quant.layout import block_int4, pack_nibbles, unpack_nibbles
 from qwick.quant.options import INT4_GROUP_SIZES
 

@@ -2,12 +2,17 @@
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from qwick.quant.kernels import resolve_kernel
+from qwick.kernels.woq import resolve_kernel
 from qwick.quant.layout import block_int8, gather_int8_rows
+
+if TYPE_CHECKING:
+    from qwick.model.qwen3 import Qwen3ForCausalLM
 
 
 def quantize_int8(weight: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -96,3 +101,10 @@ class Int8Embedding(nn.Module):
 
     def extra_repr(self) -> str:
         return f"{self.num_embeddings}, {self.embedding_dim}, int8 rows of the tied lm_head"
+
+
+def attach_lm_head(model: Qwen3ForCausalLM, head: Int8Linear, dtype: torch.dtype) -> None:
+    """Install an int8 lm_head; with tied embeddings the embedding lookup is served from its rows."""
+    model.lm_head = head
+    if model.config.tie_word_embeddings:
+        model.model.embed_tokens = Int8Embedding(head, dtype)

@@ -1,7 +1,7 @@
 """Weight layouts: the portable one (checkpoints, torch's kernels) and the blocked one qwick's CPU ops read.
 
 Portable: int8 q [N, K]; int4 q as nibbles [N, ceil(K/2)] uint8, element 2j in the low nibble of byte j.
-Blocked (csrc/woq_avx512.cpp): rows in blocks of 4, each block stored step by step along K so a matvec reads
+Blocked (csrc/woq_int8.cpp): rows in blocks of 4, each block stored step by step along K so a matvec reads
 one sequential stream (4 separate row streams measured ~1.6x slower from DRAM: the prefetcher loses them):
   int8 [ceil(N/4), ceil(K/32), 4, 32]: step c holds columns 32c..32c+31 of the block's 4 rows.
   int4 [ceil(N/4), ceil(K/64), 4, 32] uint8: step c holds columns 64c..64c+63 of each row, byte j = column

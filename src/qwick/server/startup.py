@@ -26,14 +26,8 @@ def describe(llm: LLM) -> str:
 
 
 def cpu_kernels(llm: LLM) -> str:
-    """Which attention and matmul paths the engine picked (model/cpu_ops.py, model/cpu_packing.py)."""
-    runner = llm.engine.runner
-    if not runner.paged_attention:
-        attention = "attention torch SDPA over gathered KV"
-    elif runner.paged_prefill:
-        attention = "attention qwick paged C++ ops (decode and prefill)"
-    else:
-        attention = "attention qwick paged C++ op (decode, short prefill), SDPA for long prefill"
+    """Which attention and matmul paths the engine picked (model/attention/select.py, passes/cpu_packing.py)."""
+    attention = llm.engine.runner.backend.describe()
     linears = [m for m in llm.model.modules() if isinstance(m, Linear)]
     vnni = sum(1 for m in linears if m.vnni)
     onednn = sum(1 for m in linears if not m.vnni and m.weight.is_mkldnn)

@@ -1,12 +1,12 @@
-"""Metadata of a packed forward: every token a step computes, of every sequence, on one token axis.
+"""Metadata of a flat forward: every token a step computes, of every sequence, on one token axis.
 
 Why: a forward costs one read of the weights whatever its width (on CPU, ~70 ms for 0.6B in bf16), so a step
 whose prefill chunks, decodes and scoring forks run as separate padded [B, T] forwards pays that read once
-per forward. Packed, the step is one [1, N] forward with no padding; only attention tells the segments apart:
-- short segments (decodes, chunks of at most the runner's PAGED_MAX_CHUNK tokens) come first on the axis and attend via the
-  paged op, one query per token with its own block table and context length (model/cpu_ops.py);
+per forward. Flat, the step is one [1, N] forward with no padding; only attention tells the segments apart:
+- short segments (decodes, chunks of at most the backend's `max_paged_chunk` tokens) come first on the axis and
+  attend via the paged op, one query per token with its own block table and context length (cpu_paged.py);
 - longer chunks follow: each reads its context in place through the prefill op where it runs (bfloat16 on a
-  CPU with AVX512-BF16: model/cpu_ops.py), else attends by SDPA over its context gathered from the cache (or,
+  CPU with AVX512-BF16: kernels/cpu_ops.py), else attends by SDPA over its context gathered from the cache (or,
   for a fresh prompt, over its own keys, causally).
 Mirror writes let a segment's new keys/values land in a second slot too: a scoring request's forks join the
 forward that computes their context, and each fork holds a private copy of the context's partial last block.
@@ -24,7 +24,7 @@ from qwick.model.kv_cache import slots_of
 
 @dataclass
 class Segment:
-    """One sequence's new tokens in a packed forward: positions start .. start + length - 1."""
+    """One sequence's new tokens in a flat forward: positions start .. start + length - 1."""
 
     block_table: list[int]  # its physical KV blocks, covering every position it attends to
     start: int
@@ -33,7 +33,7 @@ class Segment:
 
 @dataclass
 class LongSegment:
-    """A longer chunk: its tokens on the packed axis and the context they see (positions 0 .. start + t)."""
+    """A longer chunk: its tokens on the flat axis and the context they see (positions 0 .. start + t)."""
 
     tokens: slice
     start: int  # position of its first token
@@ -44,21 +44,21 @@ class LongSegment:
 
 
 @dataclass
-class PackedMetadata:
+class FlatMetadata:
     slot_mapping: torch.Tensor  # [N] physical slot of each new token
     num_paged: int  # tokens [0, num_paged) attend through the paged op
     block_tables: torch.Tensor  # [num_paged, W] int64 block table of each paged token's sequence, zero-padded
     context_lens: torch.Tensor  # [num_paged] int64 positions each paged token attends to (its own + 1)
     long: list[LongSegment]
-    in_place_prefill: bool  # long segments attend through cpu_ops.paged_prefill (their SDPA fields are None)
-    mirror_tokens: torch.Tensor | None = None  # [M] packed token indices whose keys/values are written twice...
+    in_place_prefill: bool  # long segments attend through kernels.cpu_ops.paged_prefill (their SDPA fields are None)
+    mirror_tokens: torch.Tensor | None = None  # [M] flat token indices whose keys/values are written twice...
     mirror_slots: torch.Tensor | None = None  # [M] ...at these slots as well
 
     @classmethod
     def build(cls, paged: list[Segment], long: list[Segment], block_size: int, device: torch.device,
               mirrors: list[tuple[int, int]] | None = None,
-              in_place_prefill: bool = False) -> tuple[PackedMetadata, torch.Tensor]:
-        """Segments in packed order (paged ones first); mirrors: (packed token index, extra slot) pairs.
+              in_place_prefill: bool = False) -> tuple[FlatMetadata, torch.Tensor]:
+        """Segments in flat order (paged ones first); mirrors: (flat token index, extra slot) pairs.
         Returns the metadata and positions [1, N]."""
         segments = paged + long
         positions = torch.tensor([p for s in segments for p in range(s.start, s.start + s.length)],

@@ -1,4 +1,4 @@
-// bfloat16 Linear on CPUs with AVX512-BF16 and no AMX (Zen 4): qwick_cpu::linear_bf16.
+// bfloat16 Linear on CPUs with AVX512-BF16 and no AMX (Zen 4): qwick::linear_bf16.
 //
 // Why: oneDNN's packed bf16 GEMM (torch 2.13) streams a 0.6B layer stack's weights at ~24 GB/s for one row and
 // reaches 190 GFLOP/s at 8 rows on Zen 4; batch-1 and small-batch decode are bound by that read. This kernel reads
@@ -6,7 +6,7 @@
 // machine's read bandwidth), 250 GFLOP/s at 8 rows, on par with oneDNN from 256 rows on. AMX CPUs keep oneDNN,
 // whose tile instructions are several times faster than these dot products.
 //
-// Layout (model/cpu_packing.py packs it): weight [N, K] -> [N / 16, K / 2, 16, 2]: for each 16 outputs, for each
+// Layout (passes/cpu_packing.py packs it): weight [N, K] -> [N / 16, K / 2, 16, 2]: for each 16 outputs, for each
 // pair of inputs, the 16 outputs' pairs side by side, the operand order of vdpbf16ps (16 float32 sums of bf16 x
 // bf16 pair products). N % 16 == 0, K % 2 == 0.
 // x [M, K] bfloat16 -> out [M, N] bfloat16 (float32 sums rounded to nearest even, as torch rounds).
@@ -103,6 +103,6 @@ at::Tensor linear_bf16(const at::Tensor& x, const at::Tensor& weight) {
 
 }  // namespace
 
-TORCH_LIBRARY_FRAGMENT(qwick_cpu, m) { m.def("linear_bf16(Tensor x, Tensor weight) -> Tensor"); }
+TORCH_LIBRARY_FRAGMENT(qwick, m) { m.def("linear_bf16(Tensor x, Tensor weight) -> Tensor"); }
 
-TORCH_LIBRARY_IMPL(qwick_cpu, CPU, m) { m.impl("linear_bf16", &linear_bf16); }
+TORCH_LIBRARY_IMPL(qwick, CPU, m) { m.impl("linear_bf16", &linear_bf16); }

@@ -6,20 +6,19 @@ cache per layer and reads the copy again; the op reads each key and value once (
 The norms and the rotary embedding are ~25 small torch ops per layer, whose dispatch costs more than their math
 at decode sizes. The ops keep the torch code's float32 math and bfloat16 roundings (parity tests hold).
 They run on CPUs with AVX-512F once built (~20 s, once per machine, cached by torch.utils.cpp_extension), for
-bfloat16 and float32 tensors that need no gradient; elsewhere, or with `QWICK_CPU_OPS=torch`, the torch code
-runs. Prefill chunks of more than a few tokens (bfloat16, CPUs with AVX512-BF16) attend through `paged_prefill`,
+bfloat16 and float32 tensors that need no gradient; elsewhere, or with `QWICK_KERNELS=torch` (older name:
+`QWICK_CPU_OPS=torch`), the torch code runs. Prefill chunks of more than a few tokens (bfloat16, CPUs with AVX512-BF16) attend through `paged_prefill`,
 which reads the cache in place too and takes its dot products in AVX512-BF16 (3-4x faster than gather + SDPA).
 """
 
 from __future__ import annotations
 
 import functools
-import os
 from pathlib import Path
 
 import torch
 
-from qwick.native import build_cpu_ops, cpu_has_flags
+from qwick.kernels.build import build_cpu_ops, cpu_has_flags, native_kernels_enabled
 
 _SOURCES = [Path(__file__).parent / "csrc" / name for name in ("paged_attention.cpp", "norm_rope.cpp")]
 _CFLAGS = ["-mavx512f", "-mavx512bw", "-mavx512vl", "-mfma"]
@@ -35,17 +34,17 @@ def _built() -> bool:
     if not build_cpu_ops("qwick_cpu_ops", _SOURCES, _CFLAGS):
         return False
 
-    @torch.library.register_fake("qwick_cpu::paged_decode")
+    @torch.library.register_fake("qwick::paged_decode")
     def _paged_decode(q: torch.Tensor, key_cache: torch.Tensor, value_cache: torch.Tensor,
                       block_tables: torch.Tensor, context_lens: torch.Tensor, block_size: int,
                       scale: float) -> torch.Tensor:
         return torch.empty_like(q)
 
-    @torch.library.register_fake("qwick_cpu::rms_norm")
+    @torch.library.register_fake("qwick::rms_norm")
     def _rms_norm(x: torch.Tensor, weight: torch.Tensor, eps: float) -> torch.Tensor:
         return torch.empty_like(x)
 
-    @torch.library.register_fake("qwick_cpu::qk_norm_rope")
+    @torch.library.register_fake("qwick::qk_norm_rope")
     def _qk_norm_rope(x: torch.Tensor, weight: torch.Tensor, eps: float, cos: torch.Tensor,
                       sin: torch.Tensor) -> torch.Tensor:
         return torch.empty_like(x)
@@ -60,11 +59,11 @@ def _bf16_built() -> bool:
     if not build_cpu_ops("qwick_cpu_bf16_ops", _BF16_SOURCES, [*_CFLAGS, "-mavx512bf16"]):
         return False
 
-    @torch.library.register_fake("qwick_cpu::linear_bf16")
+    @torch.library.register_fake("qwick::linear_bf16")
     def _linear_bf16(x: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
         return x.new_empty(x.shape[0], weight.shape[0] * 16)
 
-    @torch.library.register_fake("qwick_cpu::paged_prefill")
+    @torch.library.register_fake("qwick::paged_prefill")
     def _paged_prefill(q: torch.Tensor, key_cache: torch.Tensor, value_cache: torch.Tensor,
                        block_table: torch.Tensor, start: int, block_size: int, scale: float) -> torch.Tensor:
         return torch.empty_like(q)
@@ -74,7 +73,7 @@ def _bf16_built() -> bool:
 
 def bf16_ops_available() -> bool:
     """Whether the AVX512-BF16 ops (paged_prefill, linear_bf16) run here: such a CPU, a C++ compiler, and
-    qwick's CPU ops not turned off (QWICK_CPU_OPS=torch)."""
+    qwick's native ops not turned off (QWICK_KERNELS=torch)."""
     return cpu_ops_available(torch.device("cpu"), torch.bfloat16) and _bf16_built()
 
 
@@ -90,7 +89,7 @@ def cpu_ops_available(device: torch.device, dtype: torch.dtype) -> bool:
     """Whether tensors of `dtype` on `device` can run qwick's CPU ops."""
     if device.type != "cpu" or dtype not in _SUPPORTED_DTYPES:
         return False
-    if os.environ.get("QWICK_CPU_OPS", "auto") == "torch":
+    if not native_kernels_enabled("cpu_ops"):
         return False
     return _built()
 
@@ -120,7 +119,7 @@ def paged_decode(q: torch.Tensor, keys: torch.Tensor, values: torch.Tensor, bloc
     """q [B, heads, D] -> [B, heads, D]: row b attends to its positions 0..context_lens[b]-1, whose keys and
     values sit in keys/values [slots, kv_heads, D] at the slots its block table [B, W] names."""
     _require()
-    return torch.ops.qwick_cpu.paged_decode(q, keys, values, block_tables, context_lens, block_size, scale)
+    return torch.ops.qwick.paged_decode(q, keys, values, block_tables, context_lens, block_size, scale)
 
 
 def paged_prefill(q: torch.Tensor, keys: torch.Tensor, values: torch.Tensor, block_table: torch.Tensor, start: int,
@@ -129,7 +128,7 @@ def paged_prefill(q: torch.Tensor, keys: torch.Tensor, values: torch.Tensor, blo
     to positions 0 .. start+t, whose keys and values (its own included, already written) sit in keys/values
     [slots, kv_heads, D] at the slots its block table [W] names. bfloat16 only (paged_prefill_available)."""
     _require_bf16("paged_prefill", "paged_prefill_available")
-    return torch.ops.qwick_cpu.paged_prefill(q, keys, values, block_table, start, block_size, scale)
+    return torch.ops.qwick.paged_prefill(q, keys, values, block_table, start, block_size, scale)
 
 
 def pack_linear_bf16(weight: torch.Tensor) -> torch.Tensor:
@@ -148,17 +147,17 @@ def unpack_linear_bf16(packed: torch.Tensor) -> torch.Tensor:
 def linear_bf16(x: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
     """x [M, K] bfloat16 times a pack_linear_bf16 weight -> [M, N] bfloat16 (x @ W.T, float32 sums)."""
     _require_bf16("linear_bf16", "bf16_ops_available")
-    return torch.ops.qwick_cpu.linear_bf16(x, weight)
+    return torch.ops.qwick.linear_bf16(x, weight)
 
 
 def rms_norm(x: torch.Tensor, weight: torch.Tensor, eps: float) -> torch.Tensor:
     """x [..., D] -> RMSNorm(x) * weight in x's dtype (layers.RMSNorm's math)."""
     _require()
-    return torch.ops.qwick_cpu.rms_norm(x, weight, eps)
+    return torch.ops.qwick.rms_norm(x, weight, eps)
 
 
 def qk_norm_rope(x: torch.Tensor, weight: torch.Tensor, eps: float, cos: torch.Tensor,
                  sin: torch.Tensor) -> torch.Tensor:
     """x [N, heads, D], cos/sin [N, D] -> rotary(RMSNorm(x) * weight) (layers.RMSNorm then rope.apply_rotary)."""
     _require()
-    return torch.ops.qwick_cpu.qk_norm_rope(x, weight, eps, cos, sin)
+    return torch.ops.qwick.qk_norm_rope(x, weight, eps, cos, sin)

@@ -1,4 +1,4 @@
-// Decode attention on CPU straight from the paged KV cache, registered as the torch op qwick_cpu::paged_decode.
+// Decode attention on CPU straight from the paged KV cache, registered as the torch op qwick::paged_decode.
 //
 // Why: the portable path gathers every row's context keys and values into a dense [B, kv_heads, S, D] copy per
 // layer, then SDPA reads that copy again; at batch 32 and a few hundred tokens of context that is ~3x the
@@ -271,9 +271,9 @@ at::Tensor paged_decode(const at::Tensor& q, const at::Tensor& key_cache, const 
 
 }  // namespace
 
-TORCH_LIBRARY_FRAGMENT(qwick_cpu, m) {
+TORCH_LIBRARY_FRAGMENT(qwick, m) {
   m.def("paged_decode(Tensor q, Tensor key_cache, Tensor value_cache, Tensor block_tables, Tensor context_lens, "
         "int block_size, float scale) -> Tensor");
 }
 
-TORCH_LIBRARY_IMPL(qwick_cpu, CPU, m) { m.impl("paged_decode", &paged_decode); }
+TORCH_LIBRARY_IMPL(qwick, CPU, m) { m.impl("paged_decode", &paged_decode); }

@@ -1,4 +1,5 @@
-"""Building qwick's C++ CPU ops once per process (torch.utils.cpp_extension, cached in ~/.cache/torch_extensions)."""
+"""Building qwick's C++ CPU ops once per process (torch.utils.cpp_extension, cached in ~/.cache/torch_extensions),
+and the one switch that turns them all off (`QWICK_KERNELS=torch`)."""
 
 from __future__ import annotations
 
@@ -12,6 +13,18 @@ log = logging.getLogger(__name__)
 # A build takes ~20-60 s; a lock file older than this was left by a build that was killed (Ctrl-C, OOM), and
 # torch's cpp_extension would wait for it forever.
 STALE_LOCK_S = 600.0
+
+
+# The one switch for every native op; the older names each turned one family off, and still do (users set them):
+# QWICK_CPU_OPS the attention / norm / bf16 ops (cpu_ops.py), QWICK_CPU_KERNELS the int8 / int4 ones (woq.py).
+SWITCH = "QWICK_KERNELS"
+FAMILY_SWITCHES = {"cpu_ops": "QWICK_CPU_OPS", "woq": "QWICK_CPU_KERNELS"}
+
+
+def native_kernels_enabled(family: str) -> bool:
+    """False where the user turned the `family` ops ("cpu_ops" or "woq") off with QWICK_KERNELS=torch, or its
+    family's older switch; read at every check, so tests and benchmarks can flip it per call."""
+    return all(os.environ.get(name, "auto") != "torch" for name in (SWITCH, FAMILY_SWITCHES[family]))
 
 
 def cpu_has_flags(flags: tuple[str, ...]) -> bool:

@@ -9,34 +9,14 @@ from torch import nn
 
 from qwick.model.qwen3 import Qwen3ForCausalLM
 from qwick.quant.int4 import Int4Linear
-from qwick.quant.int8 import Int8Embedding, Int8Linear
-from qwick.quant.options import DEFAULT_GROUP_SIZE, INT4_GROUP_SIZES, QUANTIZATION_METHODS
-
-PROJECTIONS = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj")
-
-
-def validate_quantization(method: str | None, group_size: int = DEFAULT_GROUP_SIZE) -> None:
-    """Raise a ValueError for an unknown method or int4 group size (call before loading any weights)."""
-    if method is not None and method not in QUANTIZATION_METHODS:
-        raise ValueError(f"quantization must be None, 'int8' or 'int4', got {method!r}")
-    if method == "int4" and group_size not in INT4_GROUP_SIZES:
-        raise ValueError(f"int4 group_size must be one of {INT4_GROUP_SIZES}, got {group_size!r}")
+from qwick.quant.int8 import Int8Linear, attach_lm_head
+from qwick.quant.options import DEFAULT_GROUP_SIZE, PROJECTIONS, check_group_size, validate_quantization
 
 
 def projection_slots(model: Qwen3ForCausalLM) -> list[tuple[nn.Module, str, nn.Module]]:
     """(parent, attribute, module) of every q/k/v/o/gate/up/down projection in the decoder layers."""
     return [(parent, name, getattr(parent, name)) for parent in model.model.layers.modules()
             for name in PROJECTIONS if isinstance(getattr(parent, name, None), nn.Module)]
-
-
-def check_group_size(in_features: list[int], group_size: int) -> None:
-    """int4 needs every in_features to be a multiple of the group size; say which sizes would fit."""
-    misfits = sorted({k for k in in_features if k % group_size})
-    if misfits:
-        fitting = [g for g in INT4_GROUP_SIZES if all(k % g == 0 for k in in_features)]
-        hint = f"use group_size in {fitting}" if fitting else "use int8 for this model"
-        raise ValueError(f"int4 group_size {group_size} does not divide the in_features {misfits} of some "
-                         f"projections: {hint}")
 
 
 def quantize_model(model: Qwen3ForCausalLM, method: str, group_size: int = DEFAULT_GROUP_SIZE, *,
@@ -70,10 +50,3 @@ def quantize_lm_head(model: Qwen3ForCausalLM, kernel: str = "auto") -> None:
     dtype = model.model.norm.weight.dtype
     head = Int8Linear.from_linear(model.lm_head, kernel, out_dtype=torch.float32)
     attach_lm_head(model, head, dtype)
-
-
-def attach_lm_head(model: Qwen3ForCausalLM, head: Int8Linear, dtype: torch.dtype) -> None:
-    """Install an int8 lm_head; with tied embeddings the embedding lookup is served from its rows."""
-    model.lm_head = head
-    if model.config.tie_word_embeddings:
-        model.model.embed_tokens = Int8Embedding(head, dtype)

@@ -1,4 +1,4 @@
-// RMSNorm and RMSNorm + rotary embedding as single CPU ops (qwick_cpu::rms_norm, qwick_cpu::qk_norm_rope).
+// RMSNorm and RMSNorm + rotary embedding as single CPU ops (qwick::rms_norm, qwick::qk_norm_rope).
 //
 // Why: at decode the activations are tiny and each layer's norms and rotary embedding are ~25 small torch ops
 // (float casts, pow, mean, rsqrt, cat, neg, ...), ~7 us of dispatch each: ~5-10 ms of a 0.6B decode step. These
@@ -141,7 +141,7 @@ void qk_norm_rope_rows(const at::Tensor& x, const at::Tensor& w, double eps, con
 }
 
 void check_common(const at::Tensor& x, const at::Tensor& w) {
-  TORCH_CHECK(x.device().is_cpu() && w.device().is_cpu(), "qwick_cpu ops run on CPU tensors");
+  TORCH_CHECK(x.device().is_cpu() && w.device().is_cpu(), "qwick ops run on CPU tensors");
   TORCH_CHECK(x.scalar_type() == w.scalar_type(), "x and weight must share a dtype");
   TORCH_CHECK(x.scalar_type() == at::kBFloat16 || x.scalar_type() == at::kFloat, "bfloat16 or float32 only, got ",
               x.scalar_type());
@@ -179,12 +179,12 @@ at::Tensor qk_norm_rope(const at::Tensor& x, const at::Tensor& weight, double ep
 
 }  // namespace
 
-TORCH_LIBRARY_FRAGMENT(qwick_cpu, m) {
+TORCH_LIBRARY_FRAGMENT(qwick, m) {
   m.def("rms_norm(Tensor x, Tensor weight, float eps) -> Tensor");
   m.def("qk_norm_rope(Tensor x, Tensor weight, float eps, Tensor cos, Tensor sin) -> Tensor");
 }
 
-TORCH_LIBRARY_IMPL(qwick_cpu, CPU, m) {
+TORCH_LIBRARY_IMPL(qwick, CPU, m) {
   m.impl("rms_norm", &rms_norm);
   m.impl("qk_norm_rope", &qk_norm_rope);
 }

@@ -1,4 +1,4 @@
-"""Which CPU kernel the quantized layers run: qwick's AVX-512 VNNI ops (csrc/woq_avx512.cpp) or torch's own.
+"""Which CPU kernel the quantized layers run: qwick's AVX-512 VNNI ops (csrc/woq_int8.cpp, woq_int4.cpp) or torch's.
 
 Measured on this project's 2-vCPU AMX Xeon (torch 2.13, weights streamed from DRAM, 2026-11-23, machine shared
 with other jobs, so ratios within one run only), [151936 x 1024], batch 1:
@@ -7,23 +7,23 @@ with other jobs, so ratios within one run only), [151936 x 1024], batch 1:
     (bf16 `torch.mv`, same shape: 13.9 GB/s on one thread, 26-29 on two: torch's int8 kernel is compute-bound)
 So on CPUs with AVX-512 BW + VNNI qwick builds its own ops once (torch.utils.cpp_extension, ~20 s, cached in
 ~/.cache/torch_extensions) and uses them; elsewhere, or when no C++ compiler is found, torch's kernels.
-`QWICK_CPU_KERNELS=torch` forces torch's kernels (benchmarks compare the two).
+`QWICK_KERNELS=torch` (or the older `QWICK_CPU_KERNELS=torch`) forces torch's kernels (benchmarks compare the
+two).
 """
 
 from __future__ import annotations
 
 import functools
-import os
 from pathlib import Path
 
 import torch
 
-from qwick.native import build_cpu_ops, cpu_has_flags
+from qwick.kernels.build import build_cpu_ops, cpu_has_flags, native_kernels_enabled
 
 KERNELS = ("auto", "qwick", "torch")
 _REQUIRED_FLAGS = ("avx512f", "avx512bw", "avx512vl", "avx512_vnni", "f16c", "fma")
 _CFLAGS = ["-mavx512f", "-mavx512bw", "-mavx512vl", "-mavx512vnni", "-mf16c", "-mfma"]
-_SOURCE = Path(__file__).parent / "csrc" / "woq_avx512.cpp"
+_SOURCES = [Path(__file__).parent / "csrc" / name for name in ("woq_int8.cpp", "woq_int4.cpp")]
 
 
 def resolve_kernel(kernel: str, device: torch.device) -> str:
@@ -33,7 +33,7 @@ def resolve_kernel(kernel: str, device: torch.device) -> str:
     if device.type != "cpu":
         return "torch"
     if kernel == "auto":
-        kernel = "torch" if os.environ.get("QWICK_CPU_KERNELS") == "torch" else "qwick"
+        kernel = "qwick" if native_kernels_enabled("woq") else "torch"
         return kernel if kernel == "torch" or qwick_kernels_available() else "torch"
     if kernel == "qwick" and not qwick_kernels_available():
         raise RuntimeError("qwick's CPU kernels are unavailable here (they need AVX-512 BW + VNNI and a C++ "
@@ -47,7 +47,7 @@ def cpu_supports_qwick_kernels() -> bool:
 
 @functools.cache  # the ops land in torch's process-wide registry: build and load them once per process
 def qwick_kernels_available() -> bool:
-    if not cpu_supports_qwick_kernels() or not build_cpu_ops("qwick_woq_avx512", [_SOURCE], _CFLAGS):
+    if not cpu_supports_qwick_kernels() or not build_cpu_ops("qwick_woq_avx512", _SOURCES, _CFLAGS):
         return False
     _register_fakes()
     return True

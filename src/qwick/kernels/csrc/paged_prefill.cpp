@@ -1,4 +1,4 @@
-// Prefill-chunk attention on CPU straight from the paged KV cache, registered as qwick_cpu::paged_prefill.
+// Prefill-chunk attention on CPU straight from the paged KV cache, registered as qwick::paged_prefill.
 //
 // Why: a chunk that extends a cached context (a gate request's text after its cached instruction, the later
 // chunks of a long prompt) attended by SDPA over a per-layer gathered copy of its context; ATen's CPU flash
@@ -279,9 +279,9 @@ at::Tensor paged_prefill(const at::Tensor& q, const at::Tensor& key_cache, const
 
 }  // namespace
 
-TORCH_LIBRARY_FRAGMENT(qwick_cpu, m) {
+TORCH_LIBRARY_FRAGMENT(qwick, m) {
   m.def("paged_prefill(Tensor q, Tensor key_cache, Tensor value_cache, Tensor block_table, int start, "
         "int block_size, float scale) -> Tensor");
 }
 
-TORCH_LIBRARY_IMPL(qwick_cpu, CPU, m) { m.impl("paged_prefill", &paged_prefill); }
+TORCH_LIBRARY_IMPL(qwick, CPU, m) { m.impl("paged_prefill", &paged_prefill); }

@@ -1,0 +1,32 @@
+"""The model for `LLM`: the checkpoint's format picked by its config.json, then quantized now if asked."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+
+from qwick.model.config import Qwen3Config
+from qwick.model.loader import build_model, init_dummy_weights
+from qwick.model.qwen3 import Qwen3ForCausalLM
+from qwick.passes.quantize import quantize_model
+from qwick.quant.checkpoint import QuantSpec, check_matches, load_float, load_quantized
+from qwick.quant.options import DEFAULT_GROUP_SIZE
+
+
+def load_model(folder: Path, config: Qwen3Config, dtype: torch.dtype, device: torch.device, *,
+               load_format: str = "auto", quantization: str | None = None, group_size: int | None = None,
+               seed: int | None = None, kernel: str = "auto") -> Qwen3ForCausalLM:
+    """The model for `LLM`: float, FP8 (dequantized), qwick-quantized, or quantized now by `quantization`."""
+    stored = QuantSpec.from_config(config.raw) if load_format != "dummy" else None
+    if stored is not None:
+        check_matches(stored, quantization, group_size, folder)
+        return load_quantized(folder, config, stored, dtype, device, kernel)
+    model = build_model(config, dtype, device)
+    if load_format == "dummy":
+        init_dummy_weights(model, seed=seed or 0)
+    else:
+        load_float(model, folder, config.raw)
+    if quantization is not None:  # before packing: it needs dense weights, and packing skips quantized modules
+        quantize_model(model, quantization, group_size or DEFAULT_GROUP_SIZE, kernel=kernel)
+    return model
