@@ -12,6 +12,7 @@ import torch
 from qwick.engine.args import DEFAULT_MODEL, EngineArgs
 from qwick.engine.builder import BuiltEngine, build_engine
 from qwick.engine.llm_engine import LLMEngine
+from qwick.engine.sync_engine import InlineEngineClient
 from qwick.lora.request import LoRARequest
 from qwick.outputs import RequestOutput, StreamDelta
 from qwick.sampling_params import SamplingParams
@@ -76,6 +77,8 @@ class LLM:
         self.max_model_len = built.max_model_len
         self.generation_defaults = built.generation_defaults
         self.engine = built.engine
+        # the offline calls step the engine in the caller's thread through this client (engine/sync_engine.py)
+        self.client = InlineEngineClient(self.engine)
         self._ids = itertools.count()
 
     def get_tokenizer(self) -> Tokenizer:
@@ -100,7 +103,7 @@ class LLM:
             for request_id in request_ids:
                 self.engine.abort(request_id)
             raise
-        return self._run_to_completion(request_ids)
+        return self.client.run_to_completion(request_ids)
 
     def chat(self, messages: list[Message] | list[list[Message]],
              sampling_params: SamplingParams | Sequence[SamplingParams] | None = None, *,
@@ -128,15 +131,7 @@ class LLM:
                lora_request: LoRARequest | None = None) -> Iterator[StreamDelta]:
         """Yield text deltas as tokens arrive; their concatenation equals the final text exactly."""
         request_id = self._submit(prompt, sampling_params or SamplingParams(), lora_request)
-        try:
-            done = False
-            while not done and self.engine.has_unfinished():
-                for out in self.engine.step():
-                    if out.request_id == request_id:
-                        yield from (d for d in out.deltas if d.text or d.finish_reason or d.token_ids)
-                        done = out.finished_request is not None
-        finally:
-            self.engine.abort(request_id)
+        yield from self.client.stream(request_id)
 
     def stream_chat(self, messages: list[Message], sampling_params: SamplingParams | None = None, *,
                     tools: list[dict[str, Any]] | None = None,
@@ -187,10 +182,9 @@ class LLM:
                   adapters: Sequence[LoRARequest] = ()) -> OfflineGates:
         """Gates over this LLM's engine with their own gate set (default: the built-ins), decision ledger and
         LoRA adapters the gates may name. Hashes the weights (the ledger's model identity)."""
-        from qwick.engine.sync_engine import InlineEngineClient
         from qwick.gates.offline import OfflineGates
 
-        return OfflineGates(InlineEngineClient(self.engine), self.get_tokenizer(), self.model_identity(), gates,
+        return OfflineGates(self.client, self.get_tokenizer(), self.model_identity(), gates,
                             ledger, adapters)
 
     def model_identity(self) -> ModelIdentity:
@@ -245,20 +239,6 @@ class LLM:
         if isinstance(prompt, dict) and isinstance(prompt.get("prompt"), str):
             return prompt["prompt"], self.get_tokenizer().encode(prompt["prompt"])
         raise ValueError("a prompt must be a string, {'prompt': str} or {'prompt_token_ids': [int, ...]}")
-
-    def _run_to_completion(self, request_ids: list[str]) -> list[RequestOutput]:
-        finished: dict[str, RequestOutput] = {}
-        try:
-            while len(finished) < len(request_ids) and self.engine.has_unfinished():
-                for out in self.engine.step():
-                    if out.finished_request is not None:
-                        finished[out.request_id] = out.finished_request
-        finally:
-            for request_id in request_ids:
-                if request_id not in finished:
-                    self.engine.abort(request_id)
-        return [finished[r] for r in request_ids]
-
 
 def start_async_engine(make_llm: Callable[[], LLM]) -> tuple[LLM, AsyncLLMEngine]:
     """Build an LLM with `make_llm` on the loop thread of the AsyncLLMEngine that then steps it, so every torch op

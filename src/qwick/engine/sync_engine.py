@@ -1,15 +1,17 @@
 """InlineEngineClient: the EngineClient that steps an LLMEngine in the caller's thread (no loop thread).
 
-The offline gates (`llm.classify / score / embed / gate`) run over it: requests submitted together (a batch of
-texts, the items of a score call) are awaited together, so they run in the same engine steps. `run_sync` drives
-such a batch of coroutines to completion from synchronous code.
+The offline API runs over it: `LLM.generate` / `LLM.stream` through its two synchronous drivers
+(`run_to_completion`, `stream`), the offline gates (`llm.classify / score / embed / gate`) through the async
+protocol, where requests submitted together (a batch of texts, the items of a score call) are awaited together,
+so they run in the same engine steps. `run_sync` drives such a batch of coroutines from synchronous code.
+(`AsyncLLMEngine` is the other implementation: a loop thread steps the engine for the server.)
 """
 
 from __future__ import annotations
 
 import asyncio
 import concurrent.futures
-from collections.abc import AsyncIterator, Coroutine
+from collections.abc import AsyncIterator, Coroutine, Iterator
 from typing import Any, TypeVar
 
 from qwick.engine.client import RequestDelta
@@ -17,6 +19,7 @@ from qwick.engine.llm_engine import LLMEngine, StepOutput
 from qwick.engine.readout import EmbeddingOutput, PoolSpec, ScoreOutput, ScoreSpec
 from qwick.engine.stats import EngineStats
 from qwick.lora.request import LoRARequest
+from qwick.outputs import RequestOutput, StreamDelta
 from qwick.sampling_params import SamplingParams
 
 T = TypeVar("T")
@@ -68,6 +71,34 @@ class InlineEngineClient:
     @property
     def errored(self) -> bool:
         return False
+
+    def run_to_completion(self, request_ids: list[str]) -> list[RequestOutput]:
+        """Synchronous: step until every request of `request_ids` (already added) finished; their outputs in that
+        order. Any left unfinished (an exception, Ctrl-C) is aborted, so nothing of the call stays queued."""
+        finished: dict[str, RequestOutput] = {}
+        try:
+            while len(finished) < len(request_ids) and self.engine.has_unfinished():
+                for out in self.engine.step():
+                    if out.finished_request is not None:
+                        finished[out.request_id] = out.finished_request
+        finally:
+            for request_id in request_ids:
+                if request_id not in finished:
+                    self.engine.abort(request_id)
+        return [finished[r] for r in request_ids]
+
+    def stream(self, request_id: str) -> Iterator[StreamDelta]:
+        """Synchronous: step until `request_id` (already added) finishes, yielding its deltas that carry text,
+        tokens or the finish; closing the iterator early aborts it."""
+        try:
+            done = False
+            while not done and self.engine.has_unfinished():
+                for out in self.engine.step():
+                    if out.request_id == request_id:
+                        yield from (d for d in out.deltas if d.text or d.finish_reason or d.token_ids)
+                        done = out.finished_request is not None
+        finally:
+            self.engine.abort(request_id)
 
     async def _wait(self, request_id: str) -> StepOutput:
         """Step the engine until `request_id` is done; every waiting coroutine steps it, which only advances
