@@ -13,7 +13,7 @@ import torch
 import transformers
 
 from qwick import LLM, SamplingParams, StructuredOutputsParams
-from qwick.engine.readout import ScoreSpec
+from qwick.engine.readout import ContinuationSpec
 from qwick.llm import start_async_engine
 
 from reference import hf_label_probs
@@ -120,7 +120,7 @@ def test_label_probabilities_and_embeddings_match_the_references(tiny_model_dir,
 
 def prompt_logprobs(llm: LLM, ids: list[int]) -> torch.Tensor:
     """Logprobs of ids[1:] after ids[0] through the scoring path: every position reads the cache."""
-    llm.engine.add_readout("s", ScoreSpec(ids[:1], [ids[1:]]))
+    llm.engine.add_readout("s", ContinuationSpec(ids[:1], [ids[1:]]))
     while llm.engine.has_unfinished():
         for out in llm.engine.step():
             if out.result is not None:

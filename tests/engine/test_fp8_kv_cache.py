@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from qwick import LLM, SamplingParams
-from qwick.engine.readout import ScoreSpec
+from qwick.engine.readout import ContinuationSpec
 from qwick.model.kv_cache import PagedKVCache
 
 CONTEXT = [(7 * j) % 5000 + 100 for j in range(60)]
@@ -16,7 +16,7 @@ PER_TOKEN_FP32 = 2 * 2 * 2 * 32 * 4  # layers * (k, v) * kv_heads * head_dim * f
 
 def _prompt_logprobs(llm: LLM) -> torch.Tensor:
     """Logprobs of CONTEXT[1:] after CONTEXT[0], through the scoring path (every position reads the cache)."""
-    llm.engine.add_readout("s", ScoreSpec(CONTEXT[:1], [CONTEXT[1:]]))
+    llm.engine.add_readout("s", ContinuationSpec(CONTEXT[:1], [CONTEXT[1:]]))
     while llm.engine.has_unfinished():
         for out in llm.engine.step():
             if out.result is not None:

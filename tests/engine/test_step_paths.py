@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from qwick import LLM, SamplingParams
-from qwick.engine.readout import EmbeddingOutput, PoolSpec, ScoreOutput, ScoreSpec
+from qwick.engine.readout import ContinuationLogprobs, ContinuationSpec, EmbeddingOutput, PoolSpec
 from qwick.kernels.cpu_ops import cpu_ops_available
 from qwick.model.attention import select
 
@@ -25,7 +25,7 @@ def _workload(seed: int) -> list[tuple[str, object]]:
             work.append((f"g{i}", (prompt, rng.randrange(1, 40))))
         elif kind == "score":
             conts = [ids(rng.randrange(1, 5)) for _ in range(rng.randrange(1, 5))]
-            work.append((f"s{i}", ScoreSpec(prompt, conts)))
+            work.append((f"s{i}", ContinuationSpec(prompt, conts)))
         else:
             work.append((f"p{i}", PoolSpec(prompt)))
     return work
@@ -70,8 +70,8 @@ def test_flat_and_grouped_steps_agree(tiny_model_dir, monkeypatch, seed):
     assert flat.keys() == grouped.keys() == {request_id for request_id, _ in work}
     for request_id in flat:
         a, b = flat[request_id], grouped[request_id]
-        if isinstance(a, ScoreOutput):
-            assert isinstance(b, ScoreOutput)
+        if isinstance(a, ContinuationLogprobs):
+            assert isinstance(b, ContinuationLogprobs)
             assert a.logprobs == pytest.approx(b.logprobs, abs=1e-4)
         elif isinstance(a, EmbeddingOutput):
             assert isinstance(b, EmbeddingOutput)

@@ -10,7 +10,7 @@ import torch
 import torch.nn.functional as F
 
 from qwick import LLM
-from qwick.engine.readout import ScoreOutput, ScoreSpec
+from qwick.engine.readout import ContinuationLogprobs, ContinuationSpec
 from qwick.kernels.build import cpu_has_flags
 from qwick.kernels.cpu_ops import cpu_ops_available, paged_prefill, paged_prefill_available
 from qwick.model.attention import cpu_paged
@@ -109,11 +109,11 @@ def test_the_op_builds_where_it_can() -> None:
     assert paged_prefill_available(CPU, torch.bfloat16, torch.bfloat16, 128)
 
 
-def _scores(llm: LLM) -> list[ScoreOutput]:
+def _scores(llm: LLM) -> list[ContinuationLogprobs]:
     """Scoring requests whose prompts share a prefix (prefix-cache hits, so chunks start mid-sequence) and are
     longer than a step's token budget (chunked prefill): every long chunk attends to a cached context."""
     prefix = [(7 * i) % 3000 + 100 for i in range(45)]
-    work = [ScoreSpec(prefix + [200 + i, 300 + i] * (10 + 9 * i), [[5, 6], [7], [8, 9, 10]]) for i in range(4)]
+    work = [ContinuationSpec(prefix + [200 + i, 300 + i] * (10 + 9 * i), [[5, 6], [7], [8, 9, 10]]) for i in range(4)]
     outputs = []
     for i, spec in enumerate(work):  # one at a time: later ones hit the cached prefix
         llm.engine.add_readout(f"s{i}", spec)

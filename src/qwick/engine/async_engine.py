@@ -25,7 +25,14 @@ from dataclasses import dataclass, field
 
 from qwick.engine.client import EngineNotRunningError, RequestDelta, RequestFailedError
 from qwick.engine.llm_engine import LLMEngine
-from qwick.engine.readout import EmbeddingOutput, PoolSpec, ReadoutOutput, ReadoutSpec, ScoreOutput, ScoreSpec
+from qwick.engine.readout import (
+    ContinuationLogprobs,
+    ContinuationSpec,
+    EmbeddingOutput,
+    PoolSpec,
+    ReadoutOutput,
+    ReadoutSpec,
+)
 from qwick.engine.stats import EngineStats
 from qwick.lora.request import LoRARequest
 from qwick.sampling_params import SamplingParams
@@ -133,11 +140,12 @@ class AsyncLLMEngine:
         finally:  # also on break, cancellation and client disconnect: free the request's cache
             self._release(stream, still_running=not finished)
 
-    async def score(self, context_ids: list[int], continuations: list[list[int]], request_id: str,
-                    top_logprobs: int = 0, lora_request: LoRARequest | None = None) -> ScoreOutput:
-        spec = ScoreSpec(list(context_ids), [list(c) for c in continuations], top_logprobs, lora_request)
+    async def continuation_logprobs(self, context_ids: list[int], continuations: list[list[int]],
+                                    request_id: str, top_logprobs: int = 0,
+                                    lora_request: LoRARequest | None = None) -> ContinuationLogprobs:
+        spec = ContinuationSpec(list(context_ids), [list(c) for c in continuations], top_logprobs, lora_request)
         result = await self._run_readout(spec, request_id)
-        assert isinstance(result, ScoreOutput)
+        assert isinstance(result, ContinuationLogprobs)
         return result
 
     async def embed(self, prompt_ids: list[int], request_id: str,
@@ -147,7 +155,7 @@ class AsyncLLMEngine:
         return result
 
     async def _run_readout(self, spec: ReadoutSpec, request_id: str) -> ReadoutOutput:
-        """One scoring / pooling request; cancelling the awaiting task aborts it in the engine."""
+        """One readout (continuation logprobs or pooling); cancelling the awaiting task aborts it in the engine."""
         stream = self._submit(request_id, lambda s: _AddReadout(s, spec))
         finished = False
         try:

@@ -12,7 +12,7 @@ from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from typing import Any, Protocol
 
-from qwick.engine.readout import EmbeddingOutput, ReadoutOutput, ScoreOutput
+from qwick.engine.readout import ContinuationLogprobs, EmbeddingOutput, ReadoutOutput
 from qwick.lora.request import LoRARequest
 from qwick.outputs import RequestOutput, StreamDelta
 from qwick.sampling_params import SamplingParams
@@ -45,8 +45,9 @@ class EngineClient(Protocol):
         the request in the engine."""
         ...
 
-    async def score(self, context_ids: list[int], continuations: list[list[int]], request_id: str,
-                    top_logprobs: int = 0, lora_request: LoRARequest | None = None) -> ScoreOutput:
+    async def continuation_logprobs(self, context_ids: list[int], continuations: list[list[int]],
+                                    request_id: str, top_logprobs: int = 0,
+                                    lora_request: LoRARequest | None = None) -> ContinuationLogprobs:
         """Exact total logprob of each continuation after the context (the context is computed once); with
         `top_logprobs`, also the most likely tokens at each scored position; with `lora_request`, under that
         adapter."""

@@ -24,12 +24,12 @@ import torch
 
 from qwick.engine.block_manager import BlockManager, NoFreeBlocksError
 from qwick.engine.readout import (
+    ContinuationLogprobs,
+    ContinuationSpec,
     EmbeddingOutput,
     PoolSpec,
     ReadoutOutput,
     ReadoutSpec,
-    ScoreOutput,
-    ScoreSpec,
     SequenceReadout,
     TopTokens,
 )
@@ -76,10 +76,10 @@ class Jobs:
         return len(self.jobs)
 
     def add(self, request_id: str, spec: ReadoutSpec, lora_id: int = 0) -> None:
-        prompt = spec.context_ids if isinstance(spec, ScoreSpec) else spec.prompt_ids
+        prompt = spec.context_ids if isinstance(spec, ContinuationSpec) else spec.prompt_ids
         self._check(prompt, spec)
         job = Job(request_id, spec, time.perf_counter(), lora_id=lora_id)
-        if isinstance(spec, ScoreSpec):
+        if isinstance(spec, ContinuationSpec):
             firsts = sorted({c[0] for c in spec.continuations})
             readout = SequenceReadout({len(prompt) - 1: firsts} if firsts else {}, self.valid_vocab,
                                 top_k=spec.top_logprobs)
@@ -112,7 +112,7 @@ class Jobs:
         for chunk in list(prefills):
             parent = chunk.seq
             job = self.jobs.get(parent.request_id) if parent.readout is not None and chunk.completes else None
-            if job is None or not isinstance(job.spec, ScoreSpec) or job.forked or job.live.get(parent, ()) is not None:
+            if job is None or not isinstance(job.spec, ContinuationSpec) or job.forked or job.live.get(parent, ()) is not None:
                 continue  # not a scoring context completing now
             job.forked = True
             for cont in self._longer(job):
@@ -127,7 +127,7 @@ class Jobs:
         return mirrors
 
     def finish_prefilled(self, seqs: list[Sequence]) -> list[tuple[str, ReadoutOutput]]:
-        """Task sequences whose prefill completed this step leave the scheduler; return finished jobs' results."""
+        """Readout sequences whose prefill completed this step leave the scheduler; return finished jobs' results."""
         results = []
         for seq in seqs:
             if seq.readout is None or seq.num_cached < seq.total_len or seq.finished:
@@ -190,11 +190,11 @@ class Jobs:
 
     @staticmethod
     def _longer(job: Job) -> list[tuple[int, ...]]:
-        assert isinstance(job.spec, ScoreSpec)
+        assert isinstance(job.spec, ContinuationSpec)
         return sorted({tuple(c) for c in job.spec.continuations if len(c) > 1})
 
     def _continuation(self, job: Job, cont: tuple[int, ...]) -> Sequence:
-        assert isinstance(job.spec, ScoreSpec)
+        assert isinstance(job.spec, ContinuationSpec)
         n = len(job.spec.context_ids)
         # position n + j - 1 holds cont[j - 1]; its logits give cont[j]
         targets = {n + j - 1: [cont[j]] for j in range(1, len(cont))}
@@ -209,7 +209,7 @@ class Jobs:
         top = None
         if job.spec.top_logprobs:
             top = [[job.first_top, *job.later_top.get(tuple(c), [])] for c in job.spec.continuations]
-        return ScoreOutput(job.request_id, [sum(t) for t in per_token], per_token, len(job.spec.context_ids), top)
+        return ContinuationLogprobs(job.request_id, [sum(t) for t in per_token], per_token, len(job.spec.context_ids), top)
 
     def _sequence(self, job: Job, prompt: list[int], readout: SequenceReadout) -> Sequence:
         return Sequence(request_id=job.request_id, index=0, prompt_ids=prompt, params=_NO_SAMPLING,
@@ -222,7 +222,7 @@ class Jobs:
         bad = [t for t in prompt if not 0 <= t < self.vocab_size]
         if bad:
             raise ValueError(f"prompt token ids out of range [0, {self.vocab_size}): {bad[:5]}")
-        if isinstance(spec, ScoreSpec) and not self.can_score:
+        if isinstance(spec, ContinuationSpec) and not self.can_score:
             raise ValueError("this checkpoint (architecture Qwen3Model) has no lm_head: it can embed, not score")
         if isinstance(spec, PoolSpec):
             if len(prompt) > self.max_model_len:

@@ -20,7 +20,7 @@ if TYPE_CHECKING:
 
 
 @dataclass
-class ScoreSpec:
+class ContinuationSpec:
     """Score each continuation after a shared context: total logprob of its tokens, exact, no sampling."""
 
     context_ids: list[int]
@@ -37,17 +37,17 @@ class PoolSpec:
     lora_request: LoRARequest | None = None  # pool under this adapter (None: the base model)
 
 
-ReadoutSpec = ScoreSpec | PoolSpec
+ReadoutSpec = ContinuationSpec | PoolSpec
 TopTokens = list[tuple[int, float]]  # (token id, logprob), most likely first
 
 
 @dataclass
-class ScoreOutput:
+class ContinuationLogprobs:
     request_id: str
     logprobs: list[float]  # total logprob of each continuation, in the order given
     token_logprobs: list[list[float]]  # per continuation, the logprob of each of its tokens
     num_context_tokens: int
-    top_logprobs: list[list[TopTokens]] | None = None  # per continuation and token, when ScoreSpec asked
+    top_logprobs: list[list[TopTokens]] | None = None  # per continuation and token, when ContinuationSpec asked
 
 
 @dataclass
@@ -57,7 +57,7 @@ class EmbeddingOutput:
     num_prompt_tokens: int
 
 
-ReadoutOutput = ScoreOutput | EmbeddingOutput
+ReadoutOutput = ContinuationLogprobs | EmbeddingOutput
 
 
 @dataclass(eq=False)

@@ -16,7 +16,7 @@ from typing import Any, TypeVar
 
 from qwick.engine.client import RequestDelta
 from qwick.engine.llm_engine import LLMEngine, StepOutput
-from qwick.engine.readout import EmbeddingOutput, PoolSpec, ScoreOutput, ScoreSpec
+from qwick.engine.readout import ContinuationLogprobs, ContinuationSpec, EmbeddingOutput, PoolSpec
 from qwick.engine.stats import EngineStats
 from qwick.lora.request import LoRARequest
 from qwick.outputs import RequestOutput, StreamDelta
@@ -39,12 +39,13 @@ class InlineEngineClient:
         out = await self._wait(request_id)
         yield RequestDelta(request_id, out.deltas, True, out.finished_request)
 
-    async def score(self, context_ids: list[int], continuations: list[list[int]], request_id: str,
-                    top_logprobs: int = 0, lora_request: LoRARequest | None = None) -> ScoreOutput:
-        self.engine.add_readout(request_id, ScoreSpec(list(context_ids), [list(c) for c in continuations],
+    async def continuation_logprobs(self, context_ids: list[int], continuations: list[list[int]],
+                                    request_id: str, top_logprobs: int = 0,
+                                    lora_request: LoRARequest | None = None) -> ContinuationLogprobs:
+        self.engine.add_readout(request_id, ContinuationSpec(list(context_ids), [list(c) for c in continuations],
                                                    top_logprobs, lora_request))
         result = (await self._wait(request_id)).result
-        assert isinstance(result, ScoreOutput)
+        assert isinstance(result, ContinuationLogprobs)
         return result
 
     async def embed(self, prompt_ids: list[int], request_id: str,

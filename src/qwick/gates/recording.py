@@ -23,7 +23,7 @@ class RecordingClient:
         self.identity = identity
         self.tokenizer = tokenizer
 
-    def __getattr__(self, name: str) -> Any:  # score, embed, abort, stats, shutdown, is_running, errored
+    def __getattr__(self, name: str) -> Any:  # continuation_logprobs, embed, abort, stats, shutdown, is_running, errored
         return getattr(self.inner, name)
 
     async def generate(self, prompt_ids: list[int], params: SamplingParams, request_id: str,

@@ -160,7 +160,7 @@ class GateService:
         key = (spec.adapter, *prefix_ids)
         warm = self._warm.get(key)
         if warm is None or (warm.done() and (warm.cancelled() or warm.exception() is not None)):
-            warm = asyncio.ensure_future(self.engine.score(prefix_ids, [], new_id("warm"), **self.adapter(spec)))
+            warm = asyncio.ensure_future(self.engine.continuation_logprobs(prefix_ids, [], new_id("warm"), **self.adapter(spec)))
             if remember:  # gate prefixes: once per process (ad-hoc label sets make new ones, hence the cap)
                 if len(self._warm) >= MAX_WARM_PREFIXES:
                     self._warm.clear()

@@ -22,7 +22,7 @@ class LabelKind(GateKind):
         (prompt,) = rendered
         continuations = runner.label_ids(spec.labels)
         await runner.warm_prefix(prompt.prefix_ids, spec)
-        out = await runner.engine.score(prompt.ids, continuations, new_id(spec.kind), **runner.adapter(spec))
+        out = await runner.engine.continuation_logprobs(prompt.ids, continuations, new_id(spec.kind), **runner.adapter(spec))
         self.apply(spec, decision, normalise(spec.labels, out.logprobs))
 
     def apply(self, spec: GateSpec, decision: Decision, scores: dict[str, float]) -> Decision:

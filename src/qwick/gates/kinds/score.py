@@ -27,7 +27,7 @@ class Score(GateKind):
     async def decide(self, runner: GateRunner, spec: GateSpec, rendered: list[Rendered], decision: Decision) -> None:
         if len(rendered) > 1:  # compute the shared head once, before the items fan out
             await runner.warm_prefix(rendered[0].prefix_ids, spec, remember=False)
-        outs = await asyncio.gather(*(runner.engine.score(r.ids, runner.yes_no, new_id("score"), **runner.adapter(spec))
+        outs = await asyncio.gather(*(runner.engine.continuation_logprobs(r.ids, runner.yes_no, new_id("score"), **runner.adapter(spec))
                                       for r in rendered))
         decision.item_scores = [_p_yes(o.logprobs) for o in outs]
 

@@ -133,7 +133,7 @@ class CompletionServing:
             tops: list[dict[str, float] | None] = [None]
             if len(ids) > 1:
                 try:
-                    scored = await self.ctx.engine.score(ids[:1], [ids[1:]], f"{request_id}-echo-{i}", top_n,
+                    scored = await self.ctx.engine.continuation_logprobs(ids[:1], [ids[1:]], f"{request_id}-echo-{i}", top_n,
                                                          **adapter)
                 except Exception as exc:
                     raise engine_error(exc) or exc from None
