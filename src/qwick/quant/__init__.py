@@ -13,9 +13,11 @@ if TYPE_CHECKING:
     from qwick.quant.int8 import Int8Embedding, Int8Linear
 
 __all__ = ["INT4_GROUP_SIZES", "QUANTIZATION_METHODS", "Int4Linear", "Int8Embedding", "Int8Linear",
-           "validate_quantization"]
+           "quantize_model", "validate_quantization"]
 # Imported on first use (they need torch), so the `qwick quantize` parser builds without torch.
-_LOCATIONS = {"Int4Linear": "qwick.quant.int4", "Int8Embedding": "qwick.quant.int8", "Int8Linear": "qwick.quant.int8"}
+_LOCATIONS = {"Int4Linear": "qwick.quant.int4", "Int8Embedding": "qwick.quant.int8", "Int8Linear": "qwick.quant.int8",
+              # the pass lives in passes/ (above quant/); this older public name still finds it, by name only
+              "quantize_model": "qwick.passes.quantize"}
 
 
 def __getattr__(name: str) -> Any:
