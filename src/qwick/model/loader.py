@@ -1,13 +1,15 @@
 """Build a Qwen3 model from a checkpoint folder (safetensors, single or sharded) or with dummy weights.
 
 The one loader: a checkpoint's tensors stream through a list of transforms (a stored format's decoding, picked
-by quant/checkpoint.py from config.json) into the model's parameters, with one name map and one shape check."""
+by quant/ from config.json) into the model's parameters and persistent buffers (quantized modules keep their
+weights in buffers), with one name map and one shape check."""
 
 from __future__ import annotations
 
 import json
 from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
+from typing import BinaryIO, ClassVar
 
 import torch
 from safetensors import SafetensorError, safe_open
@@ -44,20 +46,35 @@ def checkpoint_files(folder: Path) -> list[Path]:
     return files
 
 
-def build_model(config: Qwen3Config, dtype: torch.dtype, device: torch.device) -> Qwen3ForCausalLM:
-    """An uninitialised model in `dtype` on `device` (allocated, not filled)."""
+def build_model(config: Qwen3Config, dtype: torch.dtype, device: torch.device,
+                edit: Callable[[Qwen3ForCausalLM], None] | None = None) -> Qwen3ForCausalLM:
+    """An uninitialised model in `dtype` on `device` (allocated, not filled). `edit` changes the skeleton while
+    it is still on the meta device (a stored quantized format swaps in its empty quantized modules)."""
     with torch.device("meta"):
         model = Qwen3ForCausalLM(config).to(dtype)
+        if edit is not None:
+            edit(model)
     model = model.to_empty(device=device)
-    if config.tie_word_embeddings:  # to_empty materialises shared parameters separately: tie again
+    if config.tie_word_embeddings and isinstance(getattr(model.lm_head, "weight", None), torch.nn.Parameter):
+        # to_empty materialises shared parameters separately: tie again (a quantized head has no `weight`)
         model.lm_head.weight = model.model.embed_tokens.weight
     model.model.rotary_emb.reset()
     return model.eval().requires_grad_(False)
 
 
 class TensorStream:
-    """Every tensor of a checkpoint's files, one at a time, as (checkpoint name, tensor); `file` is the one being
-    read (for error messages). A read failure becomes a CheckpointError."""
+    """Every tensor of a checkpoint's files, one at a time and sorted by name, as (checkpoint name, tensor);
+    `file` is the one being read (for error messages). A read failure becomes a CheckpointError.
+
+    safe_open validates each file; the tensors are then plain reads into memory each tensor owns, not
+    safe_open's: its tensors can point into a file mapping that closes with the handle, and every mapped page it
+    touches counts towards the process's resident memory (the whole file, on top of the model).
+    """
+
+    _DTYPES: ClassVar[dict[str, torch.dtype]] = {
+        "F64": torch.float64, "F32": torch.float32, "F16": torch.float16, "BF16": torch.bfloat16,
+        "F8_E4M3": torch.float8_e4m3fn, "F8_E5M2": torch.float8_e5m2, "I64": torch.int64, "I32": torch.int32,
+        "I16": torch.int16, "I8": torch.int8, "U8": torch.uint8, "BOOL": torch.bool}
 
     def __init__(self, files: list[Path]) -> None:
         self.files = files
@@ -67,19 +84,35 @@ class TensorStream:
         for file in self.files:
             self.file = file
             try:
-                with safe_open(str(file), framework="pt") as handle:
-                    for raw_name in handle.keys():  # noqa: SIM118 - safe_open is not a mapping
-                        yield raw_name, handle.get_tensor(raw_name)
+                with safe_open(str(file), framework="pt"), file.open("rb") as handle:  # safe_open: validation
+                    size = int.from_bytes(handle.read(8), "little")
+                    header = json.loads(handle.read(size))
+                    header.pop("__metadata__", None)
+                    for raw_name in sorted(header):
+                        yield raw_name, self._read(handle, 8 + size, raw_name, header[raw_name])
             except SafetensorError as exc:
                 raise CheckpointError(f"could not read {file}: {exc} (corrupt or truncated safetensors file?)") from exc
             except OSError as exc:
                 raise CheckpointError(f"could not read {file}: {exc}") from exc
 
+    def _read(self, handle: BinaryIO, start: int, name: str, entry: dict) -> torch.Tensor:
+        if entry["dtype"] not in self._DTYPES:
+            raise CheckpointError(f"{self.file.name}: tensor {name!r} has dtype {entry['dtype']}, not one qwick reads")
+        dtype, shape = self._DTYPES[entry["dtype"]], tuple(entry["shape"])
+        begin, end = entry["data_offsets"]
+        if begin == end:  # an empty tensor
+            return torch.empty(shape, dtype=dtype)
+        buffer = bytearray(end - begin)
+        handle.seek(start + begin)
+        handle.readinto(buffer)
+        return torch.frombuffer(buffer, dtype=dtype).view(shape)
+
 
 def load_weights(model: Qwen3ForCausalLM, files: list[Path], transforms: Sequence[Transform] = ()) -> None:
-    """Copy every checkpoint tensor into the model, casting to its dtype; fail on missing or misshapen tensors.
-    The tensors pass through `transforms` first, in order (a stored format's decoding, e.g. quant/fp8.py)."""
-    params = dict(model.named_parameters(remove_duplicate=False))
+    """Copy every checkpoint tensor into the model's parameters and persistent buffers, casting to their dtype;
+    fail on missing or misshapen tensors. The tensors pass through `transforms` first, in order (a stored
+    format's decoding, e.g. quant/fp8.py, quant/qwick_format.py)."""
+    params = model.state_dict(keep_vars=True)  # parameters and persistent buffers; tied ones under both names
     tied = model.config.tie_word_embeddings
     loaded: set[str] = set()
     stream = TensorStream(files)

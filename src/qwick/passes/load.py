@@ -10,8 +10,9 @@ from qwick.model.config import Qwen3Config
 from qwick.model.loader import build_model, init_dummy_weights
 from qwick.model.qwen3 import Qwen3ForCausalLM
 from qwick.passes.quantize import quantize_model
-from qwick.quant.checkpoint import QuantSpec, check_matches, load_float, load_quantized
+from qwick.quant.checkpoint import QuantSpec, check_matches, load_float
 from qwick.quant.options import DEFAULT_GROUP_SIZE
+from qwick.quant.qwick_format import load_quantized
 
 
 def load_model(folder: Path, config: Qwen3Config, dtype: torch.dtype, device: torch.device, *,

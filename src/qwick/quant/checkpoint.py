@@ -1,4 +1,4 @@
-"""Quantized safetensors checkpoints: `qwick quantize` writes them, `load_quantized` reads them back fast
+"""Quantized safetensors checkpoints: `qwick quantize` writes them, quant/qwick_format.py reads them back
 (passes/load.py picks it by config.json).
 
 Format (a Hugging Face folder; config.json gains `"quantization_config": {"quant_method": "qwick", ...}`):
@@ -8,20 +8,17 @@ Format (a Hugging Face folder; config.json gains `"quantization_config": {"quant
   lm_head (int8, when quantized): lm_head.weight + lm_head.weight_scale; a tied model stores no
                       model.embed_tokens.weight, its embedding is read from these int8 rows
   everything else (norms, an untied embedding) in the source dtype.
-Loading builds the model on the meta device, creates the quantized modules straight from these tensors
-(no float copy of the weights ever exists) and materialises only the float parameters that remain.
+Loading (quant/qwick_format.py) builds the model with empty quantized modules and fills it through the one
+loader, with a transform from these tensors to the modules' buffers (no float copy of the weights ever exists).
 """
 
 from __future__ import annotations
 
-import contextlib
-import ctypes
 import json
 import shutil
-from contextlib import ExitStack
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, ClassVar
+from typing import Any
 
 import torch
 from safetensors.torch import save_file
@@ -30,9 +27,9 @@ from qwick.model.config import Qwen3Config
 from qwick.model.loader import CheckpointError, Transform, build_model, checkpoint_files, load_weights
 from qwick.model.qwen3 import Qwen3ForCausalLM
 from qwick.quant.fp8 import fp8_block_size, fp8_weights
-from qwick.quant.int4 import Int4Linear, quantize_int4
-from qwick.quant.int8 import Int8Linear, attach_lm_head, quantize_int8
-from qwick.quant.layout import pack_nibbles, unpack_nibbles
+from qwick.quant.int4 import quantize_int4
+from qwick.quant.int8 import quantize_int8
+from qwick.quant.layout import pack_nibbles
 from qwick.quant.options import DEFAULT_GROUP_SIZE, PROJECTIONS, check_group_size, validate_quantization
 
 QUANT_METHOD = "qwick"
@@ -123,110 +120,6 @@ def check_matches(stored: QuantSpec, quantization: str | None, group_size: int |
     if group_size is not None and stored.method == "int4" and group_size != stored.group_size:
         raise ValueError(f"{folder} is quantized as int4 with group size {stored.group_size}, not {group_size}: "
                          "drop the group size or re-quantize the float checkpoint with it")
-
-
-def load_quantized(folder: Path, config: Qwen3Config, spec: QuantSpec, dtype: torch.dtype, device: torch.device,
-                   kernel: str = "auto") -> Qwen3ForCausalLM:
-    with ExitStack() as stack:  # tensors are read one at a time: peak memory ~ the model plus one layer
-        tensors = _TensorIndex(stack, checkpoint_files(folder), device)
-        with torch.device("meta"):
-            model = Qwen3ForCausalLM(config).to(dtype)
-        for name, module in list(model.named_modules()):
-            if is_projection(name + ".weight"):
-                parent, attr = model.get_submodule(name.rsplit(".", 1)[0]), name.rsplit(".", 1)[1]
-                setattr(parent, attr, _quantized_module(tensors, name, module, spec, dtype, kernel))
-                release_freed_memory()
-        if spec.lm_head:
-            q = tensors.take("lm_head.weight", (config.vocab_size, config.hidden_size))
-            scale = tensors.take("lm_head.weight_scale", (config.vocab_size,))
-            attach_lm_head(model, Int8Linear(q, scale, dtype, kernel, out_dtype=torch.float32), dtype)
-        for module in model.modules():  # what is still on meta: norms, float embedding / head
-            if any(t.is_meta for t in [*module.parameters(recurse=False), *module.buffers(recurse=False)]):
-                module.to_empty(device=device, recurse=False)
-        if config.tie_word_embeddings and not spec.lm_head:
-            model.lm_head.weight = model.model.embed_tokens.weight
-        with torch.no_grad():
-            for name, param in model.named_parameters():
-                if name == "lm_head.weight" and not tensors.has(name) and config.architecture == "Qwen3Model":
-                    model.has_lm_head = False  # embedding/reranker backbones ship no output projection
-                elif not (name == "lm_head.weight" and config.tie_word_embeddings):
-                    param.copy_(tensors.take(name, tuple(param.shape)))
-        if tensors.unread():
-            raise CheckpointError(f"{folder}: unexpected tensors for a {spec.method} checkpoint: "
-                                  f"{tensors.unread()[:5]}")
-    model.model.rotary_emb.reset()
-    release_freed_memory()
-    return model.eval().requires_grad_(False)
-
-
-def release_freed_memory() -> None:
-    """Hand freed heap memory back to the OS (glibc keeps it): the read buffers and repacking temporaries of
-    every layer would otherwise stay resident, measured +0.7 GB peak / +0.5 GB after loading 0.6B int4."""
-    with contextlib.suppress(OSError, AttributeError):  # not glibc: nothing to do
-        ctypes.CDLL("libc.so.6").malloc_trim(0)
-
-
-class _TensorIndex:
-    """A checkpoint's tensors, read on demand into memory the tensor owns, with a shape check.
-
-    Plain reads, not safe_open: its tensors can point into a file mapping that closes with the handle, and every
-    mapped page it touches counts towards the process's resident memory (the whole file, on top of the model).
-    """
-
-    _DTYPES: ClassVar[dict[str, torch.dtype]] = {"F32": torch.float32, "F16": torch.float16, "BF16": torch.bfloat16,
-                                                 "I8": torch.int8, "U8": torch.uint8, "I32": torch.int32,
-                                                 "I64": torch.int64}
-
-    def __init__(self, stack: ExitStack, files: list[Path], device: torch.device) -> None:
-        self.device = device
-        self.entries: dict[str, tuple[Any, int, dict[str, Any]]] = {}  # name -> (file, data start, header entry)
-        for path in files:
-            file = stack.enter_context(path.open("rb"))
-            size = int.from_bytes(file.read(8), "little")
-            header = json.loads(file.read(size))
-            header.pop("__metadata__", None)
-            self.entries.update({name: (file, 8 + size, entry) for name, entry in header.items()})
-        self.read: set[str] = set()
-
-    def has(self, name: str) -> bool:
-        return name in self.entries
-
-    def take(self, name: str, shape: tuple[int, ...]) -> torch.Tensor:
-        if name not in self.entries:
-            raise CheckpointError(f"quantized checkpoint is missing tensor {name!r}")
-        file, start, entry = self.entries[name]
-        self.read.add(name)
-        if tuple(entry["shape"]) != shape:
-            raise CheckpointError(f"tensor {name!r} has shape {tuple(entry['shape'])}, the config implies {shape} "
-                                  "(a different model, or a group size other than config.json's?)")
-        if entry["dtype"] not in self._DTYPES:
-            raise CheckpointError(f"tensor {name!r} has dtype {entry['dtype']}, not one qwick writes")
-        begin, end = entry["data_offsets"]
-        buffer = bytearray(end - begin)
-        file.seek(start + begin)
-        file.readinto(buffer)
-        if not buffer:  # an empty tensor
-            return torch.empty(shape, dtype=self._DTYPES[entry["dtype"]], device=self.device)
-        tensor = torch.frombuffer(buffer, dtype=self._DTYPES[entry["dtype"]]).view(shape)
-        return tensor.to(self.device)
-
-    def unread(self) -> list[str]:
-        return sorted(set(self.entries) - self.read)
-
-
-def _quantized_module(tensors: _TensorIndex, name: str, module: torch.nn.Module, spec: QuantSpec,
-                      dtype: torch.dtype, kernel: str) -> torch.nn.Module:
-    n, k = module.out_features, module.in_features
-    if spec.method == "int8":
-        return Int8Linear(tensors.take(f"{name}.weight", (n, k)), tensors.take(f"{name}.weight_scale", (n,)),
-                          dtype, kernel)
-    group = spec.group_size or DEFAULT_GROUP_SIZE
-    if k % group:
-        raise CheckpointError(f"{name}: group size {group} (config.json) does not divide in_features {k}")
-    packed = tensors.take(f"{name}.weight_packed", (n, (k + 1) // 2))
-    scale = tensors.take(f"{name}.weight_scale", (n, k // group))
-    mins = tensors.take(f"{name}.weight_min", (n, k // group))
-    return Int4Linear(unpack_nibbles(packed, k), scale, mins, dtype, kernel)
 
 
 def checkpoint_transforms(raw: dict[str, Any]) -> list[Transform]:

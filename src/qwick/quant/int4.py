@@ -61,27 +61,36 @@ class Int4Linear(nn.Module):
     """
 
     def __init__(self, q: torch.Tensor, scale: torch.Tensor, mins: torch.Tensor, dtype: torch.dtype,
-                 kernel: str = "auto") -> None:
+                 kernel: str = "auto", *, device: torch.device | None = None) -> None:
+        # device: where it will run (default q's); the checkpoint loader builds empty ones on meta for it
         super().__init__()
+        device = device or q.device
         self.out_features, self.in_features = q.shape
         self.group_size = self.in_features // scale.shape[1]
-        self.kernel = resolve_kernel(kernel, q.device)
+        self.kernel = resolve_kernel(kernel, device)
+        self.dtype = dtype
         if self.kernel == "qwick":
             self.layout = "qwick"
-            self.register_buffer("weight_packed", block_int4(q))  # [ceil(N/4), ceil(K/64), 4, 32]
-            self.register_buffer("scale", scale.half().contiguous())  # [N, K/g]
-            self.register_buffer("mins", mins.half().contiguous())
-        elif q.device.type == "cpu" and self.out_features % _CPU_N_MULTIPLE == 0:
+        elif device.type == "cpu" and self.out_features % _CPU_N_MULTIPLE == 0:
             self.layout = "int4pack"
-            self.register_buffer("weight_packed", torch.ops.aten._convert_weight_to_int4pack_for_cpu(q.int(), 1))
-            zeros = mins.float() + 8 * scale.float()  # the kernel computes (q - 8) * scale + zero
-            self.register_buffer("scales_and_zeros", torch.stack([scale.float().t(), zeros.t()], dim=-1)
-                                 .to(dtype).contiguous())  # [K/g, N, 2]
         else:
             self.layout = "nibbles"
-            self.register_buffer("weight_packed", pack_nibbles(q))  # [N, ceil(K/2)]
-            self.register_buffer("scale", scale.to(dtype))
-            self.register_buffer("mins", mins.to(dtype))
+        for name, tensor in self.layout_buffers(q, scale, mins).items():
+            self.register_buffer(name, tensor)
+
+    def layout_buffers(self, q: torch.Tensor, scale: torch.Tensor, mins: torch.Tensor) -> dict[str, torch.Tensor]:
+        """This module's buffers holding q [N, K] and scale/min [N, K/g] in its layout."""
+        if self.layout == "qwick":
+            return {"weight_packed": block_int4(q),  # [ceil(N/4), ceil(K/64), 4, 32]
+                    "scale": scale.half().contiguous(),  # [N, K/g]
+                    "mins": mins.half().contiguous()}
+        if self.layout == "int4pack":
+            zeros = mins.float() + 8 * scale.float()  # the kernel computes (q - 8) * scale + zero
+            return {"weight_packed": torch.ops.aten._convert_weight_to_int4pack_for_cpu(q.int(), 1),
+                    "scales_and_zeros": torch.stack([scale.float().t(), zeros.t()], dim=-1)
+                    .to(self.dtype).contiguous()}  # [K/g, N, 2]
+        return {"weight_packed": pack_nibbles(q),  # [N, ceil(K/2)]
+                "scale": scale.to(self.dtype), "mins": mins.to(self.dtype)}
 
     @classmethod
     def from_linear(cls, linear: nn.Linear, group_size: int = 128, kernel: str = "auto") -> Int4Linear:

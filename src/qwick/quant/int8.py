@@ -38,17 +38,23 @@ class Int8Linear(nn.Module):
     """
 
     def __init__(self, q: torch.Tensor, scales: torch.Tensor, dtype: torch.dtype, kernel: str = "auto",
-                 out_dtype: torch.dtype | None = None) -> None:
+                 out_dtype: torch.dtype | None = None, *, device: torch.device | None = None) -> None:
+        # device: where it will run (default q's); the checkpoint loader builds empty ones on meta for it
         super().__init__()
         self.out_features, self.in_features = q.shape
-        self.kernel = resolve_kernel(kernel, q.device)
+        self.kernel = resolve_kernel(kernel, device or q.device)
+        self.dtype = dtype
         self.out_dtype = out_dtype
+        for name, tensor in self.layout_buffers(q, scales).items():
+            self.register_buffer(name, tensor)
+
+    def layout_buffers(self, q: torch.Tensor, scales: torch.Tensor) -> dict[str, torch.Tensor]:
+        """This module's buffers holding q [N, K] and scales [N] in its kernel's layout."""
         if self.kernel == "qwick":
-            self.register_buffer("weight_packed", block_int8(q))  # [ceil(N/4), ceil(K/32), 4, 32]
-            self.register_buffer("scale", scales.float())  # [N]
-        else:
-            self.register_buffer("weight_int8", q.contiguous())  # [N, K]
-            self.register_buffer("scale", scales.to(dtype))  # [N], the activation dtype
+            return {"weight_packed": block_int8(q),  # [ceil(N/4), ceil(K/32), 4, 32]
+                    "scale": scales.float()}  # [N]
+        return {"weight_int8": q.contiguous(),  # [N, K]
+                "scale": scales.to(self.dtype)}  # [N], the activation dtype
 
     @classmethod
     def from_linear(cls, linear: nn.Linear, kernel: str = "auto", out_dtype: torch.dtype | None = None) -> Int8Linear:
