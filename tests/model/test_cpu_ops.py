@@ -1,4 +1,4 @@
-"""qwick's CPU ops (model/csrc): paged decode attention equals SDPA over the gathered context; the norm and
+"""qwick's CPU ops (kernels/csrc): paged decode attention equals SDPA over the gathered context; the norm and
 rotary ops equal the torch code they replace."""
 
 from __future__ import annotations

@@ -5,7 +5,7 @@ language (trained.py): its next-token distributions are peaked like a real LM's,
 On the random tiny models agreement is noise (they are nearly flat: merely rounding the float32 weights to
 bfloat16 agrees on only 98-99%), so there only KL is pinned, as a regression guard a little above the measured
 value (a wrong int4 zero-point convention moves it by orders of magnitude). Every assertion message carries
-the measured numbers; README "Weight-only quantization" lists them.
+the measured numbers; benchmarks/RESULTS.md, "Quantization accuracy", lists them.
 """
 
 from __future__ import annotations

@@ -1,4 +1,5 @@
-"""Grammar compilation for structured output, on llguidance (README "Structured output" says why).
+"""Grammar compilation for structured output, on llguidance: it compiled a typical schema in ~1 ms
+against ~1 s (xgrammar) and ~3 s (outlines-core), with faster masks (benchmarks/RESULTS.md, structured.py).
 
 `GrammarCompiler` turns `StructuredOutputsParams` into a checked llguidance matcher, caches it, and hands each
 sequence a copy. Errors (invalid JSON, unsupported keyword, unsatisfiable schema, bad regex or grammar, a
