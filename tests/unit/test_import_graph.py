@@ -30,9 +30,20 @@ def module_files() -> dict[str, Path]:
     return modules
 
 
+def face_names() -> dict[str, str]:
+    """What the package face (qwick/__init__.py) re-exports: name -> the module that defines it."""
+    names = {}
+    for node in ast.walk(ast.parse((SRC / "qwick" / "__init__.py").read_text())):
+        if isinstance(node, ast.ImportFrom) and node.module and node.module.startswith("qwick."):
+            names.update({alias.name: node.module for alias in node.names})
+    return names
+
+
 def imported_names(module: str, path: Path) -> Iterator[str]:
-    """Every dotted name `module` imports (absolute, relative resolved), wherever the import statement stands."""
+    """Every dotted name `module` imports (absolute, relative resolved), wherever the import statement stands;
+    `from qwick import LLM` counts as importing qwick.llm (the face only hands names on)."""
     package = module if path.name == "__init__.py" else module.rpartition(".")[0]
+    face = face_names() if module != "qwick" else {}
     for node in ast.walk(ast.parse(path.read_text())):
         if isinstance(node, ast.Import):
             yield from (alias.name for alias in node.names)
@@ -41,6 +52,9 @@ def imported_names(module: str, path: Path) -> Iterator[str]:
             if node.level:
                 anchor = package.split(".")[: len(package.split(".")) - node.level + 1]
                 base = ".".join(anchor + ([base] if base else []))
+            if base == "qwick":
+                yield from (face.get(alias.name, "qwick") for alias in node.names)
+                continue
             yield base
             yield from (f"{base}.{alias.name}" for alias in node.names)
 
@@ -70,7 +84,7 @@ def package_graph(graph: dict[str, set[str]]) -> dict[str, set[str]]:
     for module, targets in graph.items():
         source = package_of(module)
         for target in targets:
-            # the qwick/__init__ face re-exports the public API: importing it is not a layer edge
+            # `import qwick` (the face, e.g. for __version__) is not a layer edge; its names resolve (face_names)
             if target != "qwick" and package_of(target) != source:
                 packages.setdefault(source, set()).add(package_of(target))
     return packages
@@ -128,6 +142,7 @@ def test_graph_sees_imports_inside_functions() -> None:
     graph = import_graph()
     assert len(graph) > 50  # the walk found the package
     assert "qwick.server.cli" in graph["qwick.cli"]  # imported inside a function, so the CLI starts fast
+    assert "qwick.llm" in graph["qwick.train.distill"]  # `from qwick import LLM`, through the face
 
 
 def test_no_module_cycles() -> None:
