@@ -4,6 +4,7 @@ the model opened <think>."""
 from __future__ import annotations
 
 import io
+import signal
 import sys
 
 import pexpect
@@ -19,8 +20,11 @@ LEFT, UP = "\x1b[D", "\x1b[A"
 
 @pytest.fixture
 def chat(tiny_model_dir):
+    # SIGINT back to its default in the child: a test run started as a background job (`cmd &` in a script, as
+    # some CI runners do) inherits SIGINT ignored, and Python then never raises KeyboardInterrupt
     child = pexpect.spawn(QWICK[0], [*QWICK[1:], "chat", str(tiny_model_dir), "--max-tokens", "3", "--dtype",
-                                     "float32"], encoding="utf-8", timeout=120, dimensions=(40, 200))
+                                     "float32"], encoding="utf-8", timeout=120, dimensions=(40, 200),
+                          preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     child.expect(">>> ")
     yield child
     child.close(force=True)
