@@ -39,11 +39,10 @@ def face_names() -> dict[str, str]:
     return names
 
 
-def imported_names(module: str, path: Path) -> Iterator[str]:
+def imported_names(module: str, path: Path, face: dict[str, str]) -> Iterator[str]:
     """Every dotted name `module` imports (absolute, relative resolved), wherever the import statement stands;
-    `from qwick import LLM` counts as importing qwick.llm (the face only hands names on)."""
+    `from qwick import LLM` counts as importing qwick.llm (`face`: what the face hands on, face_names)."""
     package = module if path.name == "__init__.py" else module.rpartition(".")[0]
-    face = face_names() if module != "qwick" else {}
     for node in ast.walk(ast.parse(path.read_text())):
         if isinstance(node, ast.Import):
             yield from (alias.name for alias in node.names)
@@ -61,11 +60,11 @@ def imported_names(module: str, path: Path) -> Iterator[str]:
 
 def import_graph() -> dict[str, set[str]]:
     """module -> the qwick modules it imports (a name resolved to the longest module it names)."""
-    modules = module_files()
+    modules, face = module_files(), face_names()
     graph: dict[str, set[str]] = {}
     for module, path in modules.items():
         targets = set()
-        for name in imported_names(module, path):
+        for name in imported_names(module, path, face):
             while name and name not in modules:
                 name = name.rpartition(".")[0]
             if name and name != module:
