@@ -7,7 +7,6 @@ named function, which forces Hermes-format `<tool_call>` blocks whose JSON match
 
 from __future__ import annotations
 
-import json
 from typing import Any
 
 from qwick.engine.grammar import GrammarCompiler, StructuredOutputError
@@ -15,8 +14,8 @@ from qwick.sampling_params import STRUCTURED_KINDS, StructuredOutputsParams
 from qwick.server.errors import bad_request
 from qwick.server.protocol.base import SamplingFields
 from qwick.server.protocol.chat import NamedToolChoice, ToolDefinition
+from qwick.tokenizer.tool_grammar import check_tool_name, tool_calls_lark
 
-TOOL_CALL_START, TOOL_CALL_END = "<tool_call>", "</tool_call>"
 GUIDED_FIELDS = {"guided_json": "json", "guided_regex": "regex", "guided_choice": "choice",
                  "guided_grammar": "grammar"}
 
@@ -70,27 +69,11 @@ def tool_call_structure(tools: list[ToolDefinition] | None, tool_choice: str | N
                               f"({[t.function.name for t in tools]})", param="tool_choice", code="invalid_value")
         parallel = False  # a named function means one call to it
     for i, tool in enumerate(tools):
-        if TOOL_CALL_START in tool.function.name or TOOL_CALL_END in tool.function.name:
-            raise bad_request(f"tool name {tool.function.name!r} contains a {TOOL_CALL_START} / {TOOL_CALL_END} "
-                              "marker, which would end the forced tool call early", param=f"tools[{i}].function.name",
-                              code="invalid_value")
-    return StructuredOutputsParams(grammar=tool_calls_lark(chosen, parallel is not False))
-
-
-def tool_calls_lark(tools: list[ToolDefinition], parallel: bool) -> str:
-    """Qwen3's Hermes format: `<tool_call>\\n{"name": ..., "arguments": {...}}\\n</tool_call>`, one or more."""
-    variants = [
-        {"type": "object",
-         "properties": {"name": {"const": t.function.name},
-                        "arguments": t.function.parameters or {"type": "object"}},
-         "required": ["name", "arguments"], "additionalProperties": False}
-        for t in tools
-    ]
-    schema = variants[0] if len(variants) == 1 else {"anyOf": variants}
-    options = {"whitespace_flexible": False, "item_separator": ", ", "key_separator": ": "}
-    body = json.dumps({**schema, "x-guidance": options})
-    start = 'start: call ("\\n" call)*' if parallel else "start: call"
-    return f'{start}\ncall: <tool_call> "\\n" body "\\n" </tool_call>\nbody: %json {body}\n'
+        problem = check_tool_name(tool.function.name)
+        if problem is not None:
+            raise bad_request(problem, param=f"tools[{i}].function.name", code="invalid_value")
+    functions = [{"name": t.function.name, "parameters": t.function.parameters} for t in chosen]
+    return StructuredOutputsParams(grammar=tool_calls_lark(functions, parallel is not False))
 
 
 def check_structure(grammars: GrammarCompiler, params: StructuredOutputsParams, field: str) -> None:
