@@ -8,7 +8,7 @@ import time
 
 import pytest
 
-from qwick.kernels.build import STALE_LOCK_S, build_directory, native_kernels_enabled
+from qwick.kernels.build import STALE_LOCK_S, _load_built, build_directory, native_kernels_enabled
 
 
 def _sources(tmp_path, text="int x;"):
@@ -51,3 +51,21 @@ def test_qwick_kernels_turns_every_family_off_the_older_names_their_own(monkeypa
     assert native_kernels_enabled("cpu_ops") and native_kernels_enabled("woq")
     monkeypatch.setenv(name, "torch")
     assert {family for family in ("cpu_ops", "woq") if not native_kernels_enabled(family)} == off
+
+
+def test_a_finished_build_loads_from_another_checkout_without_a_rebuild(tmp_path, monkeypatch):
+    """Two checkouts of one version share the build: the second finds the library by the folder's hash of the
+    sources' content (torch's own step would rebuild it, its command naming another path)."""
+    monkeypatch.setenv("TORCH_EXTENSIONS_DIR", str(tmp_path / "cache"))
+    one, two = tmp_path / "one", tmp_path / "two"
+    one.mkdir(), two.mkdir()
+    folder = build_directory("lib", _sources(one), ["-O3"])
+    assert folder == build_directory("lib", _sources(two), ["-O3"])
+    loaded = []
+    fake_torch = type("T", (), {"ops": type("O", (), {"load_library": staticmethod(loaded.append)})})
+    assert not _load_built(fake_torch, folder / "lib.so")  # not built yet
+    (folder / "lib.so").write_bytes(b"")
+    (folder / "lock").touch()
+    assert not _load_built(fake_torch, folder / "lib.so")  # a build is under way
+    (folder / "lock").unlink()
+    assert _load_built(fake_torch, folder / "lib.so") and loaded == [str(folder / "lib.so")]
