@@ -9,7 +9,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-JSON_COLUMNS = ("scores", "input", "gate_config")
+JSON_COLUMNS = ("scores", "input", "gate_config", "rule", "params")
 
 
 @dataclass
@@ -22,6 +22,7 @@ class Filters:
     escalated: bool = False
     timed_out: bool = False
     limit: int = 100
+    trace_id: str | None = None  # a pipeline run: its rows in run order (oldest first)
 
 
 def connect(path: str | Path) -> sqlite3.Connection:
@@ -46,9 +47,11 @@ def as_dict(row: sqlite3.Row) -> dict[str, Any]:
 
 
 def query(conn: sqlite3.Connection, f: Filters) -> list[dict[str, Any]]:
-    """Newest first."""
+    """Newest first (a trace's rows: in run order)."""
+    if f.trace_id is not None and not has_column(conn, "trace_id"):
+        return []  # a ledger written before pipelines (opened read-only here, so not migrated) has no traces
     where, args = [], []
-    for column in ("gate", "kind", "decision", "request_id"):
+    for column in ("gate", "kind", "decision", "request_id", "trace_id"):
         value = getattr(f, column)
         if value is not None:
             where.append(f"{column} = ?")
@@ -61,7 +64,8 @@ def query(conn: sqlite3.Connection, f: Filters) -> list[dict[str, Any]]:
     if f.timed_out:
         where.append("timed_out = 1")
     sql = "SELECT * FROM decisions" + (" WHERE " + " AND ".join(where) if where else "")
-    rows = conn.execute(sql + " ORDER BY id DESC LIMIT ?", [*args, f.limit]).fetchall()
+    order = "ASC" if f.trace_id is not None else "DESC"
+    rows = conn.execute(sql + f" ORDER BY id {order} LIMIT ?", [*args, f.limit]).fetchall()
     return [as_dict(r) for r in rows]
 
 
@@ -74,6 +78,18 @@ def tail(conn: sqlite3.Connection, n: int) -> list[dict[str, Any]]:
 def find(conn: sqlite3.Connection, request_id: str) -> dict[str, Any] | None:
     row = conn.execute("SELECT * FROM decisions WHERE request_id = ? ORDER BY id DESC LIMIT 1", (request_id,)).fetchone()
     return as_dict(row) if row is not None else None
+
+
+def trace(conn: sqlite3.Connection, trace_id: str) -> list[dict[str, Any]]:
+    """Every row of one pipeline run, in run order."""
+    if not has_column(conn, "trace_id"):
+        return []
+    rows = conn.execute("SELECT * FROM decisions WHERE trace_id = ? ORDER BY id", (trace_id,)).fetchall()
+    return [as_dict(r) for r in rows]
+
+
+def has_column(conn: sqlite3.Connection, name: str) -> bool:
+    return any(row[1] == name for row in conn.execute("PRAGMA table_info(decisions)"))
 
 
 def stats(conn: sqlite3.Connection) -> dict[str, Any]:

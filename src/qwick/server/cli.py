@@ -59,7 +59,8 @@ def add_serve_args(parser: argparse.ArgumentParser) -> None:
                        help="gates file: adds gates or redefines the built-in ones (checked before the model loads)")
     gates.add_argument("--ledger", default=None, metavar="PATH",
                        help="record every gate decision in this SQLite file (WAL; read it with `qwick ledger`)")
-    gates.add_argument("--ledger-all", action="store_true", help="with --ledger: also record every completion")
+    gates.add_argument("--ledger-all", action="store_true", help="with --ledger: also record every completion (with its sampling parameters) "
+                       "and embedding call")
     gates.add_argument("--ledger-raw-text", action="store_true",
                        help="with --ledger: also store raw input and output texts (off by default: privacy)")
 
