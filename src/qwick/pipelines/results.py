@@ -24,7 +24,7 @@ class StepResult:
 class StepFailure:
     step: str
     message: str
-    kind: str = "step_failed"  # step_failed | timeout | invalid_output
+    kind: str = "step_failed"  # bad_input (e.g. too long for the context) | timeout | invalid_output | step_failed
 
 
 @dataclass

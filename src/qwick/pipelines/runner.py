@@ -118,7 +118,8 @@ class PipelineRunner:
                 message = f"step {name!r} ({step.kind}) failed: {exc}"
                 self._record(step, trace, error_row(inputs, message), start, state)
                 steps.append(StepResult(name, step.kind, None, _ms(start)))
-                return _Stop(error=StepFailure(name, message)), None
+                kind = "bad_input" if isinstance(exc, ValueError | LookupError) else "step_failed"
+                return _Stop(error=StepFailure(name, message, kind)), None
             else:
                 if outcome.row is not None:
                     self._record(step, trace, outcome.row, start, state)
