@@ -130,29 +130,29 @@ def _pipeline(name: str, raw: Any, node: Any, line: int, gates: Gates, source: s
 
     if not name.replace("_", "").replace("-", "").isalnum():
         raise PipelineFileError(f"{source}:{line}: pipeline name must be letters, digits, '-' or '_', got {name!r}")
-    if isinstance(raw, list):  # the short form: just the steps
-        raw, node = {"steps": raw}, None
+    short = isinstance(raw, list)  # the short form: just the steps
+    if short:
+        raw = {"steps": raw}
     if not isinstance(raw, dict):
         raise fail(line, "must be a mapping {steps: [...], deadline_ms, on_timeout} or a list of steps")
-    lines = _lines(node) if node is not None else {}
+    lines = {} if short else _lines(node)
     unknown = sorted(set(raw) - set(PIPELINE_FIELDS))
     if unknown:
         raise fail(lines.get(unknown[0], line), f"unknown field {unknown[0]!r}; known: {', '.join(PIPELINE_FIELDS)}")
     steps_raw = raw.get("steps")
     if not isinstance(steps_raw, list) or not steps_raw:
         raise fail(lines.get("steps", line), "'steps' must be a non-empty list of steps")
-    step_nodes = _child(node, "steps").value if node is not None else [None] * len(steps_raw)
+    step_nodes = (node if short else _child(node, "steps")).value
     steps: list[StepSpec] = []
     for i, (step_raw, step_node) in enumerate(zip(steps_raw, step_nodes, strict=True)):
-        at = step_node.start_mark.line + 1 if step_node is not None else line
+        at = step_node.start_mark.line + 1
         try:
             step = _step(name, i, step_raw, step_node, at, gates, steps)
         except GateError as exc:  # an inline gate's field
-            raise fail(_lines(step_node).get(exc.field or "", at) if step_node is not None else at, str(exc)) from None
+            raise fail(_lines(step_node).get(exc.field or "", at), str(exc)) from None
         except PipelineError as exc:
             message, _, field = str(exc).partition("\x00")
-            where = _lines(step_node).get(field, at) if step_node is not None else at
-            raise fail(where, message) from None
+            raise fail(_lines(step_node).get(field, at), message) from None
         if any(s.name == step.name for s in steps):
             raise fail(at, f"two steps are named {step.name!r}: give each a distinct 'name'")
         steps.append(step)
@@ -193,7 +193,7 @@ def _step(pipeline: str, i: int, raw: Any, node: Any, line: int, gates: Gates, b
     if on_timeout == "allow" and kind != "moderate":
         raise _bad(f"{where}: on_timeout: allow only applies to moderate steps (use skip)", "on_timeout")
     values: dict[str, Any] = {"name": name, "kind": kind, "line": line, "deadline_ms": deadline or None,
-                              "on_timeout": on_timeout, "lines": _lines(node) if node is not None else {}}
+                              "on_timeout": on_timeout, "lines": _lines(node)}
     if kind in GATE_STEPS:
         values["gate"] = _gate(pipeline, name, kind, raw, gates)
     elif kind == "format":
