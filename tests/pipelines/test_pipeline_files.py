@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import re
 import textwrap
+from pathlib import Path
 
 import pytest
 
@@ -110,3 +112,13 @@ def test_invalid_pipelines_name_the_file_and_line(pipelines, line, words):
 def test_unknown_top_level_keys_are_still_refused():
     message = _error("pipeline:\n  p: [{kind: moderate}]\n")
     assert message.startswith("g.yaml:7:") and "only 'gates' and 'pipelines' are allowed" in message
+
+
+def test_the_readme_example_parses():
+    readme = (Path(__file__).parents[2] / "README.md").read_text(encoding="utf-8")
+    blocks = re.findall(r"```yaml\n(.*?)```", readme, re.S)
+    gates = next(b for b in blocks if b.startswith("gates:"))
+    example = next(b for b in blocks if b.startswith("pipelines:"))
+    pipelines = parse_pipelines(parse_gates(gates + example, "README.md"))
+    assert [s.kind for s in pipelines["support"].steps] == ["moderate", "classify", "rewrite", "retrieve", "format"]
+    assert pipelines["support"].steps[1].route_on == {"chitchat": "small_talk"}
