@@ -174,3 +174,16 @@ def test_embedding_calls_get_a_row_each(llm, tmp_path):
     assert json.loads(rows[0]["params"]) == {"inputs": 2, "dimensions": 8} and len(vectors) == 2
     assert json.loads(rows[0]["input"]) == {"input": ["a short text", "another"]} and rows[0]["prompt_tokens"] > 2
     ledger.close()
+
+
+def test_ledger_stats_count_rows_without_a_gate_per_kind(llm, tmp_path, capsys):
+    path = tmp_path / "l.db"
+    ledger = Ledger(path)
+    _run(llm, ledger)
+    llm.new_gates(ledger=ledger).embed("one")
+    ledger.close()
+    capsys.readouterr()
+    assert main(["ledger", "stats", "--ledger", str(path)]) == 0
+    gates = json.loads(capsys.readouterr().out)["gates"]
+    assert {name: g["count"] for name, g in gates.items()} == {"open": 1, "topic": 1, "(retrieve)": 1, "(answer)": 1,
+                                                                "(embedding)": 1}

@@ -9,6 +9,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+# rows without a gate are counted per kind: "(completions)", "(embedding)", "(retrieve)", "(answer)"
+_GROUP = "COALESCE(gate, CASE kind WHEN 'completion' THEN '(completions)' ELSE '(' || kind || ')' END)"
 JSON_COLUMNS = ("scores", "input", "gate_config", "rule", "params")
 
 
@@ -97,9 +99,9 @@ def stats(conn: sqlite3.Connection) -> dict[str, Any]:
     total = conn.execute("SELECT COUNT(*) FROM decisions").fetchone()[0]
     meta = dict(conn.execute("SELECT key, value FROM meta").fetchall())
     gates: dict[str, Any] = {}
-    for name, kind in conn.execute("SELECT DISTINCT COALESCE(gate, '(completions)'), kind FROM decisions"):
+    for name, kind in conn.execute(f"SELECT DISTINCT {_GROUP}, kind FROM decisions"):
         rows = conn.execute("SELECT decision, escalate, timed_out, latency_ms FROM decisions "
-                            "WHERE COALESCE(gate, '(completions)') = ? AND kind = ?", (name, kind)).fetchall()
+                            f"WHERE {_GROUP} = ? AND kind = ?", (name, kind)).fetchall()
         latencies = sorted(r[3] for r in rows)
         decisions: dict[str, int] = {}
         for r in rows:
