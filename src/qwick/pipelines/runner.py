@@ -103,7 +103,7 @@ class PipelineRunner:
                 steps.append(StepResult(name, step.kind, None, _ms(start), True, label))
                 if policy == "fail":
                     return _Stop(error=StepFailure(name, f"step {name!r} missed the {'pipeline' if by_pipeline else 'step'}"
-                                                         f"'s deadline ({(budget or 0) * 1000:.0f} ms)", "timeout")), None
+                                                         f"'s deadline ({(budget or 0) * 1000:.3g} ms)", "timeout")), None
                 if policy == "deny":
                     return _Stop(blocked_by=name), None
                 if by_pipeline:  # skip: the steps not yet run are skipped; the output so far stands
