@@ -93,6 +93,9 @@ def build_parser() -> argparse.ArgumentParser:
     from qwick.quant.cli import register_quant_commands
 
     register_quant_commands(sub)
+    from qwick.pipelines.cli import register_pipeline_commands
+
+    register_pipeline_commands(sub)
     return parser
 
 

@@ -214,6 +214,14 @@ class LLM:
         """Run the named gate (moderate, classify, rewrite or extract) on `text`; returns its Decision."""
         return self.gates.gate(name, text)
 
+    def pipeline(self, name: str, text: str, *, user_id: str | None = None, vars: dict[str, Any] | None = None,
+                 retrieval: Any = None) -> Any:
+        """Run the pipeline `name` of the gates file loaded with `llm.gates.load_gates(path)` on `text`; returns
+        its PipelineResult (README "Pipelines"). `retrieval`: the index service retrieve/answer steps need."""
+        from qwick.pipelines.offline import run_offline
+
+        return run_offline(self.gates, name, text, user_id=user_id, vars=vars, retrieval=retrieval)
+
     def add_lora(self, lora_request: LoRARequest) -> None:
         """Load an adapter now (checking it) rather than on its first request; needs enable_lora=True."""
         self.engine.add_lora(lora_request)

@@ -160,7 +160,7 @@ def test_replay_of_a_record_without_raw_text_explains_why_not(llm, tmp_path, cap
 
 
 def test_a_ledger_from_schema_version_1_gains_the_adapter_columns_and_keeps_its_rows(tmp_path):
-    from qwick.gates.ledger import ADDED_COLUMNS, SCHEMA
+    from qwick.gates.ledger import ADDED_COLUMNS, SCHEMA, SCHEMA_VERSION
 
     path = tmp_path / "v1.db"
     old_schema = SCHEMA.replace("output_text TEXT,", "output_text TEXT").replace(
@@ -185,4 +185,4 @@ def test_a_ledger_from_schema_version_1_gains_the_adapter_columns_and_keeps_its_
     assert rows["old"]["decision"] == "allow" and rows["old"]["adapter"] is None
     assert (rows[new.request_id]["adapter"], rows[new.request_id]["adapter_sha256"]) == ("guard", "ab" * 32)
     version = sqlite3.connect(path).execute("SELECT value FROM meta WHERE key = 'schema_version'").fetchone()[0]
-    assert version == "2"
+    assert version == SCHEMA_VERSION

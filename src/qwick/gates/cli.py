@@ -40,9 +40,11 @@ def register_ledger_commands(subparsers: Any, open_gates: OpenGates) -> None:
     q = sub.add_parser("query", help="decisions matching filters, newest first (JSON lines)")
     common(q)
     q.add_argument("--gate")
-    q.add_argument("--kind", help="moderate, classify, rewrite, score, extract or completion")
+    q.add_argument("--kind", help="moderate, classify, rewrite, score, extract, completion, embedding, retrieve "
+                                  "or answer")
     q.add_argument("--decision", help="e.g. allow, deny, a label, timeout:escalate")
     q.add_argument("--request-id")
+    q.add_argument("--trace-id", help="a pipeline run: all its steps, in run order")
     q.add_argument("--since", help="unix time, ISO date/time, or an age like 15m / 2h / 1d")
     q.add_argument("--escalated", action="store_true")
     q.add_argument("--timed-out", action="store_true")
@@ -53,12 +55,16 @@ def register_ledger_commands(subparsers: Any, open_gates: OpenGates) -> None:
     common(st)
     st.set_defaults(handler=_stats)
 
-    rp = sub.add_parser("replay", help="re-run a recorded decision; exit 0 if it still matches, 1 if not",
-                        description="Re-run the recorded request REQUEST_ID (needs --ledger-raw-text at record time) "
-                                    "with the recorded gate definition, no deadline, and report whether the decision "
-                                    "still matches (e.g. after a model or adapter change).")
+    rp = sub.add_parser("replay", help="re-run a recorded decision or pipeline run; exit 0 if it still matches, 1 if not",
+                        description="Re-run the recorded request REQUEST_ID, or every step of the pipeline run "
+                                    "--trace-id T (needs --ledger-raw-text at record time), with the recorded gate "
+                                    "definitions (or --gates FILE's), no deadline, and report whether the decisions "
+                                    "still match (e.g. after a model, adapter or threshold change).")
     common(rp)
-    rp.add_argument("request_id")
+    rp.add_argument("request_id", nargs="?", default=None)
+    rp.add_argument("--trace-id", default=None, help="replay every step of this pipeline run; report which changed")
+    rp.add_argument("--gates", default=None, metavar="YAML",
+                    help="with --trace-id: run gate steps with this gates file's definition of their gate")
     rp.add_argument("--model", default=None, help="model folder or hub id (default: the recorded model)")
     rp.add_argument("--dtype", default="auto", choices=["auto", "float32", "bfloat16", "float16"])
     rp.add_argument("--device", default="auto")
@@ -94,7 +100,7 @@ def _query(args: argparse.Namespace) -> int:
     from qwick.gates.ledger_query import Filters, query
 
     filters = Filters(args.gate, args.kind, args.decision, args.request_id, _since(args.since), args.escalated,
-                      args.timed_out, args.limit)
+                      args.timed_out, args.limit, args.trace_id)
     _print(query(_conn(args), filters))
     return 0
 
@@ -111,6 +117,12 @@ def _replay(args: argparse.Namespace, open_gates: OpenGates) -> int:
     from qwick.gates.replay import replay
     from qwick.lora.modules import parse_lora_modules
 
+    if (args.request_id is None) == (args.trace_id is None):
+        raise ValueError("give either a REQUEST_ID or --trace-id T (a pipeline run)")
+    if args.trace_id is not None:
+        return _replay_trace(args, open_gates)
+    if args.gates is not None:
+        raise ValueError("--gates applies to --trace-id replays")
     row = find(_conn(args), args.request_id)
     if row is None:
         raise ValueError(f"no ledger row with request id {args.request_id!r}")
@@ -121,6 +133,26 @@ def _replay(args: argparse.Namespace, open_gates: OpenGates) -> int:
     gates = open_gates(args, args.model or row["model"], modules)
     report = replay(gates, row, args.tolerance)
     report["same_weights"] = gates.service.identity.weights_sha256 == row["weights_sha256"]
+    sys.stdout.write(json.dumps(report, indent=2, ensure_ascii=False) + "\n")
+    return 0 if report["match"] else 1
+
+
+def _replay_trace(args: argparse.Namespace, open_gates: OpenGates) -> int:
+    from qwick.gates.ledger_query import trace
+    from qwick.gates.loader import load_gates
+    from qwick.gates.replay import replay_trace
+    from qwick.lora.modules import parse_lora_modules
+
+    rows = trace(_conn(args), args.trace_id)
+    if not rows:
+        raise ValueError(f"no ledger rows with trace id {args.trace_id!r}")
+    if any(r["input"] is None for r in rows):
+        raise ValueError(f"trace {args.trace_id!r} was recorded without its texts (raw text storage is off by "
+                         "default); replay needs records written with `qwick serve --ledger-raw-text`")
+    definitions = load_gates(args.gates) if args.gates is not None else None  # a bad file fails before the load
+    modules: list[LoRARequest] = parse_lora_modules(args.lora_modules)
+    gates = open_gates(args, args.model or rows[0]["model"], modules)
+    report = replay_trace(gates, rows, args.tolerance, definitions)
     sys.stdout.write(json.dumps(report, indent=2, ensure_ascii=False) + "\n")
     return 0 if report["match"] else 1
 

@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import Any
 
 logger = logging.getLogger("qwick.ledger")
-SCHEMA_VERSION = "2"  # 2: the adapter columns (a version-1 file gains them when opened)
+SCHEMA_VERSION = "3"  # 2: the adapter columns; 3: pipeline traces, rule traces, parameters (older files gain them)
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS decisions (
@@ -85,10 +85,37 @@ class LedgerRecord:
     output_text: str | None = None
     adapter: str | None = None
     adapter_sha256: str | None = None
+    trace_id: str | None = None  # the pipeline run this row is a step of (qwick.pipelines)
+    pipeline: str | None = None
+    step: str | None = None  # the step's name in its pipeline
+    client_request_id: str | None = None  # the client's X-Request-Id, where it sent one
+    rule: Any = None  # JSON: which rule decided (threshold, label, probability; timeout policy)
+    params: Any = None  # JSON: the request's parameters (sampling parameters, retrieval settings, dimensions)
 
 
-# columns added after schema version 1, with their types: opening an older ledger adds them
-ADDED_COLUMNS = {"adapter": "TEXT", "adapter_sha256": "TEXT"}
+@dataclass(frozen=True)
+class StepTrace:
+    """Where a row stands in a pipeline run: its trace id, pipeline, step and the client's request id."""
+
+    trace_id: str
+    pipeline: str
+    step: str
+    client_request_id: str | None = None
+
+
+def trace_fields(trace: StepTrace | None) -> dict[str, str | None]:
+    """A LedgerRecord's pipeline fields for a step of `trace` (none outside pipelines)."""
+    if trace is None:
+        return {}
+    return {"trace_id": trace.trace_id, "pipeline": trace.pipeline, "step": trace.step,
+            "client_request_id": trace.client_request_id}
+
+
+# columns added after schema version 1, with their types: opening an older ledger adds them (the CREATE TABLE
+# above is version 2's; the columns after it arrive only this way, so old and new files end up alike)
+ADDED_COLUMNS = {"adapter": "TEXT", "adapter_sha256": "TEXT", "trace_id": "TEXT", "pipeline": "TEXT",
+                 "step": "TEXT", "client_request_id": "TEXT", "rule": "TEXT", "params": "TEXT"}
+JSON_FIELDS = ("scores", "input", "rule", "params")
 COLUMNS = tuple(f.name for f in fields(LedgerRecord))
 
 
@@ -102,6 +129,7 @@ def open_db(path: str | Path) -> sqlite3.Connection:
     for name, kind in ADDED_COLUMNS.items():
         if name not in present:  # a ledger written by an older qwick: same rows, new columns NULL
             conn.execute(f"ALTER TABLE decisions ADD COLUMN {name} {kind}")
+    conn.execute("CREATE INDEX IF NOT EXISTS decisions_trace_id ON decisions (trace_id)")
     conn.execute("INSERT OR REPLACE INTO meta VALUES ('schema_version', ?)", (SCHEMA_VERSION,))
     conn.commit()
     return conn
@@ -194,7 +222,7 @@ class Ledger:
 
 def _row(record: LedgerRecord) -> tuple[Any, ...]:
     data = asdict(record)
-    for key in ("scores", "input"):
+    for key in JSON_FIELDS:
         if data[key] is not None:
             data[key] = json.dumps(data[key], ensure_ascii=False)
     for key in ("escalate", "timed_out", "schema_valid"):

@@ -9,7 +9,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-JSON_COLUMNS = ("scores", "input", "gate_config")
+# rows without a gate are counted per kind: "(completions)", "(embedding)", "(retrieve)", "(answer)"
+_GROUP = "COALESCE(gate, CASE kind WHEN 'completion' THEN '(completions)' ELSE '(' || kind || ')' END)"
+JSON_COLUMNS = ("scores", "input", "gate_config", "rule", "params")
 
 
 @dataclass
@@ -22,6 +24,7 @@ class Filters:
     escalated: bool = False
     timed_out: bool = False
     limit: int = 100
+    trace_id: str | None = None  # a pipeline run: its rows in run order (oldest first)
 
 
 def connect(path: str | Path) -> sqlite3.Connection:
@@ -46,9 +49,11 @@ def as_dict(row: sqlite3.Row) -> dict[str, Any]:
 
 
 def query(conn: sqlite3.Connection, f: Filters) -> list[dict[str, Any]]:
-    """Newest first."""
+    """Newest first (a trace's rows: in run order)."""
+    if f.trace_id is not None and not has_column(conn, "trace_id"):
+        return []  # a ledger written before pipelines (opened read-only here, so not migrated) has no traces
     where, args = [], []
-    for column in ("gate", "kind", "decision", "request_id"):
+    for column in ("gate", "kind", "decision", "request_id", "trace_id"):
         value = getattr(f, column)
         if value is not None:
             where.append(f"{column} = ?")
@@ -61,7 +66,8 @@ def query(conn: sqlite3.Connection, f: Filters) -> list[dict[str, Any]]:
     if f.timed_out:
         where.append("timed_out = 1")
     sql = "SELECT * FROM decisions" + (" WHERE " + " AND ".join(where) if where else "")
-    rows = conn.execute(sql + " ORDER BY id DESC LIMIT ?", [*args, f.limit]).fetchall()
+    order = "ASC" if f.trace_id is not None else "DESC"
+    rows = conn.execute(sql + f" ORDER BY id {order} LIMIT ?", [*args, f.limit]).fetchall()
     return [as_dict(r) for r in rows]
 
 
@@ -76,14 +82,26 @@ def find(conn: sqlite3.Connection, request_id: str) -> dict[str, Any] | None:
     return as_dict(row) if row is not None else None
 
 
+def trace(conn: sqlite3.Connection, trace_id: str) -> list[dict[str, Any]]:
+    """Every row of one pipeline run, in run order."""
+    if not has_column(conn, "trace_id"):
+        return []
+    rows = conn.execute("SELECT * FROM decisions WHERE trace_id = ? ORDER BY id", (trace_id,)).fetchall()
+    return [as_dict(r) for r in rows]
+
+
+def has_column(conn: sqlite3.Connection, name: str) -> bool:
+    return any(row[1] == name for row in conn.execute("PRAGMA table_info(decisions)"))
+
+
 def stats(conn: sqlite3.Connection) -> dict[str, Any]:
     """Counts per gate and decision, escalation/timeout rates, latency percentiles, dropped records."""
     total = conn.execute("SELECT COUNT(*) FROM decisions").fetchone()[0]
     meta = dict(conn.execute("SELECT key, value FROM meta").fetchall())
     gates: dict[str, Any] = {}
-    for name, kind in conn.execute("SELECT DISTINCT COALESCE(gate, '(completions)'), kind FROM decisions"):
+    for name, kind in conn.execute(f"SELECT DISTINCT {_GROUP}, kind FROM decisions"):
         rows = conn.execute("SELECT decision, escalate, timed_out, latency_ms FROM decisions "
-                            "WHERE COALESCE(gate, '(completions)') = ? AND kind = ?", (name, kind)).fetchall()
+                            f"WHERE {_GROUP} = ? AND kind = ?", (name, kind)).fetchall()
         latencies = sorted(r[3] for r in rows)
         decisions: dict[str, int] = {}
         for r in rows:

@@ -9,6 +9,8 @@
         deadline_ms: 150
         on_timeout: deny
         adapter: guard               # optional: run under this served LoRA adapter (--lora-modules guard=PATH)
+    pipelines:                       # optional: chains of steps over the gates (qwick.pipelines parses them)
+      support: {steps: [{kind: moderate, stop_if: deny}, {kind: rewrite}]}
 """
 
 from __future__ import annotations
@@ -27,6 +29,16 @@ class GateFileError(ValueError):
     """An invalid gates file; the message starts with `path:line:`."""
 
 
+@dataclass(frozen=True)
+class Section:
+    """A top-level part of a gates file that another package reads (`pipelines:`): the parsed value, its YAML
+    node (for line numbers) and the file's name."""
+
+    data: Any
+    node: Any
+    source: str
+
+
 @dataclass
 class _Where:
     line: int
@@ -37,11 +49,12 @@ class Gates(Mapping[str, GateSpec]):
     """Gates by name: the built-ins, overridden or extended by a gates file."""
 
     def __init__(self, specs: list[GateSpec], source: str = "<built-in>",
-                 where: dict[str, _Where] | None = None) -> None:
+                 where: dict[str, _Where] | None = None, pipelines: Section | None = None) -> None:
         self._specs = {s.name: s for s in BUILTIN_GATES}
         self._specs.update({s.name: s for s in specs})
         self.source = source
         self._where = where or {}
+        self.pipelines = pipelines  # the file's `pipelines:` section, unparsed (qwick.pipelines reads it)
 
     def __getitem__(self, name: str) -> GateSpec:
         return self._specs[name]
@@ -122,17 +135,19 @@ def parse_gates(text: str, source: str = "<gates>") -> Gates:
         line = f":{mark.line + 1}" if mark is not None else ""
         problem = getattr(exc, "problem", None) or str(exc)
         raise GateFileError(f"{source}{line}: invalid YAML: {problem}") from None
-    if not isinstance(data, dict) or not isinstance(data.get("gates"), list):
+    has_gates = isinstance(data, dict) and isinstance(data.get("gates"), list)
+    if not isinstance(data, dict) or not (has_gates or ("pipelines" in data and data.get("gates") is None)):
         raise GateFileError(f"{source}:1: expected a mapping with a 'gates' list, e.g. 'gates: [{{name: ..., "
-                            "kind: moderate, instruction: ...}]'")
-    extra = sorted(set(data) - {"gates"})
+                            "kind: moderate, instruction: ...}]' (and/or a 'pipelines' mapping)")
+    extra = sorted(set(data) - {"gates", "pipelines"})
     if extra:
         raise GateFileError(f"{source}:{_key_line(root, extra[0])}: unknown top-level key {extra[0]!r} "
-                            "(only 'gates' is allowed)")
-    items = _value_node(root, "gates").value
+                            "(only 'gates' and 'pipelines' are allowed)")
+    pipelines = Section(data["pipelines"], _value_node(root, "pipelines"), source) if "pipelines" in data else None
+    items = _value_node(root, "gates").value if has_gates else []
     specs: list[GateSpec] = []
     where: dict[str, _Where] = {}
-    for raw, node in zip(data["gates"], items, strict=True):
+    for raw, node in zip(data.get("gates") or [], items, strict=True):
         line = node.start_mark.line + 1
         if not isinstance(raw, dict):
             raise GateFileError(f"{source}:{line}: each gate must be a mapping of fields, got {raw!r}")
@@ -148,7 +163,7 @@ def parse_gates(text: str, source: str = "<gates>") -> Gates:
                                 f"(first at line {where[spec.name].line})")
         where[spec.name] = _Where(line, lines)
         specs.append(spec)
-    return Gates(specs, source, where)
+    return Gates(specs, source, where, pipelines)
 
 
 def _value_node(mapping: Any, key: str) -> Any:

@@ -13,14 +13,18 @@ from qwick.gates.offline import OfflineGates
 from qwick.gates.spec import GateSpec
 
 
-def replay(gates: OfflineGates, row: dict[str, Any], tolerance: float = 1e-3) -> dict[str, Any]:
+def replay(gates: OfflineGates, row: dict[str, Any], tolerance: float = 1e-3,
+           spec: GateSpec | None = None) -> dict[str, Any]:
     """Re-run the ledger row's request over `gates`' model (under the recorded gate's adapter, one of the
-    adapters `gates` knows); the deadline is lifted (replay may run on other hardware).
+    adapters `gates` knows) with the recorded gate definition, or `spec`; the deadline is lifted (replay may
+    run on other hardware).
 
     Matches when the decision word is equal and every score is within `tolerance`."""
-    if row["kind"] == "completion":
-        raise ValueError("completions are recorded, not replayed: replay works on gate decisions")
-    spec = replace(GateSpec.from_dict(row["gate_config"]), deadline_ms=None)
+    if row["kind"] not in GATE_KINDS:
+        raise ValueError(f"{row['kind']} rows are recorded, not replayed: replay works on gate decisions")
+    spec = replace(spec or GateSpec.from_dict(row["gate_config"]), deadline_ms=None)
+    if spec.kind != row["kind"]:
+        raise ValueError(f"gate {spec.name!r} is now a {spec.kind} gate; the recorded one was {row['kind']}")
     base = gates.service
     if spec.adapter is not None and spec.adapter not in base.adapters:
         raise ValueError(f"the recorded gate ran under LoRA adapter {spec.adapter!r}: pass it to replay "
@@ -41,6 +45,26 @@ def replay(gates: OfflineGates, row: dict[str, Any], tolerance: float = 1e-3) ->
         report["recorded"]["adapter"] = spec.adapter
         report["same_adapter"] = service.adapter_sha256(spec.adapter) == row.get("adapter_sha256")
     return report
+
+
+def replay_trace(gates: OfflineGates, rows: list[dict[str, Any]], tolerance: float = 1e-3,
+                 definitions: Gates | None = None) -> dict[str, Any]:
+    """Re-run each recorded gate step of one pipeline run on its recorded input (each step alone: what a
+    change does to that step, whatever the steps before it said now). `definitions`: a gates file whose gate of
+    the same name replaces the recorded definition (a pipeline's inline gates and format steps keep theirs).
+    Retrieve and answer steps are listed, not re-run: that needs their index service."""
+    steps = []
+    for row in rows:
+        if row["kind"] not in GATE_KINDS:
+            steps.append({"step": row["step"], "kind": row["kind"], "recorded": {"decision": row["decision"]},
+                          "replayed": None, "match": None, "note": f"{row['kind']} steps are not replayed (they "
+                                                                   "need the index service)"})
+            continue
+        spec = definitions.get(row["gate"]) if definitions is not None and row["gate"] in definitions else None
+        steps.append({"step": row["step"], **replay(gates, row, tolerance, spec)})
+    changed = [s["step"] for s in steps if s["match"] is False]
+    return {"trace_id": rows[0]["trace_id"], "pipeline": rows[0]["pipeline"], "steps": steps, "changed": changed,
+            "match": not changed, "same_weights": gates.service.identity.weights_sha256 == rows[0]["weights_sha256"]}
 
 
 def _score_diff(old: Any, new: Any) -> float | None:

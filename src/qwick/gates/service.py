@@ -22,9 +22,10 @@ from qwick.gates.decisions import Decision
 from qwick.gates.identity import ModelIdentity, adapter_weights_sha256
 from qwick.gates.kinds import GATE_KINDS, TEXT_KINDS
 from qwick.gates.kinds.base import new_id
-from qwick.gates.ledger import Ledger, LedgerRecord, sha256_text
+from qwick.gates.ledger import Ledger, LedgerRecord, StepTrace, sha256_text, trace_fields
 from qwick.gates.loader import Gates, check_labels
 from qwick.gates.prompts import embedding_ids
+from qwick.gates.recording import embedding_record
 from qwick.gates.spec import GateSpec
 from qwick.lora.request import LoRARequest, adapter_kwargs
 from qwick.tokenizer import Tokenizer
@@ -50,6 +51,7 @@ class GateService:
         self.gates = gates
         self.identity = identity
         self.ledger = ledger
+        self.record_embeddings = True  # with a ledger: a row per embed call (the server: only with --ledger-all)
         self._adapter_digests: dict[str, str] = {}  # adapter name -> sha256 of its weights, for the ledger
         self._labels: dict[tuple[str, ...], list[list[int]]] = {}
         self._warm: dict[tuple[Any, ...], asyncio.Future[Any]] = {}  # (adapter, *prefix) -> its warm-up
@@ -68,9 +70,10 @@ class GateService:
         return spec
 
     async def run(self, spec: GateSpec, inputs: dict[str, Any], request_id: str | None = None,
-                  user_id: str | None = None) -> Decision:
+                  user_id: str | None = None, trace: StepTrace | None = None) -> Decision:
         """Any gate on its inputs (as the ledger records them: {"text"}, or score's {"query", "items",
-        "instruction"}): render, decide within the deadline (else its on_timeout policy), record."""
+        "instruction"}): render, decide within the deadline (else its on_timeout policy), record (as a step of
+        `trace`'s pipeline run, when given)."""
         kind = GATE_KINDS[spec.kind]
         rendered = kind.render(self, spec, inputs)
         decision = Decision(spec.name, spec.kind, request_id or new_id(spec.kind))
@@ -84,7 +87,7 @@ class GateService:
         decision.prompt_tokens = sum(len(r.ids) for r in rendered)
         decision.prompt_sha256 = sha256_text("\x1e".join(r.text for r in rendered))
         if self.ledger is not None:
-            self.ledger.record(self._record(spec, decision, inputs, user_id))
+            self.ledger.record(self._record(spec, decision, inputs, user_id, trace))
         return decision
 
     async def moderate(self, text: str, gate: str | None = None, *, user_id: str | None = None,
@@ -119,6 +122,7 @@ class GateService:
         """Last-token pooling, L2-normalised (Qwen3-Embedding); `dimensions` truncates then re-normalises (MRL);
         under `lora_request`'s adapter if given. Returns the vectors and the number of prompt tokens."""
         ids = [embedding_ids(self.tokenizer, x) if isinstance(x, str) else list(x) for x in inputs]
+        start = time.perf_counter()
         outs = await asyncio.gather(*(self.engine.embed(i, new_id("embd"), **adapter_kwargs(lora_request))
                                       for i in ids))
         vectors = []
@@ -130,6 +134,9 @@ class GateService:
                                      f"got {dimensions}")
                 vector = vector[:dimensions]
             vectors.append(torch.nn.functional.normalize(vector, dim=0).tolist())
+        if self.ledger is not None and self.record_embeddings:
+            self.ledger.record(embedding_record(self.identity, inputs, ids, vectors, dimensions, lora_request,
+                                                (time.perf_counter() - start) * 1000))
         return vectors, sum(len(i) for i in ids)
 
     # ---------------------------------------------------------------------------------------- helpers
@@ -167,7 +174,8 @@ class GateService:
                 self._warm[key] = warm
         await asyncio.shield(warm)  # a caller's deadline must not cancel the warm-up others wait for
 
-    def _record(self, spec: GateSpec, decision: Decision, inputs: dict[str, Any], user_id: str | None) -> LedgerRecord:
+    def _record(self, spec: GateSpec, decision: Decision, inputs: dict[str, Any], user_id: str | None,
+                trace: StepTrace | None) -> LedgerRecord:
         scores = GATE_KINDS[spec.kind].ledger_scores(decision)
         output = {"decision": decision.summary, "label": decision.label, "scores": scores,
                   "output": decision.output_text}
@@ -180,7 +188,8 @@ class GateService:
             output_tokens=decision.output_tokens, gate_config=spec.to_json(),
             user_sha256=sha256_text(user_id) if user_id is not None else None, input=inputs,
             output_text=decision.output_text, adapter=spec.adapter,
-            adapter_sha256=self.adapter_sha256(spec.adapter) if spec.adapter is not None else None)
+            adapter_sha256=self.adapter_sha256(spec.adapter) if spec.adapter is not None else None,
+            rule=GATE_KINDS[spec.kind].rule(spec, decision), **trace_fields(trace))
 
 
 async def _within(deadline_ms: float | None, work: Awaitable[T]) -> T:

@@ -54,12 +54,15 @@ def add_serve_args(parser: argparse.ArgumentParser) -> None:
                            f"default: ${RUNTIME_LORA_ENV}, vLLM's switch). Loaded adapters need rank <= "
                            "--max-lora-rank and share --max-loras slots")
     add_vllm_args(parser)
-    gates = parser.add_argument_group("gates and ledger (POST /v1/moderate, /classify, /rewrite, /score, /embeddings)")
+    gates = parser.add_argument_group("gates and ledger (POST /v1/moderate, /classify, /rewrite, /score, /embeddings, "
+                                      "/v1/pipelines/NAME)")
     gates.add_argument("--gates", default=None, metavar="YAML",
-                       help="gates file: adds gates or redefines the built-in ones (checked before the model loads)")
+                       help="gates file: adds gates or redefines the built-in ones, declares pipelines (checked "
+                            "before the model loads)")
     gates.add_argument("--ledger", default=None, metavar="PATH",
                        help="record every gate decision in this SQLite file (WAL; read it with `qwick ledger`)")
-    gates.add_argument("--ledger-all", action="store_true", help="with --ledger: also record every completion")
+    gates.add_argument("--ledger-all", action="store_true", help="with --ledger: also record every completion (with its sampling parameters) "
+                       "and embedding call")
     gates.add_argument("--ledger-raw-text", action="store_true",
                        help="with --ledger: also store raw input and output texts (off by default: privacy)")
 
@@ -126,11 +129,13 @@ def _lora_options(args: argparse.Namespace) -> tuple[list[Any], dict[str, Any]]:
 def _gate_options(args: argparse.Namespace) -> Any:
     from qwick.gates.ledger import Ledger
     from qwick.gates.loader import load_gates
+    from qwick.pipelines.loader import parse_pipelines
     from qwick.server.routes.gates import GateOptions
 
     if (args.ledger_all or args.ledger_raw_text) and not args.ledger:
         raise ValueError("--ledger-all and --ledger-raw-text need --ledger PATH")
     gates = load_gates(args.gates)
+    parse_pipelines(gates)  # its pipelines too: a bad one fails before the model loads
     ledger = Ledger(args.ledger, raw_text=args.ledger_raw_text) if args.ledger else None
     return GateOptions(gates=gates, ledger=ledger, ledger_all=args.ledger_all)
 

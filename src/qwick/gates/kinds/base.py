@@ -62,6 +62,15 @@ class GateKind:
     def word(self, decision: Decision) -> str:
         raise NotImplementedError
 
+    def rule(self, spec: GateSpec, decision: Decision) -> dict[str, Any]:
+        """Which rule decided, for the ledger: a timeout's policy here, each kind's own rule otherwise."""
+        if decision.timed_out:
+            return {"rule": "timeout", "deadline_ms": spec.deadline_ms, "on_timeout": spec.on_timeout}
+        return self.decided_by(spec, decision)
+
+    def decided_by(self, spec: GateSpec, decision: Decision) -> dict[str, Any]:
+        return {"rule": self.name}
+
     def ledger_scores(self, decision: Decision) -> Any:
         """The scores the ledger records (and replay compares)."""
         return decision.scores

@@ -38,6 +38,10 @@ class GenerateKind(GateKind):
     def word(self, decision: Decision) -> str:
         return "valid" if decision.schema_valid else "invalid"
 
+    def decided_by(self, spec: GateSpec, decision: Decision) -> dict[str, Any]:
+        return {"rule": "the answer validates against the gate's schema", "schema_valid": decision.schema_valid,
+                "max_tokens": spec.max_tokens}
+
 
 class Rewrite(GenerateKind):
     name = "rewrite"

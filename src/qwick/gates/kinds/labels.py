@@ -36,6 +36,11 @@ class LabelKind(GateKind):
     def word(self, decision: Decision) -> str:
         return decision.label or ""
 
+    def decided_by(self, spec: GateSpec, decision: Decision) -> dict[str, Any]:
+        top = decision.label or ""
+        return {"rule": "top label", "label": top, "p": decision.scores.get(top),
+                "margin": margin(decision.scores), "escalate_margin": spec.escalate_margin}
+
 
 class Moderate(LabelKind):
     """Allow iff P(safe_label) >= threshold; the reason is the top unsafe category."""
@@ -54,6 +59,12 @@ class Moderate(LabelKind):
 
     def word(self, decision: Decision) -> str:
         return decision.allow_word() or ""
+
+    def decided_by(self, spec: GateSpec, decision: Decision) -> dict[str, Any]:
+        return {"rule": f"allow iff P({spec.safe_label}) >= threshold", "label": spec.safe_label,
+                "p": decision.scores.get(spec.safe_label), "threshold": spec.threshold,
+                "decided": decision.allow_word(), "top_label": decision.label,
+                "margin": margin(decision.scores), "escalate_margin": spec.escalate_margin}
 
     def response(self, decision: Decision, inputs: Mapping[str, Any]) -> dict[str, Any]:
         return {"allow": decision.allow, "reason": decision.reason, "escalate": decision.escalate,

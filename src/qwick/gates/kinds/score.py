@@ -34,6 +34,9 @@ class Score(GateKind):
     def word(self, decision: Decision) -> str:
         return "scored"
 
+    def decided_by(self, spec: GateSpec, decision: Decision) -> dict[str, Any]:
+        return {"rule": "P(yes) per item (Qwen3-Reranker)", "items": len(decision.item_scores or [])}
+
     def ledger_scores(self, decision: Decision) -> Any:
         # a timed-out score request has no item scores: it records {} like a timed-out label gate
         return decision.item_scores if decision.item_scores is not None else decision.scores

@@ -45,7 +45,7 @@ class GateOptions:
 
     gates: Gates | None = None  # None: the built-in gates
     ledger: Ledger | None = None
-    ledger_all: bool = False  # also record every chat/text completion
+    ledger_all: bool = False  # also record every chat/text completion and embedding call
     identity: ModelIdentity | None = None  # default: from the LLM (weights hashed once) when there is a ledger
 
 
@@ -59,6 +59,7 @@ def setup_gates(options: GateOptions, client: EngineClient, tokenizer: Tokenizer
     if identity is None:
         identity = llm.model_identity() if llm is not None and options.ledger else ModelIdentity(model_name, None, "")
     service = GateService(client, tokenizer, gates, identity, options.ledger, adapters)
+    service.record_embeddings = options.ledger_all
     if options.ledger is not None and options.ledger_all:
         client = RecordingClient(client, options.ledger, identity, tokenizer)  # type: ignore[assignment]
     return service, client
