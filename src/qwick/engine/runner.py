@@ -23,6 +23,7 @@ from qwick.model.kv_cache import PagedKVCache
 from qwick.model.qwen3 import Qwen3ForCausalLM
 
 if TYPE_CHECKING:
+    from qwick.engine.cuda_graphs import DecodeGraphs
     from qwick.lora.manager import LoRAManager
 
 
@@ -47,6 +48,7 @@ class ModelRunner:
         # chosen once, for this model and cache; a later pass may swap it (compile_decode: SDPA)
         model.set_attention_backend(select_backend(device, cache.compute_dtype, cache.dtype, model.config.head_dim))
         self._logits = torch.empty(0, device=device)  # [rows, V] float32, reused by every step (see `logits`)
+        self.graphs: DecodeGraphs | None = None  # CUDA-graph decode (engine/cuda_graphs.py), set by the builder
 
     @property
     def backend(self) -> AttentionBackend:
@@ -98,6 +100,11 @@ class ModelRunner:
         """Everything the step computes in one flat forward (needs `backend.supports_flat_step`). mirrors: (sequence,
         position, extra slot) for keys/values that also go to a second slot (a scoring fork's partial block).
         Returns the sequences that sample now (completed chunks not readouts, then decodes) and their logits [R, V]."""
+        if self.graphs is not None and not chunks and not mirrors and self.graphs.fits(len(decodes)):
+            logits = self.graphs.run(decodes)  # a pure decode step: replayed from a captured graph
+            for seq in decodes:
+                seq.num_cached += 1
+            return list(decodes), logits
         work = [(c.seq, c.num_tokens) for c in chunks] + [(s, 1) for s in decodes]
         if not work:  # nothing was scheduled this step
             return [], None
