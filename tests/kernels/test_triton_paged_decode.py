@@ -75,7 +75,7 @@ def test_long_context(triton_kernels, kernel_device, group, head_dim, splits):
 @pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16])
 @pytest.mark.parametrize("splits", [1, 4])
 def test_half_precision_inputs_accumulate_in_float32(triton_kernels, kernel_device, dtype, splits):
-    check(triton_kernels, [1, 17, 64, 300], 16, 2, 4, 128, dtype, splits, kernel_device, 2e-2)
+    check(triton_kernels, [1, 17, 64, 300], 16, 2, 4, 128, dtype, splits, kernel_device, 3e-2)
 
 
 def test_more_splits_than_tokens_leave_empty_splits_harmless(triton_kernels, kernel_device):

@@ -1,8 +1,9 @@
 """Runs the model for a scheduled step.
 
-Where the model's attention backend supports it (CPU with AVX-512: model/attention/cpu_paged.py), the whole step
-is one flat forward: every prefill chunk, decode and scoring fork on one token axis, no padding
-(model/attention/flat.py), so the weights are read once a step. Elsewhere (CUDA, compiled decode, no op) prefill
+Where the model's attention backend supports it (CPU with AVX-512: model/attention/cpu_paged.py; CUDA with
+triton: triton_paged.py), the whole step is one flat forward: every prefill chunk, decode and scoring fork on one
+token axis, no padding (model/attention/flat.py), so the weights are read once a step; on CUDA a pure decode
+step replays a captured graph (engine/cuda_graphs.py). Elsewhere (SDPA: compiled decode, no op) prefill
 chunks run in padded groups of similar length and all decodes in one more forward.
 """
 
