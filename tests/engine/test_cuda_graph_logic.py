@@ -92,3 +92,16 @@ def test_static_buffer_logits_equal_the_flat_step_logits(llm):
     torch.testing.assert_close(got, want, atol=1e-5, rtol=0)
     for i in range(3):
         engine.abort(str(i))
+
+
+def test_serve_flags_reach_the_engine_and_are_named_no_ops_on_a_cpu():
+    from qwick.cli import build_parser
+    from qwick.engine.args import EngineArgs
+    from qwick.server.vllm_flags import check_vllm_args
+
+    args = build_parser().parse_args(["serve", "m", "--device", "cpu", "--enforce-eager",
+                                      "--gpu-memory-utilization", "0.5"])
+    options = EngineArgs.from_cli_args(args)
+    assert options.enforce_eager and options.gpu_memory_utilization == 0.5
+    noops = [n.split(" ", 1)[0] for n in check_vllm_args(args)]
+    assert "--enforce-eager" in noops and "--gpu-memory-utilization" in noops
