@@ -1,4 +1,4 @@
-"""The CUDA attention backend (model/attention/triton_paged.py) chosen and run on a CPU under Triton's
+"""The CUDA attention backend (model/attention/triton_paged.py) on the GPU, or on a CPU under Triton's
 interpreter: an engine on it gives the tokens and scores of the portable SDPA backend, through flat steps with
 decodes, chunked prefill (a chunk's context gathered) and scoring forks (mirror writes of a partial block)."""
 
@@ -31,9 +31,14 @@ def test_selection_by_device_and_environment(monkeypatch):
         select_backend(CPU, torch.float32, torch.float32, 128)
 
 
+def interpret_on_a_cpu(device: str, monkeypatch) -> None:
+    if device == "cpu":  # on a GPU the kernels run compiled
+        monkeypatch.setenv("TRITON_INTERPRET", "1")
+
+
 def test_forced_on_an_interpreted_cpu_and_fp8_falls_back(triton_kernels, kernel_device, monkeypatch):
     monkeypatch.setenv(BACKEND_ENV, "triton")
-    monkeypatch.setenv("TRITON_INTERPRET", "1")
+    interpret_on_a_cpu(kernel_device, monkeypatch)
     device = torch.device(kernel_device)
     chosen = select_backend(device, torch.float32, torch.float32, 64)
     assert isinstance(chosen, TritonPagedBackend) and chosen.supports_flat_step
@@ -60,7 +65,7 @@ def test_engine_on_the_backend_matches_sdpa(triton_kernels, kernel_device, tiny_
     monkeypatch.setenv(BACKEND_ENV, "sdpa")
     want_tokens, want_scores = outputs(build())
     monkeypatch.setenv(BACKEND_ENV, "triton")
-    monkeypatch.setenv("TRITON_INTERPRET", "1")
+    interpret_on_a_cpu(kernel_device, monkeypatch)
     llm = build()
     assert isinstance(llm.engine.runner.backend, TritonPagedBackend)
     got_tokens, got_scores = outputs(llm)
