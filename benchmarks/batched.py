@@ -108,11 +108,16 @@ def random_prompts(rng: random.Random, count: int, low: int, high: int) -> list[
 
 
 def build_llm(folder: Path, args: argparse.Namespace, prefix_caching: bool = True) -> LLM:
-    return LLM.from_engine_args(EngineArgs(
+    llm = LLM.from_engine_args(EngineArgs(
         folder, dtype=args.dtype, device=args.device, load_format="dummy", skip_tokenizer_init=True, seed=0,
         max_model_len=args.max_model_len, max_num_seqs=args.max_num_seqs,
         max_num_batched_tokens=args.max_num_batched_tokens,
-        kv_cache_memory_bytes=int(args.kv_cache_gib * 1024**3), enable_prefix_caching=prefix_caching))
+        kv_cache_memory_bytes=int(args.kv_cache_gib * 1024**3), enable_prefix_caching=prefix_caching,
+        enforce_eager=args.enforce_eager))
+    graphs = llm.engine.runner.graphs
+    print(f"  [{llm.engine.runner.backend.describe()}; CUDA-graph decode: "
+          f"{'sizes ' + ','.join(map(str, graphs.sizes)) if graphs is not None else 'off'}]")
+    return llm
 
 
 def warm_up(llm: LLM) -> None:
@@ -397,6 +402,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--hf-batch", type=int, default=16, help="transformers generate() batch size")
     p.add_argument("--no-transformers", action="store_true", help="skip the transformers peer")
+    p.add_argument("--enforce-eager", action="store_true", help="CUDA: decode without CUDA graphs")
     for name, value in FULL.items():
         p.add_argument(f"--{name.replace('_', '-')}", type=int, default=None, help=f"default {value}")
     p.add_argument("--gate-prefix", type=int, default=500, help="shared prefix tokens in the gate workload")

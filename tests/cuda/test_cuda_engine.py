@@ -157,3 +157,24 @@ def test_async_engine_streams_concurrently_and_abort_frees_blocks(tiny_model_dir
     finally:
         client.stop()
     assert llm.engine.blocks.num_free_blocks == llm.engine.blocks.num_blocks
+
+
+def test_cuda_graphs_and_the_triton_backend_decode_the_eager_tokens(tiny_model_dir, device):
+    if torch.device(device).type != "cuda":
+        pytest.skip("CUDA graphs and the Triton backend run on a GPU (the CPU dry run has neither)")
+    from qwick.model.attention.triton_paged import TritonPagedBackend, forced_backend
+
+    graphed = engine(tiny_model_dir, device, max_num_seqs=20)
+    if forced_backend() != "sdpa":
+        assert isinstance(graphed.engine.runner.backend, TritonPagedBackend)
+    graphs = graphed.engine.runner.graphs
+    if graphs is None:
+        pytest.skip("decode graphs are off (QWICK_TEST_ENFORCE_EAGER=1, or the SDPA backend)")
+    assert graphs.sizes == [1, 2, 4, 8, 16, 20] and set(graphs.graphs) == set(graphs.sizes)
+    eager = engine(tiny_model_dir, device, max_num_seqs=20, enforce_eager=True)
+    assert eager.engine.runner.graphs is None
+    prompts = PROMPTS + [[p + 1 for p in prompt] for prompt in PROMPTS[:3]]  # 11 rows: padded to 16
+    assert tokens(graphed, prompts) == tokens(eager, prompts)
+    params = [SamplingParams(max_tokens=10, temperature=0.8, top_k=20, seed=i, ignore_eos=True) for i in range(5)]
+    assert tokens(graphed, prompts[:5], params) == tokens(eager, prompts[:5], params)
+    assert tokens(graphed, prompts[:1]) == tokens(eager, prompts[:1])  # batch 1: the smallest graph

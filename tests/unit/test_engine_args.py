@@ -27,6 +27,7 @@ def test_engine_args_are_llm_keywords_with_the_same_defaults() -> None:
     ({"max_num_seqs": 0}, "max_num_seqs must be a positive integer"),
     ({"kv_cache_memory_bytes": 0}, "kv_cache_memory_bytes must be positive"),
     ({"threads": 0}, "threads must be >= 1"),
+    ({"gpu_memory_utilization": 1.5}, r"gpu_memory_utilization must be in \(0, 1\]"),
 ])
 def test_bad_options_fail_without_a_model(kwargs, message) -> None:
     with pytest.raises(ValueError, match=message):

@@ -153,3 +153,33 @@ def test_logit_bias_minus_100_bans_a_sampled_token_and_logprobs_stay_raw():
         result = sample(logits.clone(), [_row(seed=seed, logprobs=1, logit_bias={5: -100.0})], V)
         assert result.token_ids[0] != 5
         assert result.logprobs[0].argmax() == 5  # reported from the model's distribution, before the bias
+
+
+def test_rows_sharing_a_top_k_draw_the_same_tokens_alone_or_in_a_batch():
+    logits = torch.randn(5, V)
+    specs = [dict(top_k=8, top_p=0.7, seed=1), dict(temperature=0), dict(top_k=8, min_p=0.2, seed=2),
+             dict(top_k=8, temperature=0.5, seed=3), dict(top_k=8, top_p=0.9, min_p=0.05, seed=4)]
+    batched = sample(logits.clone(), [_row(**s) for s in specs], V).token_ids
+    alone = [sample(logits[i : i + 1].clone(), [_row(**s)], V).token_ids[0] for i, s in enumerate(specs)]
+    assert batched == alone
+    assert batched[1] == int(logits[1].argmax())
+
+
+def test_the_shared_top_k_draw_follows_the_truncated_distribution():
+    logits = torch.log(torch.tensor([[0.5, 0.3, 0.15, 0.05]]))
+    row = _row(seed=5, top_k=3, top_p=0.75)  # top-3 keeps 0.5 / 0.3 / 0.15; top-p 0.75 drops 0.15
+    counts = [0, 0, 0, 0]
+    for _ in range(2000):
+        counts[sample(logits.clone(), [row], 4).token_ids[0]] += 1
+    assert counts[2] == counts[3] == 0 and abs(counts[0] / 2000 - 0.5 / 0.8) < 0.04
+
+
+def test_grammar_masks_and_banned_ids_apply_per_row_in_one_batch():
+    logits = torch.zeros(3, V)
+    logits[:, 9] = 50.0
+    allowed = torch.zeros(V, dtype=torch.bool)
+    allowed[[4, 6]] = True
+    rows = [_row(temperature=0), _row(temperature=0, banned=[9, 4]), _row(temperature=0)]
+    rows[0].allowed = allowed
+    tokens = sample(logits, rows, V).token_ids
+    assert tokens[0] in (4, 6) and tokens[1] not in (9, 4) and tokens[2] == 9

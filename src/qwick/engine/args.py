@@ -52,6 +52,8 @@ class EngineArgs:
     threads: int | None = None
     compile_decode: bool = False
     kv_cache_dtype: str = "auto"  # "fp8" / "fp8_e4m3": keys and values stored as float8 e4m3, scale 1
+    enforce_eager: bool = False  # CUDA: no CUDA-graph decode (engine/cuda_graphs.py)
+    gpu_memory_utilization: float | None = None  # CUDA: share of GPU memory for weights + activations + KV cache
 
     def __post_init__(self) -> None:
         validate_quantization(self.quantization, self.quantization_group_size or 128)
@@ -74,6 +76,8 @@ class EngineArgs:
             value = getattr(self, name)
             if not isinstance(value, int) or isinstance(value, bool) or value < 1:
                 raise ValueError(f"{name} must be a positive integer, got {value!r}")
+        if self.gpu_memory_utilization is not None and not 0 < self.gpu_memory_utilization <= 1:
+            raise ValueError(f"gpu_memory_utilization must be in (0, 1], got {self.gpu_memory_utilization}")
         if self.kv_cache_memory_bytes is not None and self.kv_cache_memory_bytes < 1:
             raise ValueError(f"kv_cache_memory_bytes must be positive, got {self.kv_cache_memory_bytes}")
 

@@ -16,6 +16,8 @@ import torch
 from qwick.device import resolve_device, resolve_dtype, resolve_threads
 from qwick.engine.args import EngineArgs
 from qwick.engine.config import EngineConfig
+from qwick.engine.cuda_graphs import capture_decode_graphs
+from qwick.engine.gpu_memory import profile_kv_budget
 from qwick.engine.llm_engine import LLMEngine
 from qwick.lora.manager import LoRAManager
 from qwick.model.config import Qwen3Config
@@ -62,6 +64,9 @@ def build_engine(args: EngineArgs) -> BuiltEngine:
                        quantization=args.quantization, group_size=args.quantization_group_size, seed=args.seed)
     if cpu_packing_supported(dtype, device) and not args.compile_decode:  # inductor cannot take
         pack_linears_for_cpu(model)  # oneDNN-packed weights as graph inputs: compiled bf16 stays plain
+    if device.type == "cuda" and args.gpu_memory_utilization is not None and args.kv_cache_memory_bytes is None:
+        args = replace(args, kv_cache_memory_bytes=profile_kv_budget(  # before LoRA: a plain forward
+            model, device, args.gpu_memory_utilization, args.max_num_batched_tokens, args.max_num_seqs))
     # last: LoRA wraps whatever the projections now are (packed, quantized or plain)
     lora_config = args.lora_config
     lora = LoRAManager(model, lora_config, dtype, device) if lora_config else None
@@ -72,6 +77,9 @@ def build_engine(args: EngineArgs) -> BuiltEngine:
     engine = LLMEngine(model, tokenizer, defaults, config, device, dtype, args.seed, lora=lora)
     if args.compile_decode:  # after the engine: the warm-up compiles on its KV cache's scratch slot
         compile_decode_pass(model).warm_up(engine.runner.cache, args.max_num_seqs)
+    elif device.type == "cuda" and not args.enforce_eager and lora is None:  # LoRA's per-row state: eager
+        engine.runner.graphs = capture_decode_graphs(model, engine.cache, device, config.max_num_seqs,
+                                                     config.max_model_len)
     return BuiltEngine(args, model_path, model_config, device, dtype, model, lora, tokenizer, config, defaults,
                        engine)
 

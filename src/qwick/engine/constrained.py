@@ -89,7 +89,7 @@ class MaskBuilder:
         self._executor = llg.LLExecutor()
         self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="qwick-grammar")
         # byte -> its 8 bits, least significant first: unpacking is one table lookup per mask byte
-        self._bits = ((torch.arange(256)[:, None] >> torch.arange(8)) & 1).to(torch.uint8)  # [256, 8]
+        self._bits = ((torch.arange(256)[:, None] >> torch.arange(8)) & 1).to(torch.uint8).to(device)  # [256, 8]
 
     def submit(self, seqs: Iterable[Sequence]) -> PendingMasks | None:
         """Start filling the masks of the constrained rows among `seqs`; None when there are none."""
@@ -113,7 +113,8 @@ class MaskBuilder:
         pending.fill.result()
         rows = pending.rows
         # bit j of word w allows token 32*w + j; the words are little-endian, so byte k of word w holds 32*w+8k..
-        raw = pending.bitmask.view(torch.uint8).long()  # [R, 4 * words]
+        # the packed bitmask is the step's one mask transfer (1/32 of a bool mask); unpacked on the model's device
+        raw = pending.bitmask.to(self.device).view(torch.uint8).long()  # [R, 4 * words]
         allowed = torch.nn.functional.embedding(raw, self._bits).view(len(rows), -1)[:, : self.vocab_size].bool()
         allowed[:, self.llg_eos_id] = False  # llguidance's single EOS; each sequence's own stop ids instead
         extra_rows: list[int] = []
@@ -127,7 +128,6 @@ class MaskBuilder:
             extra_ids += ids
         if extra_ids:  # one indexed write for every row's additions
             allowed[extra_rows, extra_ids] = True
-        allowed = allowed.to(self.device)
         return {id(seq): allowed[i] for i, seq in enumerate(rows)}
 
     def close(self) -> None:

@@ -1,8 +1,9 @@
 """Runs the model for a scheduled step.
 
-Where the model's attention backend supports it (CPU with AVX-512: model/attention/cpu_paged.py), the whole step
-is one flat forward: every prefill chunk, decode and scoring fork on one token axis, no padding
-(model/attention/flat.py), so the weights are read once a step. Elsewhere (CUDA, compiled decode, no op) prefill
+Where the model's attention backend supports it (CPU with AVX-512: model/attention/cpu_paged.py; CUDA with
+triton: triton_paged.py), the whole step is one flat forward: every prefill chunk, decode and scoring fork on one
+token axis, no padding (model/attention/flat.py), so the weights are read once a step; on CUDA a pure decode
+step replays a captured graph (engine/cuda_graphs.py). Elsewhere (SDPA: compiled decode, no op) prefill
 chunks run in padded groups of similar length and all decodes in one more forward.
 """
 
@@ -23,6 +24,7 @@ from qwick.model.kv_cache import PagedKVCache
 from qwick.model.qwen3 import Qwen3ForCausalLM
 
 if TYPE_CHECKING:
+    from qwick.engine.cuda_graphs import DecodeGraphs
     from qwick.lora.manager import LoRAManager
 
 
@@ -47,6 +49,7 @@ class ModelRunner:
         # chosen once, for this model and cache; a later pass may swap it (compile_decode: SDPA)
         model.set_attention_backend(select_backend(device, cache.compute_dtype, cache.dtype, model.config.head_dim))
         self._logits = torch.empty(0, device=device)  # [rows, V] float32, reused by every step (see `logits`)
+        self.graphs: DecodeGraphs | None = None  # CUDA-graph decode (engine/cuda_graphs.py), set by the builder
 
     @property
     def backend(self) -> AttentionBackend:
@@ -98,6 +101,11 @@ class ModelRunner:
         """Everything the step computes in one flat forward (needs `backend.supports_flat_step`). mirrors: (sequence,
         position, extra slot) for keys/values that also go to a second slot (a scoring fork's partial block).
         Returns the sequences that sample now (completed chunks not readouts, then decodes) and their logits [R, V]."""
+        if self.graphs is not None and not chunks and not mirrors and self.graphs.fits(len(decodes)):
+            logits = self.graphs.run(decodes)  # a pure decode step: replayed from a captured graph
+            for seq in decodes:
+                seq.num_cached += 1
+            return list(decodes), logits
         work = [(c.seq, c.num_tokens) for c in chunks] + [(s, 1) for s in decodes]
         if not work:  # nothing was scheduled this step
             return [], None

@@ -71,25 +71,56 @@ def _top_k(params: SamplingParams, vocab: int) -> int:
     return params.top_k if params.top_k and 0 < params.top_k < vocab else 0
 
 
-def _batched_top_k(logits: torch.Tensor, rows: list[SamplingRow]) -> dict[int, tuple[torch.Tensor, torch.Tensor]]:
-    """When every row samples with the same top-k (e.g. Qwen3's default 20), all their top-k at once: a batched
-    topk runs on every thread (one row at a time does not; 2x on 2 cores). Row -> (scaled logits [k], ids [k])."""
-    ks = {_top_k(row.params, logits.shape[1]) if not row.params.greedy else -1 for row in rows}
+def _sample_shared_top_k(logits: torch.Tensor, rows: list[SamplingRow], picked: list[int]) -> torch.Tensor | None:
+    """When the rows `picked` all sample with the same top-k (e.g. Qwen3's default 20), their whole draw at once:
+    one batched top-k, top-p / min-p as masks with per-row parameters, one uniform number per row from the row's
+    own generator (no host sync: on a GPU the numbers stay there), one batched inverse-CDF search. The same
+    arithmetic as the per-row path (_truncate, _draw), so a seeded row draws the same token alone or in a batch.
+    Returns the token ids [R] on the logits' device, or None when the rows differ in top-k (or have none)."""
+    vocab = logits.shape[1]
+    ks = {_top_k(rows[i].params, vocab) for i in picked}
     if len(ks) != 1 or (k := ks.pop()) <= 0:
-        return {}
-    temperatures = torch.tensor([row.params.temperature for row in rows], dtype=logits.dtype, device=logits.device)
-    values, ids = torch.topk(logits / temperatures[:, None], k)  # [B, k] each, sorted descending
-    return {i: (values[i], ids[i]) for i in range(len(rows))}
+        return None
+    device = logits.device
+    params = [rows[i].params for i in picked]
+    temperatures = torch.tensor([p.temperature for p in params], dtype=logits.dtype, device=device)
+    values, ids = torch.topk(logits[picked] / temperatures[:, None], k)  # [R, k] each, sorted descending
+    top_p = torch.tensor([1.0 if p.top_p is None else p.top_p for p in params], dtype=logits.dtype, device=device)
+    if any(p.top_p is not None and p.top_p < 1.0 for p in params):
+        probs = torch.softmax(values, dim=-1)
+        drop = ((torch.cumsum(probs, dim=-1) - probs) >= top_p[:, None]) & (top_p < 1.0)[:, None]
+        drop[:, 0] = False  # the most likely token is always kept
+        values = values.masked_fill(drop, float("-inf"))
+    log_min_p = torch.tensor([math.log(p.min_p) if p.min_p else float("-inf") for p in params],
+                             dtype=logits.dtype, device=device)  # -inf: no min-p (nothing is below it)
+    values = values.masked_fill(values < values.max(dim=-1, keepdim=True).values + log_min_p[:, None], float("-inf"))
+    cdf = torch.cumsum(torch.softmax(values, dim=-1), dim=-1, dtype=torch.float64)  # [R, k]
+    uniform = torch.stack([torch.rand((), dtype=torch.float64, generator=rows[i].generator,
+                                      device=rows[i].generator.device).to(device) for i in picked])  # [R]
+    choice = torch.searchsorted(cdf, (uniform * cdf[:, -1])[:, None], right=True).clamp_(max=k - 1)  # [R, 1]
+    return ids.gather(1, choice)[:, 0]
 
 
-def _truncate(scaled: torch.Tensor, params: SamplingParams,
-              head: tuple[torch.Tensor, torch.Tensor] | None = None) -> tuple[torch.Tensor, torch.Tensor | None]:
-    """Keep the top-k / top-p / min-p candidates of one row: its logits over the temperature, or with top-k its
-    precomputed `head` (scaled top-k logits, ids). Returns (logits, vocab ids or None = all)."""
-    top_k = len(head[0]) if head is not None else _top_k(params, scaled.numel())
+def apply_masks(logits: torch.Tensor, rows: list[SamplingRow]) -> None:
+    """logits [B, V]: structured output's grammar masks and each row's banned ids, in one indexed write each."""
+    masks = {i: row.allowed for i, row in enumerate(rows) if row.allowed is not None}
+    if masks:
+        constrained = list(masks)
+        allowed = torch.stack(list(masks.values()))  # [R, V] bool
+        logits[constrained] = logits[constrained].masked_fill(~allowed, float("-inf"))
+    banned_rows = [i for i, row in enumerate(rows) for _ in row.banned_ids]
+    if banned_rows:
+        banned_ids = [t for row in rows for t in row.banned_ids]
+        logits[banned_rows, banned_ids] = float("-inf")
+
+
+def _truncate(scaled: torch.Tensor, params: SamplingParams) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """Keep the top-k / top-p / min-p candidates of one row (its logits over the temperature).
+    Returns (logits, vocab ids or None = all)."""
+    top_k = _top_k(params, scaled.numel())
     top_p = 1.0 if params.top_p is None else params.top_p
     if top_k:
-        values, ids = head if head is not None else torch.topk(scaled, top_k)  # sorted descending
+        values, ids = torch.topk(scaled, top_k)  # sorted descending
         probs = torch.softmax(values, dim=-1) if top_p < 1.0 else None  # top-p within the top-k (vLLM's order)
     elif top_p < 1.0:
         values, ids, probs = _nucleus_head(scaled, top_p)
@@ -133,27 +164,32 @@ def _draw(values: torch.Tensor, generator: torch.Generator) -> int:
 
 
 def sample(logits: torch.Tensor, rows: list[SamplingRow], valid_vocab: int) -> SampleResult:
-    """logits [B, V] float32 (modified in place). Ids >= valid_vocab (embedding padding) are never chosen."""
+    """logits [B, V] float32 (modified in place). Ids >= valid_vocab (embedding padding) are never chosen.
+
+    Vectorised over the batch: logprobs, masks, greedy rows and rows sharing one top-k (the common case) take one
+    batched op each and one host sync at the end. Still per row: penalties (a Python set of the row's tokens) and
+    rows without a shared top-k (their own top-k, or top-p over the whole vocabulary: _truncate, _draw)."""
     logits[:, valid_vocab:] = float("-inf")
-    raw_logprobs: list[torch.Tensor | None] = [
-        torch.log_softmax(logits[i], dim=-1) if row.params.logprobs is not None else None
-        for i, row in enumerate(rows)
-    ]
-    for i, row in enumerate(rows):
-        if row.allowed is not None:
-            logits[i].masked_fill_(~row.allowed, float("-inf"))
-        if row.banned_ids:
-            logits[i, row.banned_ids] = float("-inf")
+    raw_logprobs: list[torch.Tensor | None] = [None] * len(rows)
+    asked = [i for i, row in enumerate(rows) if row.params.logprobs is not None]
+    if asked:
+        for i, row_logprobs in zip(asked, torch.log_softmax(logits[asked], dim=-1), strict=True):
+            raw_logprobs[i] = row_logprobs
+    apply_masks(logits, rows)
     logits = apply_penalties(apply_logit_bias(logits, rows), rows)
-    tokens = [0] * len(rows)
-    if any(row.params.greedy for row in rows):  # greedy rows are done here (first maximum, as argmax; ~3x faster)
-        tokens = logits.max(dim=-1).indices.tolist()
-    heads = _batched_top_k(logits, rows)
-    for i, row in enumerate(rows):
-        if row.params.greedy:
-            continue
-        head = heads.get(i)
-        values, ids = _truncate(logits[i] / row.params.temperature if head is None else logits[i], row.params, head)
+    chosen = torch.zeros(len(rows), dtype=torch.long, device=logits.device)  # [B]
+    greedy = [i for i, row in enumerate(rows) if row.params.greedy]
+    if greedy:  # first maximum, as argmax; ~3x faster
+        chosen[greedy] = logits[greedy].max(dim=-1).indices
+    drawn = [i for i, row in enumerate(rows) if not row.params.greedy]
+    shared = _sample_shared_top_k(logits, rows, drawn) if drawn else None
+    if shared is not None:
+        chosen[drawn] = shared
+        drawn = []
+    tokens = chosen.tolist()  # the step's one host sync
+    for i in drawn:
+        row = rows[i]
+        values, ids = _truncate(logits[i] / row.params.temperature, row.params)
         choice = _draw(values, row.generator)
         tokens[i] = int(ids[choice]) if ids is not None else choice
     return SampleResult(tokens, raw_logprobs)

@@ -10,6 +10,8 @@ from dataclasses import replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from qwick.device import resolve_device
+
 if TYPE_CHECKING:
     from qwick.llm import LLM
 
@@ -30,7 +32,10 @@ def add_vllm_args(parser: argparse.ArgumentParser) -> None:
     group.add_argument("--chat-template", default=None, metavar="FILE_OR_TEMPLATE",
                        help="a Jinja chat template (a file, or the template itself) replacing the model's")
     group.add_argument("--gpu-memory-utilization", type=float, default=None, metavar="FRACTION",
-                       help="no-op: qwick sizes the KV cache from free memory; set --kv-cache-memory-bytes instead")
+                       help="CUDA: the share of GPU memory for weights, activations and KV cache (the KV cache gets "
+                            "what a profiling forward leaves); no-op on CPU (use --kv-cache-memory-bytes)")
+    group.add_argument("--enforce-eager", action="store_true",
+                       help="CUDA: decode without CUDA graphs; no-op on CPU")
     group.add_argument("--kv-cache-memory-bytes", type=_byte_count, default=None, metavar="BYTES",
                        help="KV cache budget, e.g. 2000000000, 4GiB or 512MB (default: a share of free memory)")
     group.add_argument("--generation-config", default="auto", metavar="auto|vllm|FOLDER",
@@ -71,8 +76,12 @@ def check_vllm_args(args: argparse.Namespace) -> list[str]:
         noops.append(f"--tool-call-parser {args.tool_call_parser} (Qwen3's format, always parsed)")
     if args.reasoning_parser is not None:
         noops.append(f"--reasoning-parser {args.reasoning_parser} (<think> is always split off)")
-    if args.gpu_memory_utilization is not None:
-        noops.append(f"--gpu-memory-utilization {args.gpu_memory_utilization} (use --kv-cache-memory-bytes)")
+    on_cuda = resolve_device(getattr(args, "device", "auto")).type == "cuda"
+    if args.gpu_memory_utilization is not None and not on_cuda:
+        noops.append(f"--gpu-memory-utilization {args.gpu_memory_utilization} (CUDA only: use "
+                     "--kv-cache-memory-bytes)")
+    if getattr(args, "enforce_eager", False) and not on_cuda:
+        noops.append("--enforce-eager (CUDA graphs are a CUDA feature)")
     for flag, value in (("--hf-overrides", args.hf_overrides), ("--rope-scaling", args.rope_scaling)):
         if value is not None:
             noops.append(f"{flag} {{}} (empty)")

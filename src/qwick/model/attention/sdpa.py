@@ -1,6 +1,7 @@
 """The portable attention backend: each row's context gathered from the paged cache, then torch SDPA.
 
-Runs on every device and dtype; CUDA and compiled decode use it (inductor fuses the gather and SDPA itself).
+Runs on every device and dtype; compiled decode uses it (inductor fuses the gather and SDPA itself), and CUDA
+where the Triton backend does not run (an fp8 KV cache, no triton, QWICK_ATTENTION_BACKEND=sdpa).
 """
 
 from __future__ import annotations
