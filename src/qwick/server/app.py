@@ -31,6 +31,7 @@ from qwick.server.routes import (
     gates,
     health,
     lora_admin,
+    messages,
     models,
     rerank,
     tokenize,
@@ -162,7 +163,7 @@ def _routers(ctx: ServerContext, gate_service: GateService, lora_manager: LoRAMa
     `lora_manager` (--enable-lora-runtime-updates)."""
     routers = [health.router(ctx), models.router(ctx), chat.router(ctx), completions.router(ctx),
                tokenize.router(ctx), gates.router(ctx, gate_service), rerank.router(ctx, gate_service),
-               embeddings.router(ctx, gate_service)]
+               embeddings.router(ctx, gate_service), messages.router(ctx)]
     if lora_manager is not None:
         routers.append(lora_admin.router(ctx, lora_manager))
     return routers
