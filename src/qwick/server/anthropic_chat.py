@@ -17,6 +17,7 @@ Mapping (the README documents it for users):
 from __future__ import annotations
 
 import json
+import re
 from typing import Any
 
 from qwick.server.errors import APIError, bad_request, not_supported
@@ -57,7 +58,9 @@ def renamed(exc: APIError) -> APIError:
     """An error from planning the chat request, naming the Anthropic request's field instead of chat's."""
     if exc.param is not None:
         head, dot, rest = exc.param.partition(".")
-        exc.param = FIELD_NAMES.get(exc.param) or FIELD_NAMES.get(head, head) + dot + rest
+        if head in FIELD_NAMES:
+            exc.message = re.sub(rf"(?<![\w.]){head}(?!\w)", FIELD_NAMES[head], exc.message)
+            exc.param = FIELD_NAMES[head] + dot + rest
     return exc
 
 

@@ -7,9 +7,10 @@ block `type` is refused by validation, naming the block.
 
 from __future__ import annotations
 
+import typing
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from qwick.server.leniency import Lenient
 from qwick.server.protocol.base import OpenAIRequest
@@ -55,10 +56,25 @@ ContentBlockIn = Annotated[TextBlockIn | ToolUseBlockIn | ToolResultBlockIn | Th
                            Field(discriminator="type")]
 
 
+BLOCK_TYPES = ("text", "tool_use", "tool_result", "thinking")  # what qwick reads; UnsupportedBlockIn's are refused
+
+
 class AnthropicMessage(Lenient):
     model_config = ConfigDict(extra="allow")
     role: Literal["user", "assistant"]
     content: str | list[ContentBlockIn]
+
+    @field_validator("content", mode="before")
+    @classmethod
+    def _known_block_types(cls, content: Any) -> Any:
+        """An unknown block type, named (pydantic alone would say "Input should be a valid string")."""
+        known = (*BLOCK_TYPES, *typing.get_args(UnsupportedBlockIn.model_fields["type"].annotation))
+        for j, block in enumerate(content if isinstance(content, list) else []):
+            kind = block.get("type") if isinstance(block, dict) else None
+            if kind not in known:
+                raise ValueError(f"content[{j}].type {kind!r} is not a content block type; qwick reads "
+                                 f"{', '.join(BLOCK_TYPES)}")
+        return content
 
 
 class AnthropicTool(Lenient):
