@@ -34,6 +34,7 @@ from qwick.server.routes import (
     messages,
     models,
     rerank,
+    responses,
     tokenize,
 )
 from qwick.server.routes.gates import GateOptions, setup_gates
@@ -163,7 +164,8 @@ def _routers(ctx: ServerContext, gate_service: GateService, lora_manager: LoRAMa
     `lora_manager` (--enable-lora-runtime-updates)."""
     routers = [health.router(ctx), models.router(ctx), chat.router(ctx), completions.router(ctx),
                tokenize.router(ctx), gates.router(ctx, gate_service), rerank.router(ctx, gate_service),
-               embeddings.router(ctx, gate_service), messages.router(ctx)]
+               embeddings.router(ctx, gate_service)]
+    routers += [messages.router(ctx), responses.router(ctx)]  # Anthropic Messages, OpenAI Responses
     if lora_manager is not None:
         routers.append(lora_admin.router(ctx, lora_manager))
     return routers
