@@ -10,8 +10,16 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 
 from qwick.engine.client import RequestDelta
-from qwick.server import anthropic_reply as reply
 from qwick.server.anthropic_chat import chat_request, renamed
+from qwick.server.anthropic_reply import (
+    BlockEvents,
+    end_events,
+    error_event,
+    message,
+    new_message_id,
+    start_event,
+    stop_reason,
+)
 from qwick.server.errors import APIError, aborted
 from qwick.server.openapi import JSONRouter
 from qwick.server.protocol.anthropic import CountTokensRequest, MessagesRequest, TokenCount
@@ -40,7 +48,7 @@ def router(ctx: ServerContext) -> JSONRouter:
         async def whole(stream: AsyncIterator[tuple[int, RequestDelta]]) -> Response:
             final = await final_output(stream, run.timer)
             out = final.outputs[0]
-            answer = reply.message(chat.choice(out, run.plan), out, request_id=run.request_id, model=model,
+            answer = message(chat.choice(out, run.plan), out, request_id=run.request_id, model=model,
                                    prompt_tokens=len(final.prompt_token_ids), stop_sequences=body.stop_sequences)
             return Response(answer.model_dump_json(), media_type="application/json")
 
@@ -76,15 +84,15 @@ def _render(chat: ChatServing, body: ChatCompletionRequest) -> ChatPlan:
 
 async def _start(chat: ChatServing, body: ChatCompletionRequest, request: Request) -> ChatRun:
     try:
-        return await chat.start(body, request, reply.new_message_id(), clamp_max_tokens=True)
+        return await chat.start(body, request, new_message_id(), clamp_max_tokens=True)
     except APIError as exc:
         raise renamed(exc) from None
 
 
 async def _events(stream: AsyncIterator[tuple[int, RequestDelta]], run: ChatRun, model: str,
                   stop_sequences: list[str] | None, http_id: str) -> AsyncIterator[str]:
-    yield reply.start_event(run.request_id, model, len(run.plan.prompt_ids))
-    choice, blocks = ChoiceStream(run.plan), reply.BlockEvents()
+    yield start_event(run.request_id, model, len(run.plan.prompt_ids))
+    choice, blocks = ChoiceStream(run.plan), BlockEvents()
     try:
         async for _, request_delta in stream:
             run.timer.observe(request_delta)
@@ -97,13 +105,13 @@ async def _events(stream: AsyncIterator[tuple[int, RequestDelta]], run: ChatRun,
                 continue
             out = final.outputs[0]
             if out.finish_reason == "abort":
-                yield reply.error_event(aborted())
+                yield error_event(aborted())
                 return
             for event in blocks.close():
                 yield event
-            reason, sequence = reply.stop_reason(chat_finish_reason(out.finish_reason, choice.tool_called,
+            reason, sequence = stop_reason(chat_finish_reason(out.finish_reason, choice.tool_called,
                                                                     choice.cut), out, stop_sequences)
-            for event in reply.end_events(reason, sequence, len(out.token_ids)):
+            for event in end_events(reason, sequence, len(out.token_ids)):
                 yield event
     except Exception as exc:
-        yield reply.error_event(stream_error(exc, http_id, run.request_id))
+        yield error_event(stream_error(exc, http_id, run.request_id))

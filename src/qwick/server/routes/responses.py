@@ -13,11 +13,11 @@ from starlette.responses import JSONResponse, Response
 
 from qwick.engine.client import RequestDelta
 from qwick.outputs import CompletionOutput, RequestOutput
-from qwick.server import responses_reply as reply
 from qwick.server.errors import APIError, aborted
 from qwick.server.openapi import JSONRouter
 from qwick.server.protocol.responses import ResponsesRequest
 from qwick.server.responses_chat import chat_request, renamed
+from qwick.server.responses_reply import OutputItems, new_id, now, response_object, usage
 from qwick.server.routes.chat import ChatServing, ChoiceStream, final_output
 from qwick.server.serving import ServerContext, read_body
 from qwick.server.streams import respond, stream_error
@@ -30,31 +30,32 @@ def router(ctx: ServerContext) -> JSONRouter:
     async def responses(request: Request) -> Response:
         body = await read_body(request, ResponsesRequest, ctx.limits)
         try:
-            run = await chat.start(chat_request(body), request, reply.new_id("resp"))
+            run = await chat.start(chat_request(body), request, new_id("resp"))
         except APIError as exc:
             raise renamed(exc) from None
-        model, created = run.plan.model or ctx.model_name, reply.now()
+        model, created = run.plan.model or ctx.model_name, now()
 
-        def finished(items: reply.OutputItems, final: RequestOutput, out: CompletionOutput) -> dict[str, Any]:
+        def finished(items: OutputItems, final: RequestOutput, out: CompletionOutput) -> dict[str, Any]:
             status = "incomplete" if out.finish_reason == "length" else "completed"
             # reasoning tokens: the reasoning text re-tokenized (the think tags and a cut-off split aside)
-            usage = reply.usage(len(final.prompt_token_ids), len(out.token_ids),
-                                len(ctx.tokenizer.encode(items.reasoning_text())) if items.reasoning_text() else 0)
-            return reply.response_object(body, run.request_id, model, created, status=status, output=items.items,
-                                         usage=usage)
+            thought = items.reasoning_text()
+            tokens = usage(len(final.prompt_token_ids), len(out.token_ids),
+                           len(ctx.tokenizer.encode(thought)) if thought else 0)
+            return response_object(body, run.request_id, model, created, status=status, output=items.items,
+                                   usage=tokens)
 
         async def whole(stream: AsyncIterator[tuple[int, RequestDelta]]) -> Response:
             final = await final_output(stream, run.timer)
-            out, items = final.outputs[0], reply.OutputItems()
+            out, items = final.outputs[0], OutputItems()
             items.feed_whole(chat.choice(out, run.plan))
             return JSONResponse(finished(items, final, out))
 
         async def events(stream: AsyncIterator[tuple[int, RequestDelta]]) -> AsyncIterator[str]:
             numbered = _Numbered()
-            start = reply.response_object(body, run.request_id, model, created)
+            start = response_object(body, run.request_id, model, created)
             yield numbered.event({"type": "response.created", "response": start})
             yield numbered.event({"type": "response.in_progress", "response": start})
-            choice, items = ChoiceStream(run.plan), reply.OutputItems()
+            choice, items = ChoiceStream(run.plan), OutputItems()
             try:
                 async for _, request_delta in stream:
                     run.timer.observe(request_delta)
