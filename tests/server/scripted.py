@@ -5,11 +5,17 @@ engine streams it."""
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
+import contextlib
+from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
+from typing import Any
+
+from serverkit import MODEL, RunningServer, serving
 
 from qwick import SamplingParams
 from qwick.engine.client import RequestDelta
 from qwick.outputs import CompletionOutput, RequestOutput, StreamDelta
+from qwick.server import build_app
 from qwick.tokenizer import Tokenizer
 
 
@@ -68,3 +74,14 @@ class ScriptedEngine:
 
     is_running = True
     errored = False
+
+
+@contextlib.contextmanager
+def scripted_server(tokenizer_dir: Path, scripts: dict[str, str], by_char: bool,
+                    **app_kwargs: Any) -> Iterator[RunningServer]:
+    """A server over a ScriptedEngine (as `running.engine`), with the real Qwen3 tokenizer and a 4096 context."""
+    tokenizer = Tokenizer.from_pretrained(tokenizer_dir)
+    engine = ScriptedEngine(tokenizer, by_char=by_char, scripts=scripts)
+    with serving(build_app(engine, MODEL, tokenizer=tokenizer, max_model_len=4096, **app_kwargs)) as running:
+        running.engine = engine  # type: ignore[attr-defined]
+        yield running

@@ -10,11 +10,8 @@ import anthropic
 import httpx
 import jsonschema
 import pytest
-from scripted import ScriptedEngine
-from serverkit import MODEL, TIMEOUT, serving
-
-from qwick.server import build_app
-from qwick.tokenizer import Tokenizer
+from scripted import scripted_server
+from serverkit import MODEL, TIMEOUT
 
 WEATHER = {"name": "get_weather", "description": "Current weather in a city",
            "input_schema": {"type": "object", "properties": {"city": {"type": "string", "maxLength": 10},
@@ -147,6 +144,15 @@ def test_count_tokens_equals_the_rendered_prompt_length(server, tokenizer):
     assert counted.input_tokens == len(tokenizer.encode(prompt))
 
 
+def test_output_config_json_schema_constrains_the_text(server):
+    schema = {"type": "object", "properties": {"colour": {"enum": ["red", "blue"]}}, "required": ["colour"],
+              "additionalProperties": False}
+    reply = claude(server).messages.create(model=MODEL, max_tokens=40, messages=USER, extra_body={"temperature": 1},
+                                           output_config={"format": {"type": "json_schema", "schema": schema}})
+    assert reply.stop_reason == "end_turn"
+    jsonschema.validate(json.loads(reply.content[0].text), schema)
+
+
 # ------------------------------------------------------------------------------------ a scripted model
 
 THOUGHT = "<think>\nThe user wants weather.\n</think>\n\n"
@@ -162,10 +168,7 @@ SCRIPTS = {
 
 @pytest.fixture(scope="module", params=["by_token", "by_char"])
 def scripted(request, tokenizer_dir):
-    tokenizer = Tokenizer.from_pretrained(tokenizer_dir)
-    engine = ScriptedEngine(tokenizer, by_char=request.param == "by_char", scripts=SCRIPTS)
-    with serving(build_app(engine, MODEL, tokenizer=tokenizer, max_model_len=4096, api_key="sk-key")) as running:
-        running.engine = engine
+    with scripted_server(tokenizer_dir, SCRIPTS, request.param == "by_char", api_key="sk-key") as running:
         yield running
 
 

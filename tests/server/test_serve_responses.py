@@ -10,11 +10,8 @@ import httpx
 import jsonschema
 import openai
 import pytest
-from scripted import ScriptedEngine
-from serverkit import MODEL, TIMEOUT, serving
-
-from qwick.server import build_app
-from qwick.tokenizer import Tokenizer
+from scripted import scripted_server
+from serverkit import MODEL, TIMEOUT
 
 PARAMS = {"type": "object", "properties": {"city": {"type": "string", "maxLength": 10},
                                            "unit": {"enum": ["celsius", "fahrenheit"]}},
@@ -145,10 +142,7 @@ SCRIPTS = {
 
 @pytest.fixture(scope="module", params=["by_token", "by_char"])
 def scripted(request, tokenizer_dir):
-    tokenizer = Tokenizer.from_pretrained(tokenizer_dir)
-    engine = ScriptedEngine(tokenizer, by_char=request.param == "by_char", scripts=SCRIPTS)
-    with serving(build_app(engine, MODEL, tokenizer=tokenizer, max_model_len=4096)) as running:
-        running.engine = engine
+    with scripted_server(tokenizer_dir, SCRIPTS, request.param == "by_char") as running:
         yield running
 
 

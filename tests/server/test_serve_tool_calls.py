@@ -10,11 +10,8 @@ from __future__ import annotations
 import json
 
 import pytest
-from scripted import ScriptedEngine
-from serverkit import MODEL, serving
-
-from qwick.server import build_app
-from qwick.tokenizer import Tokenizer
+from scripted import scripted_server
+from serverkit import MODEL
 
 TOOLS = [{"type": "function", "function": {"name": "get_weather", "description": "Current weather",
                                            "parameters": {"type": "object", "properties": {"city": {"type": "string"}}}}}]
@@ -35,10 +32,7 @@ SCRIPTS = {
 
 @pytest.fixture(scope="module", params=["by_token", "by_char"])
 def scripted(request, tokenizer_dir):
-    tokenizer = Tokenizer.from_pretrained(tokenizer_dir)
-    engine = ScriptedEngine(tokenizer, by_char=request.param == "by_char", scripts=SCRIPTS)
-    with serving(build_app(engine, MODEL, tokenizer=tokenizer, max_model_len=4096)) as running:
-        running.engine = engine
+    with scripted_server(tokenizer_dir, SCRIPTS, request.param == "by_char") as running:
         yield running
 
 

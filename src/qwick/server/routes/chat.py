@@ -257,6 +257,9 @@ class ChoiceStream:
     def cut(self) -> bool:
         return self.tools is not None and self.tools.cut
 
+    def finish_reason(self, out: CompletionOutput) -> str | None:
+        return chat_finish_reason(out.finish_reason, self.tool_called, self.cut)
+
     def feed(self, delta: StreamDelta) -> list[ChatDelta]:
         last = delta.finish_reason is not None
         if self.reasoning is None:
@@ -297,6 +300,22 @@ async def final_output(stream: AsyncIterator[tuple[int, RequestDelta]], timer: R
     if final is None or any(out.finish_reason == "abort" for out in final.outputs):
         raise aborted()
     return final
+
+
+async def chat_pieces(stream: AsyncIterator[tuple[int, RequestDelta]], run: ChatRun,
+                      choice: ChoiceStream) -> AsyncIterator[ChatDelta | RequestOutput]:
+    """A one-choice stream as `choice`'s chat deltas, then the final output (503 if the engine aborted it):
+    what the Anthropic and Responses endpoints re-shape into their own events."""
+    async for _, request_delta in stream:
+        run.timer.observe(request_delta)
+        for delta in request_delta.deltas:
+            for piece in choice.feed(delta):
+                yield piece
+        final = request_delta.output
+        if final is not None:
+            if any(out.finish_reason == "abort" for out in final.outputs):
+                raise aborted()
+            yield final
 
 
 def _usage(final: RequestOutput) -> Usage:

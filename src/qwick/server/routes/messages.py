@@ -20,16 +20,16 @@ from qwick.server.anthropic_reply import (
     start_event,
     stop_reason,
 )
-from qwick.server.errors import APIError, aborted
+from qwick.server.errors import APIError
 from qwick.server.openapi import JSONRouter
 from qwick.server.protocol.anthropic import CountTokensRequest, MessagesRequest, TokenCount
-from qwick.server.protocol.chat import ChatCompletionRequest
+from qwick.server.protocol.chat import ChatCompletionRequest, ChatDelta
 from qwick.server.routes.chat import (
     ChatPlan,
     ChatRun,
     ChatServing,
     ChoiceStream,
-    chat_finish_reason,
+    chat_pieces,
     final_output,
 )
 from qwick.server.serving import ServerContext, read_body
@@ -94,23 +94,15 @@ async def _events(stream: AsyncIterator[tuple[int, RequestDelta]], run: ChatRun,
     yield start_event(run.request_id, model, len(run.plan.prompt_ids))
     choice, blocks = ChoiceStream(run.plan), BlockEvents()
     try:
-        async for _, request_delta in stream:
-            run.timer.observe(request_delta)
-            for delta in request_delta.deltas:
-                for piece in choice.feed(delta):
-                    for event in blocks.feed(piece):
-                        yield event
-            final = request_delta.output
-            if final is None:
+        async for piece in chat_pieces(stream, run, choice):
+            if isinstance(piece, ChatDelta):
+                for event in blocks.feed(piece):
+                    yield event
                 continue
-            out = final.outputs[0]
-            if out.finish_reason == "abort":
-                yield error_event(aborted())
-                return
+            out = piece.outputs[0]
             for event in blocks.close():
                 yield event
-            reason, sequence = stop_reason(chat_finish_reason(out.finish_reason, choice.tool_called,
-                                                                    choice.cut), out, stop_sequences)
+            reason, sequence = stop_reason(choice.finish_reason(out), out, stop_sequences)
             for event in end_events(reason, sequence, len(out.token_ids)):
                 yield event
     except Exception as exc:

@@ -13,12 +13,13 @@ from starlette.responses import JSONResponse, Response
 
 from qwick.engine.client import RequestDelta
 from qwick.outputs import CompletionOutput, RequestOutput
-from qwick.server.errors import APIError, aborted
+from qwick.server.errors import APIError
 from qwick.server.openapi import JSONRouter
+from qwick.server.protocol.chat import ChatDelta
 from qwick.server.protocol.responses import ResponsesRequest
 from qwick.server.responses_chat import chat_request, renamed
 from qwick.server.responses_reply import OutputItems, new_id, now, response_object, usage
-from qwick.server.routes.chat import ChatServing, ChoiceStream, final_output
+from qwick.server.routes.chat import ChatServing, ChoiceStream, chat_pieces, final_output
 from qwick.server.serving import ServerContext, read_body
 from qwick.server.streams import respond, stream_error
 
@@ -55,24 +56,16 @@ def router(ctx: ServerContext) -> JSONRouter:
             start = response_object(body, run.request_id, model, created)
             yield numbered.event({"type": "response.created", "response": start})
             yield numbered.event({"type": "response.in_progress", "response": start})
-            choice, items = ChoiceStream(run.plan), OutputItems()
+            items = OutputItems()
             try:
-                async for _, request_delta in stream:
-                    run.timer.observe(request_delta)
-                    for delta in request_delta.deltas:
-                        for piece in choice.feed(delta):
-                            for event in items.feed(piece):
-                                yield numbered.event(event)
-                    final = request_delta.output
-                    if final is None:
+                async for piece in chat_pieces(stream, run, ChoiceStream(run.plan)):
+                    if isinstance(piece, ChatDelta):
+                        for event in items.feed(piece):
+                            yield numbered.event(event)
                         continue
-                    out = final.outputs[0]
-                    if out.finish_reason == "abort":
-                        yield numbered.error(aborted())
-                        return
                     for event in items.close():
                         yield numbered.event(event)
-                    response = finished(items, final, out)
+                    response = finished(items, piece, piece.outputs[0])
                     yield numbered.event({"type": f"response.{response['status']}", "response": response})
             except Exception as exc:
                 yield numbered.error(stream_error(exc, request.state.request_id, run.request_id))
