@@ -22,7 +22,8 @@ from qwick.tokenizer import Tokenizer
 class ScriptedEngine:
     """An EngineClient whose "model" writes scripts[key] for a prompt containing `key` (the first key found);
     a key starting with "truncated" ends as if max_tokens cut it, one starting with "stopped" at a stop string
-    (its output's stop_reason is the first of the request's stop strings). It records prompts and params."""
+    (its output's stop_reason is the first of the request's stop strings), one starting with "failing" fails
+    (raises) half-way through. It records prompts and params."""
 
     def __init__(self, tokenizer: Tokenizer, by_char: bool, scripts: dict[str, str]) -> None:
         self.tokenizer = tokenizer
@@ -44,6 +45,8 @@ class ScriptedEngine:
         for i, piece in enumerate(pieces):
             last = i == len(pieces) - 1
             await asyncio.sleep(0)
+            if key.startswith("failing") and i == len(pieces) // 2:
+                raise RuntimeError("the scripted engine fails here")
             output = None
             if last:
                 output = RequestOutput(request_id, prompt, prompt_ids,

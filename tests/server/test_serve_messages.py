@@ -162,6 +162,7 @@ SCRIPTS = {
     "think then call": THOUGHT + "Let me check." + CALL,
     "two calls": CALL + "\n" + CALL.replace("Paris", "Rome"),
     "stopped": "Counting: 1, 2,",
+    "failing": "This answer breaks off half-way through.",
     "plain": "Hello.",
 }
 
@@ -246,6 +247,19 @@ def test_sampling_fields_arrive_in_the_body_or_through_extra_body(scripted):
     assert response.status_code == 200
     params = scripted.engine.params[-1]
     assert (params.temperature, params.top_k, params.max_tokens) == (0.5, 3, 9)
+
+
+def test_a_stream_failing_mid_way_ends_with_an_anthropic_error_event(scripted):
+    body = {"model": MODEL, "max_tokens": 50, "messages": ask("failing"), "stream": True}
+    with httpx.stream("POST", f"{scripted.url}/v1/messages", json=body, headers={"x-api-key": "sk-key"},
+                      timeout=TIMEOUT) as response:
+        lines = [line for line in response.iter_lines() if line]
+    assert lines[-2] == "event: error"
+    error = json.loads(lines[-1].removeprefix("data: "))
+    assert error["type"] == "error" and error["error"]["type"] == "api_error"
+    assert "internal server error" in error["error"]["message"]
+    with pytest.raises(anthropic.APIStatusError):
+        streamed(scripted, "failing")
 
 
 def test_a_max_tokens_past_the_context_is_clamped_to_it(scripted):

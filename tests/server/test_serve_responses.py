@@ -137,6 +137,7 @@ SCRIPTS = {
     "two calls": CALL + "\n" + CALL.replace("Paris", "Rome"),
     "truncated": "<think>\nLong thought",
     "plain": "Hello.",
+    "failing": "This answer breaks off half-way through.",
 }
 
 
@@ -184,6 +185,14 @@ def test_reasoning_effort_maps_onto_thinking(scripted, effort, thinks):
     extra = {"reasoning": {"effort": effort}} if effort else {}
     scripted.client().responses.create(model=MODEL, input="plain", **extra)
     assert scripted.engine.prompts[-1].endswith("<think>\n\n</think>\n\n") is not thinks
+
+
+def test_a_stream_failing_mid_way_ends_with_an_error_event(scripted):
+    events = list(scripted.client().responses.create(model=MODEL, input="failing", stream=True,
+                                                     reasoning=NO_THINK))
+    assert events[-1].type == "error" and events[-1].code == "internal_error"
+    assert [e.sequence_number for e in events] == list(range(len(events)))
+    assert "response.completed" not in [e.type for e in events]
 
 
 def test_sampling_fields_reach_the_engine(scripted):
