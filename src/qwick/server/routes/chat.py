@@ -108,7 +108,8 @@ class ChatServing:
         """Plan and admit a chat request and open its engine stream (the Anthropic and Responses endpoints
         translate their bodies into a chat request and run it here too)."""
         lora = self.ctx.resolve_model(body.model)
-        plan = await self.ctx.off_loop(self.plan, body, clamp_max_tokens)  # tokenizing and grammar compiling: off the event loop
+        # tokenizing and grammar compiling: off the event loop
+        plan = await self.ctx.off_loop(self.plan, body, clamp_max_tokens)
         plan.model = lora.lora_name if lora is not None else None
         logger.info("request %s: %s, %d prompt tokens", request.state.request_id, request_id, len(plan.prompt_ids))
         release = self.ctx.admission.acquire(plan.params.n)
@@ -233,8 +234,7 @@ class ChatServing:
                     yield sse(aborted().body())
                     break
                 for out in final.outputs:
-                    state = states[out.index]
-                    yield chunk(out.index, ChatDelta(), chat_finish_reason(out.finish_reason, state.tool_called, state.cut))
+                    yield chunk(out.index, ChatDelta(), states[out.index].finish_reason(out))
                 if include_usage:
                     usage = ChatCompletionChunk(id=request_id, created=created, model=plan.model or self.ctx.model_name,
                                                 choices=[], usage=_usage(final))
