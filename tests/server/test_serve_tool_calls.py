@@ -1,24 +1,17 @@
 """Hermes tool calls: parsed into OpenAI `tool_calls`, and streamed as OpenAI-shaped deltas.
 
-A tiny random model never calls a tool, so this module (and only this one) serves a scripted EngineClient that
+A tiny random model never calls a tool, so this module serves a scripted EngineClient (scripted.py) that
 replays given model output, token by token (or character by character) exactly as the engine streams it.
 The end-to-end path with tools against the real engine is in test_serve_chat.py.
 """
 
 from __future__ import annotations
 
-import asyncio
 import json
-from collections.abc import AsyncIterator
 
 import pytest
-from serverkit import MODEL, serving
-
-from qwick import SamplingParams
-from qwick.engine.client import RequestDelta
-from qwick.outputs import CompletionOutput, RequestOutput, StreamDelta
-from qwick.server import build_app
-from qwick.tokenizer import Tokenizer
+from scripted import scripted_server
+from serverkit import MODEL
 
 TOOLS = [{"type": "function", "function": {"name": "get_weather", "description": "Current weather",
                                            "parameters": {"type": "object", "properties": {"city": {"type": "string"}}}}}]
@@ -37,63 +30,9 @@ SCRIPTS = {
 }
 
 
-class ScriptedEngine:
-    """An EngineClient whose "model" writes SCRIPTS[key] for a prompt containing `key`."""
-
-    def __init__(self, tokenizer: Tokenizer, by_char: bool) -> None:
-        self.tokenizer = tokenizer
-        self.by_char = by_char
-        self.prompts: list[str] = []
-
-    async def generate(self, prompt_ids: list[int], params: SamplingParams, request_id: str,
-                       prompt: str | None = None) -> AsyncIterator[RequestDelta]:
-        assert prompt is not None
-        self.prompts.append(prompt)
-        key = next(key for key in SCRIPTS if key in prompt)
-        text, finish = SCRIPTS[key], "length" if key.startswith("truncated") else "stop"
-        ids = self.tokenizer.encode(text)
-        pieces = list(text) if self.by_char else self._token_pieces(ids)
-        for i, piece in enumerate(pieces):
-            last = i == len(pieces) - 1
-            await asyncio.sleep(0)
-            output = None
-            if last:
-                output = RequestOutput(request_id, prompt, prompt_ids,
-                                       [CompletionOutput(0, text, ids, None, None, finish)])
-            yield RequestDelta(request_id, [StreamDelta(0, piece, [ids[min(i, len(ids) - 1)]], finish if last else None)],
-                               last, output)
-
-    def _token_pieces(self, ids: list[int]) -> list[str]:
-        """Text per token as the engine's detokenizer emits it: nothing while a UTF-8 character is incomplete."""
-        pieces, sent = [], ""
-        for i in range(len(ids)):
-            text = self.tokenizer.decode(ids[:i + 1])
-            if text.endswith("\ufffd") and i < len(ids) - 1:
-                pieces.append("")
-                continue
-            pieces.append(text[len(sent):])
-            sent = text
-        return pieces
-
-    async def abort(self, request_id: str) -> None:
-        return None
-
-    def stats(self) -> None:
-        return None
-
-    async def shutdown(self) -> None:
-        return None
-
-    is_running = True
-    errored = False
-
-
 @pytest.fixture(scope="module", params=["by_token", "by_char"])
 def scripted(request, tokenizer_dir):
-    tokenizer = Tokenizer.from_pretrained(tokenizer_dir)
-    engine = ScriptedEngine(tokenizer, by_char=request.param == "by_char")
-    with serving(build_app(engine, MODEL, tokenizer=tokenizer, max_model_len=4096)) as running:
-        running.engine = engine
+    with scripted_server(tokenizer_dir, SCRIPTS, request.param == "by_char") as running:
         yield running
 
 

@@ -31,9 +31,11 @@ from qwick.server.routes import (
     gates,
     health,
     lora_admin,
+    messages,
     models,
     pipelines,
     rerank,
+    responses,
     tokenize,
 )
 from qwick.server.routes.gates import GateOptions, setup_gates
@@ -164,6 +166,7 @@ def _routers(ctx: ServerContext, gate_service: GateService, lora_manager: LoRAMa
     routers = [health.router(ctx), models.router(ctx), chat.router(ctx), completions.router(ctx),
                tokenize.router(ctx), gates.router(ctx, gate_service), rerank.router(ctx, gate_service),
                embeddings.router(ctx, gate_service), pipelines.router(ctx, gate_service)]
+    routers += [messages.router(ctx), responses.router(ctx)]  # Anthropic Messages, OpenAI Responses
     if lora_manager is not None:
         routers.append(lora_admin.router(ctx, lora_manager))
     return routers

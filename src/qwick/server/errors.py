@@ -1,4 +1,6 @@
-"""One error shape for every failure, as OpenAI sends it: `{"error": {"message", "type", "param", "code"}}`.
+"""One error shape for every failure, as OpenAI sends it: `{"error": {"message", "type", "param", "code"}}`;
+under the Anthropic Messages paths (/v1/messages...), Anthropic's: `{"type": "error", "error": {"type",
+"message"}}`, with the same status codes.
 
 Every error the server sends is an `APIError`: raised under a route (its handler below answers it), answered
 by HTTPGuard before a route (401, 415, the 500 for a bug), or sent as a stream's last event (streams.error_event).
@@ -23,6 +25,11 @@ from qwick.engine.client import EngineNotRunningError
 
 INVALID_REQUEST = "invalid_request_error"
 SERVER_ERROR = "server_error"
+ANTHROPIC_PATH = "/v1/messages"  # its sub-paths too: /v1/messages/count_tokens
+# Anthropic's error types by status (its API's table); 503 is its "overloaded_error" (Anthropic itself sends 529)
+ANTHROPIC_TYPES = {400: "invalid_request_error", 401: "authentication_error", 403: "permission_error",
+                   404: "not_found_error", 413: "request_too_large", 415: "invalid_request_error",
+                   429: "rate_limit_error", 503: "overloaded_error"}
 # pydantic names union branches by type in an error's location; those are not request fields
 _TYPE_TAG = re.compile(r"^(str|int|float|bool|dict|list|none|tuple)$|[^A-Za-z0-9_]")
 
@@ -43,8 +50,24 @@ class APIError(Exception):
     def body(self) -> dict[str, Any]:
         return {"error": {"message": self.message, "type": self.type, "param": self.param, "code": self.code}}
 
-    def response(self) -> JSONResponse:
-        return JSONResponse(self.body(), status_code=self.status, headers=self.headers)
+    def anthropic_body(self) -> dict[str, Any]:
+        """Anthropic's shape; it has no `param`, so the field is named in the message (it is already, mostly)."""
+        message = self.message
+        if self.param is not None and self.param not in message:
+            message = f"{self.param}: {message}"
+        kind = ANTHROPIC_TYPES.get(self.status, "api_error" if self.status >= 500 else "invalid_request_error")
+        return {"type": "error", "error": {"type": kind, "message": message}}
+
+    def body_for(self, path: str) -> dict[str, Any]:
+        """The body in the shape of the endpoint family that `path` belongs to."""
+        return self.anthropic_body() if anthropic_path(path) else self.body()
+
+    def response(self, path: str = "") -> JSONResponse:
+        return JSONResponse(self.body_for(path), status_code=self.status, headers=self.headers)
+
+
+def anthropic_path(path: str) -> bool:
+    return path == ANTHROPIC_PATH or path.startswith(ANTHROPIC_PATH + "/")
 
 
 def bad_request(message: str, param: str | None = None, code: str | None = None) -> APIError:
@@ -109,17 +132,17 @@ def add_error_handlers(app: FastAPI) -> None:
     """An APIError raised under a route, and what FastAPI or Starlette raise (unknown path, wrong method,
     validation), answered in the one shape."""
 
-    async def api_error(_: Request, exc: Exception) -> Response:
+    async def api_error(request: Request, exc: Exception) -> Response:
         assert isinstance(exc, APIError)
-        return exc.response()
+        return exc.response(request.url.path)
 
     async def http_error(request: Request, exc: Exception) -> Response:
         assert isinstance(exc, StarletteHTTPException)
         message = f"{exc.detail} ({request.method} {request.url.path})"
-        return APIError(exc.status_code, message, headers=exc.headers).response()
+        return APIError(exc.status_code, message, headers=exc.headers).response(request.url.path)
 
-    async def validation_error(_: Request, exc: Exception) -> Response:
-        return bad_request(f"invalid request: {exc}").response()
+    async def validation_error(request: Request, exc: Exception) -> Response:
+        return bad_request(f"invalid request: {exc}").response(request.url.path)
 
     app.add_exception_handler(APIError, api_error)
     app.add_exception_handler(StarletteHTTPException, http_error)

@@ -47,7 +47,7 @@ class HTTPGuard:
         try:
             refusal = self._auth_refusal(scope) or _content_type_refusal(scope)
             if refusal is not None:
-                await refusal.response()(scope, receive, send_with_id)
+                await refusal.response(scope["path"])(scope, receive, send_with_id)
             else:
                 await self.app(scope, receive, send_with_id)
         except ClientDisconnect:  # hung up mid-upload: nobody is left to answer, and it is not our failure
@@ -56,7 +56,7 @@ class HTTPGuard:
         except Exception:
             logger.exception("request %s: unhandled error in %s %s", request_id, scope["method"], scope["path"])
             if status == 0:
-                await internal_error(request_id).response()(scope, receive, send_with_id)
+                await internal_error(request_id).response(scope["path"])(scope, receive, send_with_id)
         finally:
             access_log.info("request %s: %s %s -> %d in %.3f s", request_id, scope["method"], scope["path"], status,
                         time.perf_counter() - start)
@@ -66,8 +66,12 @@ class HTTPGuard:
             return None
         given = _header(scope, b"authorization")
         if given is None:
-            return APIError(401, "missing API key: send the header 'Authorization: Bearer <key>'",
-                            code="invalid_api_key")
+            api_key = _header(scope, b"x-api-key")  # the Anthropic SDKs' header
+            if api_key is not None:
+                given = b"Bearer " + api_key
+        if given is None:
+            return APIError(401, "missing API key: send the header 'Authorization: Bearer <key>' (or 'x-api-key: "
+                                 "<key>')", code="invalid_api_key")
         scheme, _, token = given.strip().partition(b" ")
         # RFC 7235: the scheme is case-insensitive ("bearer KEY" is as good as "Bearer KEY")
         if scheme.lower() != b"bearer" or not hmac.compare_digest(token.strip(), self.api_key):

@@ -104,10 +104,16 @@ def sse(payload: BaseModel | dict[str, Any]) -> str:
 def error_event(exc: Exception, http_id: str, request_id: str) -> str:
     """The event that ends a stream failing mid-way (call it in the `except`): the error in the one shape, or for
     our own bug a logged 500 naming the request id. The status is gone by then: only the body tells."""
+    return sse(stream_error(exc, http_id, request_id).body())
+
+
+def stream_error(exc: Exception, http_id: str, request_id: str) -> APIError:
+    """What a stream failing mid-way reports (call it in the `except`): the APIError itself, or for our own bug
+    a logged 500 naming the request id; each endpoint family writes it in its own event shape."""
     if isinstance(exc, APIError):
-        return sse(exc.body())
+        return exc
     logger.exception("request %s (%s) failed mid-stream", http_id, request_id)
-    return sse(internal_error(http_id).body())
+    return internal_error(http_id)
 
 
 

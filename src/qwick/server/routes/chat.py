@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 
 from starlette.requests import Request
@@ -69,6 +69,17 @@ class ChatPlan:
         return output_thinks(output_start, self.thinking, self.prompt_opened_think, self.structured)
 
 
+@dataclass
+class ChatRun:
+    """An admitted chat request: its plan and open engine stream; `release` frees its admission."""
+
+    plan: ChatPlan
+    request_id: str
+    stream: AsyncIterator[tuple[int, RequestDelta]]
+    release: Callable[[], None]
+    timer: RequestTimer
+
+
 def router(ctx: ServerContext) -> JSONRouter:
     chat, routes = ChatServing(ctx), JSONRouter()
 
@@ -84,25 +95,34 @@ class ChatServing:
         self.ctx = ctx
 
     async def create(self, body: ChatCompletionRequest, request: Request) -> Response:
+        run = await self.start(body, request, new_id("chatcmpl"))
+        include_usage = body.stream_options is not None and body.stream_options.include_usage
+        return await respond(
+            request, run.stream, run.release, streaming=body.stream,
+            whole=lambda started: self._complete(started, run.plan, run.request_id, run.timer),
+            events=lambda started: self._stream(started, run.plan, run.request_id, include_usage, run.timer,
+                                                request.state.request_id))
+
+    async def start(self, body: ChatCompletionRequest, request: Request, request_id: str,
+                    clamp_max_tokens: bool = False) -> ChatRun:
+        """Plan and admit a chat request and open its engine stream (the Anthropic and Responses endpoints
+        translate their bodies into a chat request and run it here too)."""
         lora = self.ctx.resolve_model(body.model)
-        plan = await self.ctx.off_loop(self.plan, body)  # tokenizing and grammar compiling: off the event loop
+        # tokenizing and grammar compiling: off the event loop
+        plan = await self.ctx.off_loop(self.plan, body, clamp_max_tokens)
         plan.model = lora.lora_name if lora is not None else None
-        request_id = new_id("chatcmpl")
         logger.info("request %s: %s, %d prompt tokens", request.state.request_id, request_id, len(plan.prompt_ids))
         release = self.ctx.admission.acquire(plan.params.n)
         timer = self.ctx.metrics.timer()
         stream = merged([self.ctx.engine.generate(plan.prompt_ids, plan.params, request_id, plan.prompt,
                                                   **adapter_kwargs(lora))])
-        include_usage = body.stream_options is not None and body.stream_options.include_usage
-        return await respond(
-            request, stream, release, streaming=body.stream,
-            whole=lambda started: self._complete(started, plan, request_id, timer),
-            events=lambda started: self._stream(started, plan, request_id, include_usage, timer,
-                                                request.state.request_id))
+        return ChatRun(plan, request_id, stream, release, timer)
 
     # ------------------------------------------------------------------------------------ validation
 
-    def plan(self, body: ChatCompletionRequest) -> ChatPlan:
+    def plan(self, body: ChatCompletionRequest, clamp_max_tokens: bool = False) -> ChatPlan:
+        """`clamp_max_tokens`: a max_tokens past the context ends the output there instead of a 400 (agent
+        clients such as Claude Code always ask for tens of thousands of tokens)."""
         if not body.messages:
             raise bad_request("'messages' must contain at least one message", param="messages", code="invalid_value")
         if len(body.messages) > self.ctx.limits.max_messages:
@@ -122,6 +142,8 @@ class ChatServing:
             max_tokens, max_tokens_field = body.max_completion_tokens, "max_completion_tokens"
         else:
             max_tokens, max_tokens_field = body.max_tokens, "max_tokens"
+        if clamp_max_tokens and max_tokens is not None:
+            max_tokens = min(max_tokens, max(1, self.ctx.max_model_len - len(prompt_ids)))
         top_logprobs = (body.top_logprobs or 0) if body.logprobs else None
         params = sampling_params(
             body, prompt_len=len(prompt_ids), max_model_len=self.ctx.max_model_len, max_tokens=max_tokens,
@@ -150,18 +172,13 @@ class ChatServing:
 
     async def _complete(self, stream: AsyncIterator[tuple[int, RequestDelta]], plan: ChatPlan, request_id: str,
                         timer: RequestTimer) -> Response:
-        final: RequestOutput | None = None
-        async for _, delta in stream:
-            timer.observe(delta)
-            final = delta.output or final
-        if final is None or any(out.finish_reason == "abort" for out in final.outputs):
-            raise aborted()
-        choices = [self._choice(out, plan) for out in final.outputs]
+        final = await final_output(stream, timer)
+        choices = [self.choice(out, plan) for out in final.outputs]
         response = ChatCompletion(id=request_id, model=plan.model or self.ctx.model_name, choices=choices,
                                   usage=_usage(final))
         return Response(response.model_dump_json(), media_type="application/json")
 
-    def _choice(self, out: CompletionOutput, plan: ChatPlan) -> ChatChoice:
+    def choice(self, out: CompletionOutput, plan: ChatPlan) -> ChatChoice:
         reasoning, content = split_chat_output(out.text, plan.thinking, plan.prompt_opened_think, plan.structured)
         calls, cut = [], False
         if plan.parse_tools and content:
@@ -172,7 +189,7 @@ class ChatServing:
         message = AssistantMessage(content=content if calls or cut else content or "",
                                    reasoning_content=reasoning, reasoning=reasoning, tool_calls=tool_calls or None)
         return ChatChoice(index=out.index, message=message, logprobs=self._logprobs(out, plan),
-                          finish_reason=_finish_reason(out.finish_reason, bool(calls), cut))
+                          finish_reason=chat_finish_reason(out.finish_reason, bool(calls), cut))
 
     def _logprobs(self, out: CompletionOutput, plan: ChatPlan) -> ChatLogprobs | None:
         if plan.top_logprobs is None or out.logprobs is None:
@@ -197,7 +214,7 @@ class ChatServing:
             body = ChatCompletionChunk(id=request_id, created=created, model=plan.model or self.ctx.model_name, choices=[choice])
             return f"data: {body.model_dump_json(exclude=exclude)}\n\n"
 
-        states = [_ChoiceStream(plan) for _ in range(plan.params.n)]
+        states = [ChoiceStream(plan) for _ in range(plan.params.n)]
         try:
             for index in range(plan.params.n):
                 yield chunk(index, ChatDelta(role="assistant", content=""))
@@ -217,8 +234,7 @@ class ChatServing:
                     yield sse(aborted().body())
                     break
                 for out in final.outputs:
-                    state = states[out.index]
-                    yield chunk(out.index, ChatDelta(), _finish_reason(out.finish_reason, state.tool_called, state.cut))
+                    yield chunk(out.index, ChatDelta(), states[out.index].finish_reason(out))
                 if include_usage:
                     usage = ChatCompletionChunk(id=request_id, created=created, model=plan.model or self.ctx.model_name,
                                                 choices=[], usage=_usage(final))
@@ -228,7 +244,7 @@ class ChatServing:
         yield SSE_DONE
 
 
-class _ChoiceStream:
+class ChoiceStream:
     """One choice's text deltas -> OpenAI deltas: reasoning, content, then tool calls (name first, then args)."""
 
     def __init__(self, plan: ChatPlan) -> None:
@@ -240,6 +256,9 @@ class _ChoiceStream:
     @property
     def cut(self) -> bool:
         return self.tools is not None and self.tools.cut
+
+    def finish_reason(self, out: CompletionOutput) -> str | None:
+        return chat_finish_reason(out.finish_reason, self.tool_called, self.cut)
 
     def feed(self, delta: StreamDelta) -> list[ChatDelta]:
         last = delta.finish_reason is not None
@@ -272,10 +291,37 @@ class _ChoiceStream:
         return out
 
 
+async def final_output(stream: AsyncIterator[tuple[int, RequestDelta]], timer: RequestTimer) -> RequestOutput:
+    """A whole request's last output (503 if the engine aborted it)."""
+    final: RequestOutput | None = None
+    async for _, delta in stream:
+        timer.observe(delta)
+        final = delta.output or final
+    if final is None or any(out.finish_reason == "abort" for out in final.outputs):
+        raise aborted()
+    return final
+
+
+async def chat_pieces(stream: AsyncIterator[tuple[int, RequestDelta]], run: ChatRun,
+                      choice: ChoiceStream) -> AsyncIterator[ChatDelta | RequestOutput]:
+    """A one-choice stream as `choice`'s chat deltas, then the final output (503 if the engine aborted it):
+    what the Anthropic and Responses endpoints re-shape into their own events."""
+    async for _, request_delta in stream:
+        run.timer.observe(request_delta)
+        for delta in request_delta.deltas:
+            for piece in choice.feed(delta):
+                yield piece
+        final = request_delta.output
+        if final is not None:
+            if any(out.finish_reason == "abort" for out in final.outputs):
+                raise aborted()
+            yield final
+
+
 def _usage(final: RequestOutput) -> Usage:
     return Usage.of(len(final.prompt_token_ids), sum(len(out.token_ids) for out in final.outputs))
 
 
-def _finish_reason(engine_reason: str | None, tool_called: bool, cut: bool) -> str | None:
+def chat_finish_reason(engine_reason: str | None, tool_called: bool, cut: bool) -> str | None:
     """"tool_calls" when calls were made, unless max_tokens cut the last one: then "length" (as when cut anywhere)."""
     return "tool_calls" if tool_called and not cut else engine_reason
