@@ -165,7 +165,10 @@ def test_request_id_is_echoed_or_generated(server):
     assert given.headers["x-request-id"] == "trace-42"
     generated = server.get("/v1/models").headers["x-request-id"]
     assert len(generated) == 32 and generated != server.get("/v1/models").headers["x-request-id"]
-    assert server.get("/v1/models", headers={"X-Request-Id": "bad id\x7f"}).headers["x-request-id"] != "bad id\x7f"
+    bad = server.get("/v1/models", headers={"X-Request-Id": "bad id\x7f"})
+    # h11 hands the header on and qwick replaces it; httptools (uvicorn[standard]) refuses the request itself
+    assert (bad.status_code, bad.headers.get("x-request-id")) == (400, None) or (
+        bad.status_code == 200 and bad.headers["x-request-id"] != "bad id\x7f")
 
 
 def test_async_client_streams(server, tokenizer):
