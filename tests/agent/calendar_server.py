@@ -10,10 +10,11 @@ import json
 import os
 import sys
 import time
-from typing import Literal
+from typing import Annotated, Literal
 
 from mcp.server.mcpserver import MCPServer
 from mcp.server.mcpserver.exceptions import ToolError
+from pydantic import Field
 
 server = MCPServer("calendar")
 EVENTS: list[dict] = []
@@ -32,6 +33,13 @@ def add_event(title: str, day: Literal["mon", "tue", "wed", "thu", "fri"], hour:
     _log("add_event", {"title": title, "day": day, "hour": hour})
     EVENTS.append({"title": title, "day": day, "hour": hour})
     return f"added event #{len(EVENTS)}: {title} on {day} at {hour}:00 (confirmation code CAL-{len(EVENTS):04d})"
+
+
+@server.tool()
+def set_alarm(day: Literal["mon", "tue", "wed"], hour: Annotated[int, Field(ge=0, le=23)]) -> str:
+    """Set an alarm."""
+    _log("set_alarm", {"day": day, "hour": hour})
+    return f"alarm set for {day} {hour}:00, confirmation code ALARM-{hour:02d}-{day.upper()}"
 
 
 @server.tool()
@@ -64,10 +72,10 @@ def crash() -> str:
 
 
 @server.tool()
-def huge(size: int) -> str:
-    """A result of `size` characters."""
-    _log("huge", {"size": size})
-    return "x" * size
+def huge() -> str:
+    """A result of 50,000 characters."""
+    _log("huge", {})
+    return "0123456789" * 5000
 
 
 if __name__ == "__main__":
