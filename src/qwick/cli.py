@@ -97,6 +97,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     add_agent_args(chat, required=False)  # `qwick chat MODEL --mcp CONFIG.json`: turns run through the agent
     register_agent_commands(sub, _add_model_args, _load)
+    from qwick.mcp_server.cli import register_mcp_commands
+
+    register_mcp_commands(sub, _add_model_args, _load)
     return parser
 
 
