@@ -76,7 +76,8 @@ class LocalBackend:
         completion = output.outputs[0]
         opened = prompt.rstrip().endswith(THINK_START)
         reasoning, content = split_chat_output(completion.text, g.thinking, opened, structured is not None)
-        content, calls = parse_calls(content or "", {t.name for t in tools}, tolerant=not forced)
+        cut = completion.finish_reason == "length"  # a forced step keeps the calls it finished
+        content, calls = parse_calls(content or "", {t.name for t in tools}, tolerant=not forced, cut=cut)
         return ModelTurn(content, reasoning, calls, completion.finish_reason, prompt,
                          len(output.prompt_token_ids or []), len(completion.token_ids))
 

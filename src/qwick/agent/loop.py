@@ -144,7 +144,7 @@ class Agent:
             assistant: dict[str, Any] = {"role": "assistant", "content": turn.content or ""}
             if turn.reasoning:
                 assistant["reasoning_content"] = turn.reasoning
-            if forced and not turn.calls:  # only max_tokens stops a forced call early
+            if forced and not turn.calls:  # only max_tokens stops a forced step before its first call ends
                 transcript.stop_reason = "length"
                 yield emit(Notice(f"the forced tool call did not finish within max_tokens ({turn.completion_tokens} "
                                   "tokens); raise --max-tokens"))

@@ -32,10 +32,12 @@ class ParsedCall:
         return json.dumps(self.arguments, ensure_ascii=False)
 
 
-def parse_calls(text: str, known: Collection[str] = (), tolerant: bool = True) -> tuple[str | None, list[ParsedCall]]:
+def parse_calls(text: str, known: Collection[str] = (), tolerant: bool = True,
+                cut: bool = False) -> tuple[str | None, list[ParsedCall]]:
     """The answer's content (text before the calls, None if empty) and its calls. `known`: the tool names,
-    for recognising a bare JSON call. Without `tolerant` only the strict hermes format counts."""
-    strict = parse_tool_calls(text)
+    for recognising a bare JSON call. Without `tolerant` only the strict hermes format counts. `cut`: max_tokens
+    ended the text, so an unfinished last call is left out and the finished ones count."""
+    strict = parse_tool_calls(text, cut=cut)
     if strict.tool_calls:
         calls = [_unwrap(c.name, json.loads(c.arguments), None) for c in strict.tool_calls]
         return strict.content.strip() if strict.content and strict.content.strip() else None, calls
