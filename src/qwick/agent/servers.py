@@ -64,6 +64,10 @@ class ServerPool:
 
     def start(self) -> list[str]:
         """Connect every server and list its tools; a server that fails is left out with a notice."""
+        try:
+            import mcp  # noqa: F401
+        except ImportError as exc:
+            raise ValueError(f"MCP needs the agents extra: pip install 'qwick[agents]' ({exc})") from None
         self._portal_cm = start_blocking_portal()
         self._portal = self._portal_cm.__enter__()
         notices = []

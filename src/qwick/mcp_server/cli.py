@@ -40,7 +40,11 @@ def run_mcp(args: argparse.Namespace, load_llm: LoadLLM) -> int:
     from qwick.gates.loader import load_gates
     from qwick.gates.service import GateService
     from qwick.llm import start_async_engine
-    from qwick.mcp_server.tools import gate_mcp_server
+
+    try:
+        from qwick.mcp_server.tools import gate_mcp_server
+    except ImportError as exc:
+        raise ValueError(f"qwick mcp needs the agents extra: pip install 'qwick[agents]' ({exc})") from None
 
     if not args.path.startswith("/"):
         raise ValueError(f"--path must start with '/', got {args.path!r}")
