@@ -96,6 +96,13 @@ def build_parser() -> argparse.ArgumentParser:
     from qwick.pipelines.cli import register_pipeline_commands
 
     register_pipeline_commands(sub)
+    from qwick.agent.cli import add_agent_args, register_agent_commands
+
+    add_agent_args(chat, required=False)  # `qwick chat MODEL --mcp CONFIG.json`: turns run through the agent
+    register_agent_commands(sub, _add_model_args, _load)
+    from qwick.mcp_server.cli import register_mcp_commands
+
+    register_mcp_commands(sub, _add_model_args, _load)
     return parser
 
 
@@ -190,6 +197,10 @@ def main(argv: Sequence[str] | None = None) -> int:
             from qwick.chat_repl import run_chat
 
             params = _sampling_params(args)  # bad values fail before the model loads
+            if args.mcp is not None:
+                from qwick.agent.cli import run_chat_with_tools
+
+                return run_chat_with_tools(args, _load)
             llm, lora = _load_with_lora(args)
             return run_chat(llm, params, sys.stdout, sys.stdin, model=args.model,
                             thinking=not args.no_think, system=args.system, lora=lora)

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import AsyncIterator, Callable, Sequence
-from contextlib import asynccontextmanager
+from contextlib import AsyncExitStack, asynccontextmanager
 from dataclasses import replace
 from typing import Any
 
@@ -49,13 +49,14 @@ logger = logging.getLogger("qwick.server")
 def create_app(client: EngineClient, model: ServedModel, api_key: str | None = None, *,
                allowed_origins: Sequence[str] = (), limits: ServerLimits | None = None,
                gates: GateOptions | None = None, lora_modules: Sequence[LoRARequest] = (),
-               lora_runtime_updates: bool = False) -> FastAPI:
+               lora_runtime_updates: bool = False, mcp_path: str | None = None) -> FastAPI:
     """An OpenAI-compatible app over `client`, which it owns from now on (it shuts it down on app shutdown).
 
     `model`: what the server needs of the served model (name, tokenizer, limits; `ServedModel.of(llm)`).
     `lora_modules`: adapters served under their own model names, already loaded in the engine (`build_app` and
     `start_llm` load them). `lora_runtime_updates`: add POST /v1/load_lora_adapter and /v1/unload_lora_adapter
-    (needs `model.lora`: an LLM with enable_lora=True).
+    (needs `model.lora`: an LLM with enable_lora=True). `mcp_path`: serve the gates as MCP tools (streamable
+    HTTP) at this path, over the same gate service and ledger (qwick.mcp_server).
     """
     limits = limits or ServerLimits()
     gates = gates or GateOptions()
@@ -74,9 +75,14 @@ def create_app(client: EngineClient, model: ServedModel, api_key: str | None = N
                         ServerMetrics(served_model_name, engine_client.stats), Admission(capacity), grammars,
                         adapters)
 
+    mcp_app = _mcp_app(gate_service, mcp_path) if mcp_path else None
+
     @asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:
-        yield
+        async with AsyncExitStack() as stack:
+            if mcp_app is not None:  # a mounted app's lifespan is not run for it: its session manager starts here
+                await stack.enter_async_context(mcp_app.router.lifespan_context(mcp_app))
+            yield
         logger.info("shutting down the engine")
         await engine_client.shutdown()  # uvicorn has let in-flight requests finish by now
         if gates.ledger is not None:
@@ -95,6 +101,8 @@ def create_app(client: EngineClient, model: ServedModel, api_key: str | None = N
     for router in routers:
         app.include_router(router)
     document(app, routers)
+    if mcp_app is not None:
+        app.router.routes.extend(mcp_app.routes)  # after the API's routes: the one MCP endpoint
     add_error_handlers(app)
     app.add_middleware(HTTPGuard, api_key=api_key)
     if allowed_origins:
@@ -108,7 +116,8 @@ def build_app(engine: LLM | EngineClient, served_model_name: str | None = None, 
               max_num_seqs: int | None = None, allowed_origins: Sequence[str] = (),
               limits: ServerLimits | None = None, grammars: GrammarCompiler | None = None,
               gates: GateOptions | None = None, lora_modules: Sequence[LoRARequest] = (),
-              client: AsyncLLMEngine | None = None, lora_runtime_updates: bool = False) -> FastAPI:
+              client: AsyncLLMEngine | None = None, lora_runtime_updates: bool = False,
+              mcp_path: str | None = None) -> FastAPI:
     """`create_app` over an `LLM` or a bare `EngineClient`; the app owns the engine from now on.
 
     An `LLM` brings its tokenizer, context length and batch size; a bare `EngineClient` needs `tokenizer`,
@@ -119,7 +128,8 @@ def build_app(engine: LLM | EngineClient, served_model_name: str | None = None, 
     (`start_llm`: faster on CPU, see qwick.engine.async_engine); `start_llm` also loaded `lora_modules`.
     """
     options: dict[str, Any] = {"allowed_origins": allowed_origins, "limits": limits,
-                               "lora_modules": lora_modules, "lora_runtime_updates": lora_runtime_updates}
+                               "lora_modules": lora_modules, "lora_runtime_updates": lora_runtime_updates,
+                               "mcp_path": mcp_path}
     if not isinstance(engine, LLM):
         if tokenizer is None or max_model_len is None or not served_model_name:
             raise ValueError("build_app over an EngineClient needs tokenizer, max_model_len and served_model_name")
@@ -170,3 +180,12 @@ def _routers(ctx: ServerContext, gate_service: GateService, lora_manager: LoRAMa
     if lora_manager is not None:
         routers.append(lora_admin.router(ctx, lora_manager))
     return routers
+
+
+def _mcp_app(service: GateService, path: str) -> Any:
+    """The gates' MCP server as a streamable-HTTP app with its endpoint at `path` (`qwick serve --mcp-path`)."""
+    from qwick.mcp_server.tools import gate_mcp_server
+
+    if not path.startswith("/") or path.rstrip("/") in ("", "/v1"):
+        raise ValueError(f"--mcp-path must be a path of its own such as /mcp, got {path!r}")
+    return gate_mcp_server(service).streamable_http_app(streamable_http_path=path)

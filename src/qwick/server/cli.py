@@ -65,6 +65,9 @@ def add_serve_args(parser: argparse.ArgumentParser) -> None:
                        "and embedding call")
     gates.add_argument("--ledger-raw-text", action="store_true",
                        help="with --ledger: also store raw input and output texts (off by default: privacy)")
+    gates.add_argument("--mcp-path", default=None, metavar="PATH",
+                       help="also serve the gates as MCP tools (streamable HTTP) at this path, e.g. /mcp "
+                            "(behind --api-key like /v1; see `qwick mcp`)")
 
 
 def run_serve(args: argparse.Namespace, load_llm: Any) -> int:
@@ -94,7 +97,7 @@ def run_serve(args: argparse.Namespace, load_llm: Any) -> int:
     try:
         app = build_app(llm, served_name, args.api_key, allowed_origins=_origins(args.allowed_origins),
                         limits=limits, gates=gate_options, lora_modules=lora_modules, client=client,
-                        lora_runtime_updates=args.enable_lora_runtime_updates)
+                        lora_runtime_updates=args.enable_lora_runtime_updates, mcp_path=args.mcp_path)
     except BaseException:
         client.stop()  # a failing setup leaves no engine thread behind
         raise
