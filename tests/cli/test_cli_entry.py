@@ -7,7 +7,7 @@ import sys
 
 import pytest
 
-HEAVY = ("torch", "transformers", "fastapi", "tokenizers", "qwick.llm")
+HEAVY = ("torch", "transformers", "fastapi", "tokenizers", "qwick.llm", "mcp", "ray", "gguf", "openai", "triton")
 
 
 def test_building_the_parser_imports_nothing_heavy():

@@ -10,8 +10,6 @@ from dataclasses import replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from qwick.device import resolve_device
-
 if TYPE_CHECKING:
     from qwick.llm import LLM
 
@@ -76,6 +74,8 @@ def check_vllm_args(args: argparse.Namespace) -> list[str]:
         noops.append(f"--tool-call-parser {args.tool_call_parser} (Qwen3's format, always parsed)")
     if args.reasoning_parser is not None:
         noops.append(f"--reasoning-parser {args.reasoning_parser} (<think> is always split off)")
+    from qwick.device import resolve_device  # imports torch: not at `qwick --help` time
+
     on_cuda = resolve_device(getattr(args, "device", "auto")).type == "cuda"
     if args.gpu_memory_utilization is not None and not on_cuda:
         noops.append(f"--gpu-memory-utilization {args.gpu_memory_utilization} (CUDA only: use "
