@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 from ragkit import CHUNK_TOKENS, FILES, OVERLAP, rare, write_corpus
 
+from qwick import SamplingParams
 from qwick.engine.sync_engine import run_sync
 from qwick.rag import RagService, add_to_index, build_index
 from qwick.rag.store import IndexStore
@@ -105,3 +106,12 @@ def test_a_failed_build_leaves_the_previous_index_intact(tmp_path, model, index,
         run_sync(build_index(path, [docs], model, CHUNK_TOKENS, OVERLAP))
     assert calls and path.read_bytes() == before
     assert [f for f in os.listdir(tmp_path) if f.startswith(".")] == []  # no temporary file left behind
+
+
+def test_offline_api_on_the_llm(llm, index):
+    hits = llm.retrieve(index, f"explain {rare(3)} please", top_k=2)
+    assert hits[0].source.endswith("f03.txt") and len(hits) == 2
+    answer = llm.ask(index, f"what is {rare(3)}?", top_k=2,
+                     sampling_params=SamplingParams(temperature=0.0, max_tokens=8))
+    assert [h.id for h in answer.retrieved] == [h.id for h in hits]
+    assert all(c["id"] in {h.id for h in hits} for c in answer.citations)

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import itertools
+import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -33,6 +34,7 @@ from qwick.sampling_params import SamplingParams, StructuredOutputsParams
 MAX_TOP_K = 1000
 DEFAULT_MAX_TOKENS = 512
 _ids = itertools.count()
+_PARTIAL_MARKER = re.compile(r"\[\d*$")
 
 
 @dataclass
@@ -83,6 +85,7 @@ class RagService:
         self.answerer, self.reranker, self.task = answerer, reranker, task
         self.min_relevance, self.rerank_depth = min_relevance, rerank_depth
         self.cache = VectorCache()
+        self.owned: list[Any] = []  # engine clients this service shuts down (`close`): e.g. a second embedder's
         self.embedders: dict[str, EngineModel] = {}
         self.infos: dict[str, IndexInfo] = {}
         for name, path in self.paths.items():
@@ -92,6 +95,10 @@ class RagService:
             finally:
                 store.close()
             self.embedders[name] = _match(self.infos[name], candidates, path)
+
+    async def close(self) -> None:
+        for client in self.owned:
+            await client.shutdown()
 
     def index_names(self) -> list[str]:
         return sorted(self.paths)
@@ -153,7 +160,8 @@ class RagService:
         out = final.outputs[0]
         finish = out.finish_reason or "stop"
         if not as_json:
-            return Answer(out.text.strip(), parse_text(out.text, sources), shown, finish)
+            text = _PARTIAL_MARKER.sub("", out.text) if finish == "length" else out.text  # "[1" cut short
+            return Answer(text.strip(), parse_text(text, sources), shown, finish)
         parsed = parse_json(out.text, sources)
         if parsed is None:  # cut by max_tokens: no complete answer, so no citation is claimed
             return Answer(out.text, [], shown, finish)
@@ -193,7 +201,7 @@ class RagService:
         assert self.answerer is not None
         tokenizer, limit = self.answerer.tokenizer, self.answerer.max_model_len
         room = limit - (max_tokens or DEFAULT_MAX_TOKENS)
-        for count in range(len(hits), -1, -1):
+        for count in range(len(hits), 0, -1):
             shown = hits[:count]
             chat = messages(question, [Source(h.id, h.source, h.text) for h in shown], as_json)
             prompt = tokenizer.apply_chat_template(chat, add_generation_prompt=True, enable_thinking=False)
@@ -201,8 +209,6 @@ class RagService:
             ids = tokenizer.encode(prompt)
             if len(ids) <= room and count > 0:
                 return shown, ids, prompt
-            if count == 0 or len(ids) > 8 * limit:
-                break
         raise ValueError(f"the question with even one source does not fit the answer model's context of {limit} "
                          f"tokens (leaving {max_tokens or DEFAULT_MAX_TOKENS} for the answer): shorten it")
 

@@ -20,6 +20,8 @@ from qwick.llm import LLM, start_async_engine
 from qwick.lora.manager import LoRAManager
 from qwick.lora.modules import served_lora_modules
 from qwick.lora.request import LoRARequest
+from qwick.rag.rerank import gate_reranker
+from qwick.rag.service import RagService
 from qwick.server.errors import add_error_handlers
 from qwick.server.guard import HTTPGuard
 from qwick.server.metrics import ServerMetrics
@@ -33,6 +35,7 @@ from qwick.server.routes import (
     lora_admin,
     models,
     rerank,
+    retrieval,
     tokenize,
 )
 from qwick.server.routes.gates import GateOptions, setup_gates
@@ -46,13 +49,14 @@ logger = logging.getLogger("qwick.server")
 def create_app(client: EngineClient, model: ServedModel, api_key: str | None = None, *,
                allowed_origins: Sequence[str] = (), limits: ServerLimits | None = None,
                gates: GateOptions | None = None, lora_modules: Sequence[LoRARequest] = (),
-               lora_runtime_updates: bool = False) -> FastAPI:
+               lora_runtime_updates: bool = False, rag: RagService | None = None) -> FastAPI:
     """An OpenAI-compatible app over `client`, which it owns from now on (it shuts it down on app shutdown).
 
     `model`: what the server needs of the served model (name, tokenizer, limits; `ServedModel.of(llm)`).
     `lora_modules`: adapters served under their own model names, already loaded in the engine (`build_app` and
     `start_llm` load them). `lora_runtime_updates`: add POST /v1/load_lora_adapter and /v1/unload_lora_adapter
-    (needs `model.lora`: an LLM with enable_lora=True).
+    (needs `model.lora`: an LLM with enable_lora=True). `rag`: the indexes of /v1/retrieve and /v1/answer
+    (`qwick serve --index`); without a reranker of its own it reranks with the score gate, as /v1/score does.
     """
     limits = limits or ServerLimits()
     gates = gates or GateOptions()
@@ -67,6 +71,8 @@ def create_app(client: EngineClient, model: ServedModel, api_key: str | None = N
         if model.max_num_seqs is None:
             raise ValueError("limits.max_queue needs max_num_seqs (the engine's batch size)")
         capacity = model.max_num_seqs + limits.max_queue
+    if rag is not None and rag.reranker is None:
+        rag.reranker = gate_reranker(gate_service)
     ctx = ServerContext(engine_client, tokenizer, served_model_name, max_model_len, limits,
                         ServerMetrics(served_model_name, engine_client.stats), Admission(capacity), grammars,
                         adapters)
@@ -76,11 +82,14 @@ def create_app(client: EngineClient, model: ServedModel, api_key: str | None = N
         yield
         logger.info("shutting down the engine")
         await engine_client.shutdown()  # uvicorn has let in-flight requests finish by now
+        if rag is not None:
+            await rag.close()  # engines of its own (an index's embedding model)
         if gates.ledger is not None:
             gates.ledger.close()  # commit what is still queued
 
     app = FastAPI(title="qwick", summary="OpenAI-compatible server for Qwen3", lifespan=lifespan)
     app.state.ctx = ctx
+    app.state.rag = rag  # the RagService of --index (None without), for routes that retrieve
     # `qwick serve` calls this when its shutdown timeout expires: the engine ends what still runs (see runner.py)
     app.state.abort_running = (lambda: client.stop(timeout=0)) if isinstance(client, AsyncLLMEngine) else None
     lora_manager = None
@@ -88,7 +97,7 @@ def create_app(client: EngineClient, model: ServedModel, api_key: str | None = N
         if model.lora is None:
             raise ValueError("runtime LoRA updates need an LLM built with enable_lora=True")
         lora_manager = model.lora
-    routers = _routers(ctx, gate_service, lora_manager)
+    routers = _routers(ctx, gate_service, lora_manager, rag)
     for router in routers:
         app.include_router(router)
     document(app, routers)
@@ -105,7 +114,8 @@ def build_app(engine: LLM | EngineClient, served_model_name: str | None = None, 
               max_num_seqs: int | None = None, allowed_origins: Sequence[str] = (),
               limits: ServerLimits | None = None, grammars: GrammarCompiler | None = None,
               gates: GateOptions | None = None, lora_modules: Sequence[LoRARequest] = (),
-              client: AsyncLLMEngine | None = None, lora_runtime_updates: bool = False) -> FastAPI:
+              client: AsyncLLMEngine | None = None, lora_runtime_updates: bool = False,
+              rag: RagService | None = None) -> FastAPI:
     """`create_app` over an `LLM` or a bare `EngineClient`; the app owns the engine from now on.
 
     An `LLM` brings its tokenizer, context length and batch size; a bare `EngineClient` needs `tokenizer`,
@@ -116,7 +126,8 @@ def build_app(engine: LLM | EngineClient, served_model_name: str | None = None, 
     (`start_llm`: faster on CPU, see qwick.engine.async_engine); `start_llm` also loaded `lora_modules`.
     """
     options: dict[str, Any] = {"allowed_origins": allowed_origins, "limits": limits,
-                               "lora_modules": lora_modules, "lora_runtime_updates": lora_runtime_updates}
+                               "lora_modules": lora_modules, "lora_runtime_updates": lora_runtime_updates,
+                               "rag": rag}
     if not isinstance(engine, LLM):
         if tokenizer is None or max_model_len is None or not served_model_name:
             raise ValueError("build_app over an EngineClient needs tokenizer, max_model_len and served_model_name")
@@ -157,12 +168,13 @@ def _add_loras(llm: LLM, lora_modules: Sequence[LoRARequest], served_model_name:
         llm.add_lora(lora)
 
 
-def _routers(ctx: ServerContext, gate_service: GateService, lora_manager: LoRAManager | None) -> list[JSONRouter]:
+def _routers(ctx: ServerContext, gate_service: GateService, lora_manager: LoRAManager | None,
+             rag: RagService | None = None) -> list[JSONRouter]:
     """Every endpoint family's router (server/routes/), in /openapi.json's order; the LoRA admin routes only with
     `lora_manager` (--enable-lora-runtime-updates)."""
     routers = [health.router(ctx), models.router(ctx), chat.router(ctx), completions.router(ctx),
                tokenize.router(ctx), gates.router(ctx, gate_service), rerank.router(ctx, gate_service),
-               embeddings.router(ctx, gate_service)]
+               embeddings.router(ctx, gate_service), retrieval.router(ctx, rag)]
     if lora_manager is not None:
         routers.append(lora_admin.router(ctx, lora_manager))
     return routers
