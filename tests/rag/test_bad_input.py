@@ -125,3 +125,9 @@ def test_bad_search_arguments(service):
 def test_a_query_longer_than_the_context_is_an_error(service):
     with pytest.raises(ValueError, match="longer than the embedding model's context of 1024"):
         run_sync(service.retrieve("docs", "word " * 1100))
+
+
+def test_each_index_gets_the_embedder_it_was_built_with(index, model):
+    other = dataclasses.replace(model, name="other-embedder", weights_sha256="f" * 64)
+    service = RagService({"docs": index}, [other, model])
+    assert service.embedders["docs"] is model
