@@ -111,7 +111,7 @@ def test_a_failed_build_leaves_the_previous_index_intact(tmp_path, model, index,
 def test_offline_api_on_the_llm(llm, index):
     hits = llm.retrieve(index, f"explain {rare(3)} please", top_k=2)
     assert hits[0].source.endswith("f03.txt") and len(hits) == 2
-    answer = llm.ask(index, f"what is {rare(3)}?", top_k=2,
+    answer = llm.ask(index, f"explain {rare(3)} please", top_k=2,
                      sampling_params=SamplingParams(temperature=0.0, max_tokens=8))
     assert [h.id for h in answer.retrieved] == [h.id for h in hits]
     assert all(c["id"] in {h.id for h in hits} for c in answer.citations)
