@@ -103,6 +103,9 @@ def build_parser() -> argparse.ArgumentParser:
     from qwick.mcp_server.cli import register_mcp_commands
 
     register_mcp_commands(sub, _add_model_args, _load)
+    from qwick.rag.cli import register_rag_commands
+
+    register_rag_commands(sub, _load_model)
     return parser
 
 
@@ -116,6 +119,11 @@ def _open_gates(args: argparse.Namespace, model: str, adapters: list[Any]) -> An
     from qwick.lora.modules import lora_llm_options
 
     return _load(args, model=model, **lora_llm_options(adapters)).new_gates(adapters=adapters)
+
+
+def _load_model(args: argparse.Namespace, model: str, **overrides: Any) -> Any:
+    """The LLM `model` under the parsed flags (the rag commands load embedding, answer and rerank models)."""
+    return _load(args, model=model, **overrides)
 
 
 def _sampling_params(args: argparse.Namespace) -> Any:

@@ -224,6 +224,26 @@ class LLM:
 
         return run_offline(self.gates, name, text, user_id=user_id, vars=vars, retrieval=retrieval)
 
+    # ---- retrieval (qwick.rag): see README "Retrieval and answers with citations" ----
+    def retrieve(self, index: str | Path, query: str, **options: Any) -> list[Any]:
+        """Search an index built with this model (else pass `embed_llm=` the one it was built with): Hits
+        {id, source, score, text, meta}; options top_k=10, mode="hybrid"|"vector"|"bm25", rerank=False (scored by
+        this model in Qwen3-Reranker's format, or by `rerank_llm=`)."""
+        return self._rag().retrieve(index, query, **options)
+
+    def ask(self, index: str | Path, question: str, **options: Any) -> Any:
+        """Retrieve, then answer from the retrieved chunks with citations that can only name them: an Answer
+        {answer, citations, retrieved}; options top_k=5, as_json=False, rerank=False, sampling_params, embed_llm,
+        rerank_llm, min_relevance=0.5."""
+        return self._rag().ask(index, question, **options)
+
+    def _rag(self) -> Any:
+        if getattr(self, "_rag_api", None) is None:
+            from qwick.rag.offline import OfflineRag
+
+            self._rag_api = OfflineRag(self)
+        return self._rag_api
+
     def add_lora(self, lora_request: LoRARequest) -> None:
         """Load an adapter now (checking it) rather than on its first request; needs enable_lora=True."""
         self.engine.add_lora(lora_request)

@@ -20,6 +20,8 @@ from qwick.llm import LLM, start_async_engine
 from qwick.lora.manager import LoRAManager
 from qwick.lora.modules import served_lora_modules
 from qwick.lora.request import LoRARequest
+from qwick.rag.rerank import gate_reranker
+from qwick.rag.service import RagService
 from qwick.server.errors import add_error_handlers
 from qwick.server.guard import HTTPGuard
 from qwick.server.metrics import ServerMetrics
@@ -36,6 +38,7 @@ from qwick.server.routes import (
     pipelines,
     rerank,
     responses,
+    retrieval,
     tokenize,
 )
 from qwick.server.routes.gates import GateOptions, setup_gates
@@ -49,7 +52,8 @@ logger = logging.getLogger("qwick.server")
 def create_app(client: EngineClient, model: ServedModel, api_key: str | None = None, *,
                allowed_origins: Sequence[str] = (), limits: ServerLimits | None = None,
                gates: GateOptions | None = None, lora_modules: Sequence[LoRARequest] = (),
-               lora_runtime_updates: bool = False, mcp_path: str | None = None) -> FastAPI:
+               lora_runtime_updates: bool = False, mcp_path: str | None = None,
+               rag: RagService | None = None) -> FastAPI:
     """An OpenAI-compatible app over `client`, which it owns from now on (it shuts it down on app shutdown).
 
     `model`: what the server needs of the served model (name, tokenizer, limits; `ServedModel.of(llm)`).
@@ -57,6 +61,8 @@ def create_app(client: EngineClient, model: ServedModel, api_key: str | None = N
     `start_llm` load them). `lora_runtime_updates`: add POST /v1/load_lora_adapter and /v1/unload_lora_adapter
     (needs `model.lora`: an LLM with enable_lora=True). `mcp_path`: serve the gates as MCP tools (streamable
     HTTP) at this path, over the same gate service and ledger (qwick.mcp_server).
+    `rag`: the indexes of /v1/retrieve and /v1/answer
+    (`qwick serve --index`); without a reranker of its own it reranks with the score gate, as /v1/score does.
     """
     limits = limits or ServerLimits()
     gates = gates or GateOptions()
@@ -71,6 +77,8 @@ def create_app(client: EngineClient, model: ServedModel, api_key: str | None = N
         if model.max_num_seqs is None:
             raise ValueError("limits.max_queue needs max_num_seqs (the engine's batch size)")
         capacity = model.max_num_seqs + limits.max_queue
+    if rag is not None and rag.reranker is None:
+        rag.reranker = gate_reranker(gate_service)
     ctx = ServerContext(engine_client, tokenizer, served_model_name, max_model_len, limits,
                         ServerMetrics(served_model_name, engine_client.stats), Admission(capacity), grammars,
                         adapters)
@@ -85,11 +93,14 @@ def create_app(client: EngineClient, model: ServedModel, api_key: str | None = N
             yield
         logger.info("shutting down the engine")
         await engine_client.shutdown()  # uvicorn has let in-flight requests finish by now
+        if rag is not None:
+            await rag.close()  # engines of its own (an index's embedding model)
         if gates.ledger is not None:
             gates.ledger.close()  # commit what is still queued
 
     app = FastAPI(title="qwick", summary="OpenAI-compatible server for Qwen3", lifespan=lifespan)
     app.state.ctx = ctx
+    app.state.rag = rag  # the RagService of --index (None without), for routes that retrieve
     # `qwick serve` calls this when its shutdown timeout expires: the engine ends what still runs (see runner.py)
     app.state.abort_running = (lambda: client.stop(timeout=0)) if isinstance(client, AsyncLLMEngine) else None
     lora_manager = None
@@ -97,7 +108,7 @@ def create_app(client: EngineClient, model: ServedModel, api_key: str | None = N
         if model.lora is None:
             raise ValueError("runtime LoRA updates need an LLM built with enable_lora=True")
         lora_manager = model.lora
-    routers = _routers(ctx, gate_service, lora_manager)
+    routers = _routers(ctx, gate_service, lora_manager, rag)
     for router in routers:
         app.include_router(router)
     document(app, routers)
@@ -117,7 +128,7 @@ def build_app(engine: LLM | EngineClient, served_model_name: str | None = None, 
               limits: ServerLimits | None = None, grammars: GrammarCompiler | None = None,
               gates: GateOptions | None = None, lora_modules: Sequence[LoRARequest] = (),
               client: AsyncLLMEngine | None = None, lora_runtime_updates: bool = False,
-              mcp_path: str | None = None) -> FastAPI:
+              mcp_path: str | None = None, rag: RagService | None = None) -> FastAPI:
     """`create_app` over an `LLM` or a bare `EngineClient`; the app owns the engine from now on.
 
     An `LLM` brings its tokenizer, context length and batch size; a bare `EngineClient` needs `tokenizer`,
@@ -129,7 +140,7 @@ def build_app(engine: LLM | EngineClient, served_model_name: str | None = None, 
     """
     options: dict[str, Any] = {"allowed_origins": allowed_origins, "limits": limits,
                                "lora_modules": lora_modules, "lora_runtime_updates": lora_runtime_updates,
-                               "mcp_path": mcp_path}
+                               "mcp_path": mcp_path, "rag": rag}
     if not isinstance(engine, LLM):
         if tokenizer is None or max_model_len is None or not served_model_name:
             raise ValueError("build_app over an EngineClient needs tokenizer, max_model_len and served_model_name")
@@ -170,12 +181,14 @@ def _add_loras(llm: LLM, lora_modules: Sequence[LoRARequest], served_model_name:
         llm.add_lora(lora)
 
 
-def _routers(ctx: ServerContext, gate_service: GateService, lora_manager: LoRAManager | None) -> list[JSONRouter]:
+def _routers(ctx: ServerContext, gate_service: GateService, lora_manager: LoRAManager | None,
+             rag: RagService | None = None) -> list[JSONRouter]:
     """Every endpoint family's router (server/routes/), in /openapi.json's order; the LoRA admin routes only with
     `lora_manager` (--enable-lora-runtime-updates)."""
     routers = [health.router(ctx), models.router(ctx), chat.router(ctx), completions.router(ctx),
                tokenize.router(ctx), gates.router(ctx, gate_service), rerank.router(ctx, gate_service),
-               embeddings.router(ctx, gate_service), pipelines.router(ctx, gate_service)]
+               embeddings.router(ctx, gate_service), pipelines.router(ctx, gate_service, rag),
+               retrieval.router(ctx, rag)]
     routers += [messages.router(ctx), responses.router(ctx)]  # Anthropic Messages, OpenAI Responses
     if lora_manager is not None:
         routers.append(lora_admin.router(ctx, lora_manager))

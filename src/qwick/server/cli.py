@@ -68,6 +68,10 @@ def add_serve_args(parser: argparse.ArgumentParser) -> None:
     gates.add_argument("--mcp-path", default=None, metavar="PATH",
                        help="also serve the gates as MCP tools (streamable HTTP) at this path, e.g. /mcp "
                             "(behind --api-key like /v1; see `qwick mcp`)")
+    rag = parser.add_argument_group("retrieval (POST /v1/retrieve, /v1/answer)")
+    rag.add_argument("--index", nargs="+", action="extend", default=[], metavar="NAME=PATH",
+                     help="serve the index file PATH (`qwick index build`) as NAME; an index built with another "
+                          "embedding model than MODEL loads that model too, as a second engine")
 
 
 def run_serve(args: argparse.Namespace, load_llm: Any) -> int:
@@ -88,6 +92,8 @@ def run_serve(args: argparse.Namespace, load_llm: Any) -> int:
     quiet_request_log(args)
     gate_options = _gate_options(args)  # a bad gates file or ledger path fails before the model loads
     lora_modules, lora_options = _lora_options(args)  # likewise a bad --lora-modules entry
+    indexes = _indexes(args.index)  # and a bad --index
+    _check_pipeline_indexes(gate_options.gates, list(indexes) if indexes else None)  # and a step's missing index
     sizes = {"max_body_bytes": args.max_body_bytes, "max_messages": args.max_messages}
     limits = ServerLimits(max_queue=args.max_queue, **{k: v for k, v in sizes.items() if v is not None})
     served_name = args.served_model_name or args.model
@@ -95,9 +101,11 @@ def run_serve(args: argparse.Namespace, load_llm: Any) -> int:
     llm, client = start_llm(lambda: configure_llm(load_llm(args, **lora_options), args), lora_modules,
                             served_name)
     try:
+        rag = _rag_service(args, indexes, llm, client, load_llm) if indexes else None
         app = build_app(llm, served_name, args.api_key, allowed_origins=_origins(args.allowed_origins),
                         limits=limits, gates=gate_options, lora_modules=lora_modules, client=client,
-                        lora_runtime_updates=args.enable_lora_runtime_updates, mcp_path=args.mcp_path)
+                        lora_runtime_updates=args.enable_lora_runtime_updates, mcp_path=args.mcp_path,
+                        rag=rag)
     except BaseException:
         client.stop()  # a failing setup leaves no engine thread behind
         raise
@@ -141,6 +149,57 @@ def _gate_options(args: argparse.Namespace) -> Any:
     parse_pipelines(gates)  # its pipelines too: a bad one fails before the model loads
     ledger = Ledger(args.ledger, raw_text=args.ledger_raw_text) if args.ledger else None
     return GateOptions(gates=gates, ledger=ledger, ledger_all=args.ledger_all)
+
+
+def _check_pipeline_indexes(gates: Any, index_names: list[str] | None) -> None:
+    from qwick.pipelines.loader import parse_pipelines
+
+    parse_pipelines(gates).check_retrieval(index_names)
+
+
+def _indexes(values: list[str]) -> dict[str, Any]:
+    """--index NAME=PATH ...: name -> the index's recorded info (read now, so a bad file fails before loading)."""
+    from qwick.rag.store import IndexStore
+
+    indexes: dict[str, Any] = {}
+    for value in values:
+        name, sep, path = value.partition("=")
+        if not sep or not name or not path:
+            raise ValueError(f"--index {value!r}: give NAME=PATH (e.g. docs=docs.sqlite)")
+        if name in indexes:
+            raise ValueError(f"--index: the name {name!r} is given twice")
+        store = IndexStore.open(path)
+        try:
+            indexes[name] = (path, store.info)
+        finally:
+            store.close()
+    return indexes
+
+
+def _rag_service(args: argparse.Namespace, indexes: dict[str, Any], llm: Any, client: Any, load_llm: Any) -> Any:
+    """The served model answers (and embeds the indexes built with it); each other embedding model an index
+    records is loaded as its own engine (its folder as recorded, this server's dtype and device)."""
+    from qwick.rag.models import EngineModel
+    from qwick.rag.service import RagService
+    from qwick.server.app import start_llm
+
+    served = EngineModel.of(llm, client)
+    embedders, owned = [served], []
+    try:
+        for _, info in indexes.values():
+            if all(m.weights_sha256 != info.weights_sha256 for m in embedders):
+                logger.info("loading embedding model %s for an index", info.model)
+                other, other_client = start_llm(lambda info=info: load_llm(args, model=info.model,
+                                                                           load_format=info.load_format))
+                owned.append(other_client)
+                embedders.append(EngineModel.of(other, other_client))
+        service = RagService({name: path for name, (path, _) in indexes.items()}, embedders, served)
+    except BaseException:
+        for other_client in owned:
+            other_client.stop()
+        raise
+    service.owned = owned
+    return service
 
 
 def _origins(values: list[str]) -> list[str]:
