@@ -93,6 +93,9 @@ def build_parser() -> argparse.ArgumentParser:
     from qwick.quant.cli import register_quant_commands
 
     register_quant_commands(sub)
+    from qwick.ray.cli import register_batch_commands  # `qwick batch` (qwick.batch) and `serve --ray`
+
+    register_batch_commands(sub)
     return parser
 
 
