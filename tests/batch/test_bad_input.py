@@ -6,14 +6,14 @@ from __future__ import annotations
 import builtins
 
 import pytest
-from conftest import make_rows, read_jsonl, write_jsonl
 
+from batchkit import make_rows, read_jsonl, write_jsonl
 from qwick.cli import main
 
 
 def run(capsys, model, src, out, *extra):
     code = main(["batch", str(model), "--input", str(src), "--output", str(out), "--dtype", "float32",
-                 "--device", "cpu", "--max-model-len", "256", *extra])
+                 "--device", "cpu", "--max-model-len", "256", *map(str, extra)])
     return code, capsys.readouterr().err
 
 

@@ -4,19 +4,21 @@ each row through the offline API one at a time gives."""
 from __future__ import annotations
 
 import pytest
-from conftest import make_rows, read_jsonl, write_jsonl
-from reference import GREEDY, assert_same_rows, one_by_one
 
+from batchkit import GREEDY, assert_same_rows, make_rows, one_by_one, read_jsonl, write_jsonl
 from qwick.batch.cli import TASK_NAMES
 from qwick.batch.job import BatchJob, run_job
 from qwick.batch.tasks import TASKS, TaskOptions
 
-ROWS = {"generate": 200, "chat": 100, "moderate": 300, "classify": 300, "rewrite": 100, "extract": 100,
-        "score": 200, "embed": 300}
+ROWS = {"generate": 120, "chat": 60, "moderate": 200, "classify": 200, "rewrite": 100, "extract": 100,
+        "score": 200, "embed": 200}
+# schema-constrained generation costs seconds per row one at a time on a loaded 2-core machine: the reference
+# runs every 8th row of these (the batch still runs them all)
+EVERY = {"rewrite": 8, "extract": 8}
 
 
 def test_the_cli_lists_every_task():
-    assert TASK_NAMES == tuple(TASKS)
+    assert tuple(TASKS) == TASK_NAMES
 
 
 @pytest.mark.parametrize("task", list(ROWS))
@@ -30,7 +32,10 @@ def test_a_batch_file_equals_the_rows_one_by_one(llm, gates_file, tmp_path, task
     summary = run_job(job, llm)
     assert (summary.written, summary.errors, summary.skipped) == (len(rows), 0, 0)
     got = {row["id"]: row for row in read_jsonl(tmp_path / "out.jsonl")}
-    expected = one_by_one(llm, task, rows, gates_file, gate)
+    assert got.keys() == {row["id"] for row in rows}
+    checked = rows[:: EVERY.get(task, 1)]
+    expected = one_by_one(llm, task, checked, gates_file, gate)
+    got = {row["id"]: got[row["id"]] for row in checked}
     if task == "embed":  # the batch line also counts the prompt's tokens
         for row in got.values():
             assert row.pop("prompt_tokens") > 0

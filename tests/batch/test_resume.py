@@ -10,8 +10,7 @@ import subprocess
 import sys
 import time
 
-from conftest import make_rows, read_jsonl, write_jsonl
-
+from batchkit import make_rows, read_jsonl, write_jsonl
 from qwick.cli import main
 
 QWICK = [sys.executable, "-m", "qwick.cli"]

@@ -1,12 +1,11 @@
-"""`qwick batch MODEL --input IN --output OUT --task TASK`: the flags, and the run on this machine.
+"""`qwick batch MODEL --input IN --output OUT --task TASK`: the flags, and the job they describe.
 
-The command is registered by `qwick.ray.cli` (which adds `--ray`: the same job on a Ray cluster), since the
-Ray runner sits above this package."""
+The command is registered and run by `qwick.ray.cli` (which adds `--ray`: the same job on a Ray cluster): the
+LLM it loads and the Ray runner both sit above this package."""
 
 from __future__ import annotations
 
 import argparse
-import sys
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -68,6 +67,8 @@ def job_from_args(args: argparse.Namespace) -> BatchJob:
         raise ValueError("--labels applies to --task classify only")
     if args.gate is not None and args.task not in GATE_TASKS:
         raise ValueError(f"--gate applies to --task {', '.join(GATE_TASKS)}; {args.task} uses no gate")
+    if args.max_errors < -1:
+        raise ValueError(f"--max-errors must be >= 0 (or -1: no limit), got {args.max_errors}")
     if args.dimensions is not None and args.dimensions < 1:
         raise ValueError(f"--dimensions must be >= 1, got {args.dimensions}")
     sampling = SamplingParams(max_tokens=args.max_tokens, temperature=args.temperature, top_p=args.top_p,
@@ -79,18 +80,6 @@ def job_from_args(args: argparse.Namespace) -> BatchJob:
     job.check()
     _check_gate(job)
     return job
-
-
-def run_local(args: argparse.Namespace) -> int:
-    """`qwick batch` on this machine: the engine in this process, stepped by the batch runner."""
-    from qwick.batch.job import run_job
-    from qwick.engine.args import EngineArgs
-    from qwick.llm import LLM
-
-    job = job_from_args(args)
-    llm = LLM.from_engine_args(EngineArgs.from_cli_args(args))
-    summary = run_job(job, llm, sys.stderr)
-    return 0 if summary.errors == 0 else 1
 
 
 def _check_gate(job: BatchJob) -> None:

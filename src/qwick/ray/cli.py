@@ -10,7 +10,7 @@ import sys
 import threading
 from typing import Any
 
-from qwick.batch.cli import add_batch_args, job_from_args, run_local
+from qwick.batch.cli import add_batch_args, job_from_args
 
 logger = logging.getLogger("qwick.ray")
 # serve flags that --ray does not carry to the replicas yet
@@ -52,6 +52,18 @@ def run_batch(args: argparse.Namespace) -> int:
     options = RayOptions(args.address, args.replicas, args.cpus_per_replica, args.gpus_per_replica, args.batch_size)
     job = job_from_args(args)
     summary = run_ray_job(job, EngineArgs.from_cli_args(args), options, sys.stderr)
+    return 0 if summary.errors == 0 else 1
+
+
+def run_local(args: argparse.Namespace) -> int:
+    """`qwick batch` on this machine: the engine in this process, stepped by the batch runner."""
+    from qwick.batch.job import run_job
+    from qwick.engine.args import EngineArgs
+    from qwick.llm import LLM
+
+    job = job_from_args(args)  # checked before the model loads
+    llm = LLM.from_engine_args(EngineArgs.from_cli_args(args))
+    summary = run_job(job, llm, sys.stderr)
     return 0 if summary.errors == 0 else 1
 
 

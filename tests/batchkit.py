@@ -1,11 +1,58 @@
-"""Each row through the offline API one call at a time (the reference `qwick batch` must equal), as output rows."""
+"""Helpers for the batch and Ray tests: rows of every task, JSONL files, and the reference — each row through the
+offline API one call at a time — that `qwick batch` must equal."""
 
 from __future__ import annotations
 
+import json
+from pathlib import Path
 from typing import Any
 
 from qwick import LLM, SamplingParams
 from qwick.gates.kinds import GATE_KINDS
+
+GATES = """
+gates:
+  - name: rewrite
+    kind: rewrite
+    instruction: "Rewrite the query. Reply with JSON."
+    max_tokens: 24
+    schema: {type: object, properties: {rewrite: {enum: [shoes, boots]}, reason_code: {enum: [unchanged, spelling]}},
+             required: [rewrite, reason_code], additionalProperties: false}
+  - name: city
+    kind: extract
+    instruction: "Extract the city"
+    max_tokens: 24
+    schema: {type: object, properties: {city: {enum: [Paris, Rome]}}, required: [city], additionalProperties: false}
+"""
+WORDS = ["refund", "Paris", "shoes", "hurt", "weather", "laptop", "cheap", "station", "hello", "why"]
+
+
+def make_rows(task: str, count: int) -> list[dict]:
+    """`count` distinct rows for `task` (ids "r0", "r1", ...)."""
+    rows = []
+    for i in range(count):
+        text = f"{WORDS[i % len(WORDS)]} {WORDS[i * 7 % len(WORDS)]} number {i}"
+        row: dict = {"id": f"r{i}"}
+        if task == "generate":
+            row["prompt"] = text
+        elif task == "chat":
+            row["messages"] = [{"role": "user", "content": text}]
+        elif task == "score":
+            row.update(query=text, items=[WORDS[i % 3], f"item {i}"])
+        else:
+            row["text"] = text
+        rows.append(row)
+    return rows
+
+
+def write_jsonl(path: Path, rows: list) -> Path:
+    path.write_text("".join((r if isinstance(r, str) else json.dumps(r)) + "\n" for r in rows), encoding="utf-8")
+    return path
+
+
+def read_jsonl(path: Path) -> list[dict]:
+    return [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines()]
+
 
 GREEDY = SamplingParams(max_tokens=4, temperature=0)
 
