@@ -1,15 +1,17 @@
-"""`qwick batch ... --ray`: the batch job as a Ray Data pipeline — the rows still to do are staged as Parquet
-files, read with `read_parquet`, run by `map_batches(QwickPredictor, concurrency=N)` (one engine per actor)
-and streamed back to this process, which writes them exactly as `qwick batch` does (same output file, resume,
-errors file, progress), so both runs give the same lines."""
+"""`qwick batch ... --ray`: the batch job as a Ray Data pipeline — the rows still to do are put in Ray's object
+store as Arrow blocks of (line, row JSON) (`from_arrow`; the store spills to disk past its memory), run by
+`map_batches(QwickPredictor, concurrency=N)` (one engine per actor) and streamed back to this process, which
+writes them exactly as `qwick batch` does (same output file, resume, errors file, progress), so both runs give
+the same lines.
+
+Why not `read_parquet` of staged files: read tasks need a CPU each, and with every CPU held by the actors (2
+actors on a 2-CPU cluster) the pipeline starved waiting for them."""
 
 from __future__ import annotations
 
 import json
-import tempfile
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, replace
-from pathlib import Path
 from typing import Any, TextIO
 
 from qwick.batch.job import BatchJob, Summary, write_results
@@ -17,8 +19,6 @@ from qwick.batch.plan import PlannedRow, RowResult
 from qwick.engine.args import EngineArgs
 from qwick.ray.cluster import connect
 from qwick.ray.predictor import QwickPredictor
-
-STAGE_ROWS = 256  # rows per staged file: one Ray Data block each, so the actors share the work
 
 
 @dataclass(frozen=True)
@@ -45,29 +45,25 @@ def run_ray_job(job: BatchJob, engine_args: EngineArgs, ray_options: RayOptions,
     ray = connect(ray_options.address)
     if engine_args.threads is None:  # an actor's engine uses the CPUs it reserved, not every core of the node
         engine_args = replace(engine_args, threads=max(1, int(ray_options.cpus_per_replica)))
-    with tempfile.TemporaryDirectory(prefix="qwick-batch-") as stage:
-        def run(planned: Iterable[PlannedRow | RowResult]) -> Iterator[RowResult]:
-            staged = yield from _stage(planned, Path(stage))
-            if staged:
-                yield from _pipeline(ray, Path(stage), job, engine_args, ray_options)
 
-        return write_results(job, run, stream)
+    def run(planned: Iterable[PlannedRow | RowResult]) -> Iterator[RowResult]:
+        blocks: list[Any] = []  # one per actor call's batch, so the actors share the work
+        yield from _stage(planned, blocks, ray_options.batch_size or 2 * engine_args.max_num_seqs)
+        if blocks:
+            yield from _pipeline(ray.data.from_arrow(blocks), job, engine_args, ray_options)
+
+    return write_results(job, run, stream)
 
 
-def _stage(planned: Iterable[PlannedRow | RowResult], folder: Path) -> Iterator[RowResult]:
-    """Write the rows to run as Parquet files of (line, row JSON); errors pass through. Returns the rows staged."""
+def _stage(planned: Iterable[PlannedRow | RowResult], blocks: list[Any], rows: int) -> Iterator[RowResult]:
+    """The rows to run as Arrow tables of `rows` (line, row JSON) into `blocks`; errors pass through."""
     import pyarrow
-    import pyarrow.parquet
 
     chunk: list[PlannedRow] = []
-    staged = files = 0
 
     def flush() -> None:
-        nonlocal files
-        table = pyarrow.table({"line": [r.line for r in chunk],
-                               "row": [json.dumps(r.data, ensure_ascii=False) for r in chunk]})
-        pyarrow.parquet.write_table(table, str(folder / f"rows-{files:08d}.parquet"))
-        files += 1
+        blocks.append(pyarrow.table({"line": [r.line for r in chunk],
+                                     "row": [json.dumps(r.data, ensure_ascii=False) for r in chunk]}))
         chunk.clear()
 
     for item in planned:
@@ -75,18 +71,14 @@ def _stage(planned: Iterable[PlannedRow | RowResult], folder: Path) -> Iterator[
             yield item
             continue
         chunk.append(item)
-        staged += 1
-        if len(chunk) == STAGE_ROWS:
+        if len(chunk) == rows:
             flush()
     if chunk:
         flush()
-    return staged
 
 
-def _pipeline(ray: Any, folder: Path, job: BatchJob, engine_args: EngineArgs,
-              options: RayOptions) -> Iterator[RowResult]:
+def _pipeline(ds: Any, job: BatchJob, engine_args: EngineArgs, options: RayOptions) -> Iterator[RowResult]:
     batch_size = options.batch_size or 2 * engine_args.max_num_seqs
-    ds = ray.data.read_parquet(str(folder))
     ds = ds.map_batches(
         QwickPredictor, batch_size=batch_size, concurrency=options.replicas, num_cpus=options.cpus_per_replica,
         num_gpus=options.gpus_per_replica or None, batch_format="pyarrow",
