@@ -18,6 +18,7 @@ def ray_cluster() -> Iterator[Any]:
     from qwick.ray.cluster import PROXY_CALLBACK, PROXY_CALLBACK_ENV
 
     os.environ.setdefault(PROXY_CALLBACK_ENV, PROXY_CALLBACK)  # the cluster's Serve proxy inherits it
+    os.environ.setdefault("RAY_raylet_start_wait_time_s", "120")  # a loaded CI machine starts the raylet slowly
     ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
     yield ray
     ray.shutdown()

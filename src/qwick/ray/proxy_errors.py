@@ -11,11 +11,11 @@ from typing import Any
 
 from starlette.middleware import Middleware
 
-from qwick.server.errors import APIError
-
 logger = logging.getLogger("qwick.ray")
 REPLICA_FAILED = ("the replica serving this request failed (Ray replaces it; new requests go to live replicas): "
                   "retry the request")
+# qwick.server.errors' shape, written out here: the proxy process must not import the engine (torch) for it
+ERROR_BODY = {"error": {"message": REPLICA_FAILED, "type": "server_error", "param": None, "code": "replica_failed"}}
 
 
 class ReplicaErrorMiddleware:
@@ -43,14 +43,13 @@ class ReplicaErrorMiddleware:
             logger.exception("request to %s failed in the proxy", scope.get("path"))
         if state["ended"]:
             return
-        error = APIError(503, REPLICA_FAILED, code="replica_failed")
         if not state["started"]:
-            body = json.dumps(error.body()).encode()
+            body = json.dumps(ERROR_BODY).encode()
             await send({"type": "http.response.start", "status": 503,
                         "headers": [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]})
             await send({"type": "http.response.body", "body": body})
         elif state["stream"]:
-            event = f"data: {json.dumps(error.body())}\n\ndata: [DONE]\n\n".encode()
+            event = f"data: {json.dumps(ERROR_BODY)}\n\ndata: [DONE]\n\n".encode()
             await send({"type": "http.response.body", "body": event})
         else:
             await send({"type": "http.response.body", "body": b""})
