@@ -10,8 +10,8 @@ from qwick.batch.cli import TASK_NAMES
 from qwick.batch.job import BatchJob, run_job
 from qwick.batch.tasks import TASKS, TaskOptions
 
-ROWS = {"generate": 120, "chat": 60, "moderate": 200, "classify": 200, "rewrite": 100, "extract": 100,
-        "score": 200, "embed": 200}
+ROWS = {"generate": 100, "chat": 50, "moderate": 200, "classify": 200, "rewrite": 64, "extract": 64,
+        "score": 100, "embed": 200}
 # schema-constrained generation costs seconds per row one at a time on a loaded 2-core machine: the reference
 # runs every 8th row of these (the batch still runs them all)
 EVERY = {"rewrite": 8, "extract": 8}
