@@ -6,7 +6,7 @@ Tasks: moderate (the built-in moderation gate) and embed (last-token pooled embe
   offline loop    the same rows one offline call each (`llm.gates.moderate(text)`, `llm.embed(text)`)
   transformers    pipelines in batches of --hf-batch: moderation = `text-generation` (greedy, 4 new tokens,
                   left-padded) then a label found in the text; embeddings = `feature-extraction`, last token
-  ray 1 / ray 2   `qwick batch --ray` (Ray Data, map_batches over QwickPredictor actors) with 1 and 2 actors of
+  ray 1 / ray 2   `qwick batch --ray` (Ray Data, map_batches over QwickPredictor actors, 32 rows a call) with 1 and 2 actors of
                   1 CPU each on a local cluster; end to end, actor start-up (engine build) included
 Ratios are against `qwick batch` in the same run. On a 2-core machine two actors share the cores the single
 engine already used, so expect Ray's overhead rather than a speed-up there; the scaling shows on more cores
@@ -95,7 +95,7 @@ def ray_batch(folder: Path, model: Path, task: str, rows: list[dict[str, Any]], 
     out.unlink(missing_ok=True)
     args = EngineArgs(model, load_format="dummy", seed=0, dtype="float32" if tiny else "auto", threads=1)
     start = time.perf_counter()
-    summary = run_ray_job(BatchJob(src, out, task, TaskOptions(), progress=False), args, RayOptions(replicas=actors))
+    summary = run_ray_job(BatchJob(src, out, task, TaskOptions(), progress=False), args, RayOptions(replicas=actors, batch_size=32))
     assert summary.written == len(rows), summary
     return len(rows) / (time.perf_counter() - start)
 
