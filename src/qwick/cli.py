@@ -106,6 +106,9 @@ def build_parser() -> argparse.ArgumentParser:
     from qwick.rag.cli import register_rag_commands
 
     register_rag_commands(sub, _load_model)
+    from qwick.ray.cli import register_batch_commands  # `qwick batch` (qwick.batch) and `serve --ray`
+
+    register_batch_commands(sub)
     return parser
 
 

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import itertools
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -243,6 +243,15 @@ class LLM:
 
             self._rag_api = OfflineRag(self)
         return self._rag_api
+
+    def batch(self, rows: Iterable[dict[str, Any]], task: str, *, gates: str | Path | None = None,
+              window: int | None = None, **options: Any) -> Iterator[dict[str, Any]]:
+        """Run `task` (generate, chat, moderate, classify, rewrite, extract, score, embed) over many rows at full
+        engine occupancy; yields each row's output ({"id", **fields}) as it finishes (qwick.batch, README
+        "Batch files and Ray"). `options`: gate, labels, instruction, dimensions, sampling, chat_template_kwargs."""
+        from qwick.batch.api import batch_rows
+
+        return batch_rows(self, rows, task, gates=gates, window=window, **options)
 
     def add_lora(self, lora_request: LoRARequest) -> None:
         """Load an adapter now (checking it) rather than on its first request; needs enable_lora=True."""
