@@ -93,6 +93,9 @@ def build_parser() -> argparse.ArgumentParser:
     from qwick.quant.cli import register_quant_commands
 
     register_quant_commands(sub)
+    from qwick.export.cli import register_export_commands
+
+    register_export_commands(sub)
     return parser
 
 

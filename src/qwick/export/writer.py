@@ -70,6 +70,7 @@ def export_gguf(model: str | Path, out: str | Path, quantization: str = "f16", *
         writer.write_kv_data_to_file()
         writer.write_tensors_to_file()
         writer.close()
+        tmp.chmod(0o666 & ~_umask())  # mkstemp makes it private; a model file is shared like any other
         os.replace(tmp, out)
     finally:
         tmp.unlink(missing_ok=True)
@@ -124,3 +125,9 @@ def _license(folder: Path) -> str | None:
         return None
     match = re.search(r"^license:\s*(\S+)\s*$", readme.read_text(encoding="utf-8", errors="replace")[:4000], re.M)
     return match.group(1) if match else None
+
+
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask

@@ -51,7 +51,8 @@ def config_dict(meta: dict[str, Any], arch: str, vocab_size: int, tied: bool) ->
         "num_attention_heads": heads,
         "num_key_value_heads": meta.get(k.Attention.HEAD_COUNT_KV.format(arch=arch), heads),
         "head_dim": meta.get(k.Attention.KEY_LENGTH.format(arch=arch), hidden // heads),
-        "rms_norm_eps": meta[k.Attention.LAYERNORM_RMS_EPS.format(arch=arch)],
+        # stored as float32: 1e-6 reads back 9.99999997e-07; its 7 significant digits give config.json's value
+        "rms_norm_eps": float(f"{meta[k.Attention.LAYERNORM_RMS_EPS.format(arch=arch)]:.7g}"),
         "max_position_embeddings": meta[k.LLM.CONTEXT_LENGTH.format(arch=arch)],
         "rope_theta": meta.get(k.Rope.FREQ_BASE.format(arch=arch), 10000.0),
         "tie_word_embeddings": tied,
