@@ -1,5 +1,5 @@
-"""The model to export, in float32 on the CPU: a Hugging Face folder (float or FP8), a qwick-quantized folder
-(dequantized: w = q * scale + min), optionally with a PEFT LoRA adapter merged in (W + scale * B @ A)."""
+"""The model to export, in float32 on the CPU: a Hugging Face folder (float, FP8, GPTQ or AWQ), a
+qwick-quantized folder (dequantized: w = q * scale + min), optionally with a PEFT LoRA adapter merged in (W + scale * B @ A)."""
 
 from __future__ import annotations
 
@@ -14,6 +14,7 @@ from qwick.model.hub import resolve_model_path
 from qwick.model.loader import Tensors, Transform, build_model, checkpoint_files, load_config, load_weights
 from qwick.model.qwen3 import Qwen3ForCausalLM
 from qwick.quant.checkpoint import QuantSpec, checkpoint_transforms
+from qwick.quant.hf_int4 import dequantized_hf_int4, hf_int4_spec
 from qwick.quant.int4 import dequantize_int4
 from qwick.quant.layout import unpack_nibbles
 from qwick.quant.options import DEFAULT_GROUP_SIZE
@@ -28,7 +29,13 @@ def load_for_export(model: str | Path, adapter: str | Path | None = None) -> tup
         raise ValueError(f"{folder} is already a GGUF file: export from the Hugging Face or qwick folder instead")
     config = load_config(folder)
     spec = QuantSpec.from_config(config.raw)
-    transforms = [dequantized_qwick(config, spec)] if spec is not None else checkpoint_transforms(config.raw)
+    hf_int4 = hf_int4_spec(config.raw)
+    if spec is not None:
+        transforms = [dequantized_qwick(config, spec)]
+    elif hf_int4 is not None:  # GPTQ / AWQ
+        transforms = [dequantized_hf_int4(hf_int4)]
+    else:
+        transforms = checkpoint_transforms(config.raw)
     net = build_model(config, torch.float32, torch.device("cpu"))
     load_weights(net, checkpoint_files(folder), transforms)
     if adapter is not None:
