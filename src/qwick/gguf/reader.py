@@ -26,6 +26,20 @@ from qwick.tokenizer import Tokenizer
 _PLAIN = {gguf.GGMLQuantizationType.F32, gguf.GGMLQuantizationType.F16}
 
 
+class _Reader(gguf.GGUFReader):
+    """GGUFReader over a plain ndarray view of its memory map: it slices the file once per metadata item (~455k
+    times for Qwen3's vocabulary and merges), and each np.memmap slice pays memmap's __array_finalize__; the
+    same bytes through an ndarray view parse 3.6x faster (measured 25.5 s -> 7.1 s on a loaded 2-core box)."""
+
+    @property
+    def data(self) -> np.ndarray:
+        return self._data
+
+    @data.setter
+    def data(self, value: np.ndarray) -> None:  # GGUFReader.__init__ assigns its np.memmap here
+        self._data = value.view(np.ndarray)  # no copy; the view keeps the mapping alive
+
+
 class GGUFError(ValueError):
     """The file is not a GGUF qwick can load: says which file and what is wrong with it."""
 
@@ -58,7 +72,7 @@ def open_gguf(path: str | Path) -> GGUFFile:
     if not path.is_file():
         raise GGUFError(f"GGUF file {str(path)!r} does not exist")
     try:
-        reader = gguf.GGUFReader(path)
+        reader = _Reader(path)
     except Exception as exc:  # the reader raises ValueError, IndexError, struct errors... on bad bytes
         raise GGUFError(f"{path} is not a readable GGUF file ({type(exc).__name__}: {exc}): truncated or "
                         "corrupt?") from exc
