@@ -2,9 +2,10 @@
 
 TEMPLATE is Qwen3's chat format in Ollama's Go template language: system prompt and tool list (`# Tools` with
 <tools></tools>), user turns, assistant turns with <think> reasoning and <tool_call> JSON, tool results as
-<tool_response> in a user turn, and the empty think block Qwen3's template adds when thinking is turned off
-(Ollama's `think: false`). PARAMETERs are Qwen3's recommended thinking-mode sampling (temperature 0.6, top_p
-0.95, top_k 20, min_p 0) and its stop tokens.
+<tool_response> in a user turn (one turn per result, where Qwen3's template groups consecutive results), and
+the empty think block Qwen3's template adds when thinking is turned off (Ollama's `think: false`). PARAMETERs
+are Qwen3's recommended thinking-mode sampling (temperature 0.6, top_p 0.95, top_k 20, min_p 0) and its stop
+tokens. Written from Ollama's template documentation; not run against Ollama here.
 """
 
 from __future__ import annotations
@@ -17,12 +18,10 @@ TEMPLATE = """{{- $lastUserIdx := -1 -}}
 {{- if eq $msg.Role "user" }}{{ $lastUserIdx = $idx }}{{ end -}}
 {{- end }}
 {{- if or .System .Tools }}<|im_start|>system
-{{- if .System }}
-{{ .System }}
-{{- end }}
-{{- if .Tools }}
+{{ if .System }}{{ .System }}{{ if .Tools }}
 
-# Tools
+{{ end }}{{ end }}
+{{- if .Tools }}# Tools
 
 You may call one or more functions to assist with the user query.
 
@@ -49,13 +48,13 @@ For each function call, return a json object with function name and arguments wi
 </think>
 
 {{ end }}
-{{- if .Content }}{{ .Content }}{{ end }}
-{{- if .ToolCalls }}
-{{- range .ToolCalls }}
-<tool_call>
-{"name": "{{ .Function.Name }}", "arguments": {{ .Function.Arguments }}}
+{{- .Content }}
+{{- $content := .Content }}
+{{- range $j, $call := .ToolCalls }}
+{{- if or $j $content }}
+{{ end }}<tool_call>
+{"name": "{{ $call.Function.Name }}", "arguments": {{ $call.Function.Arguments }}}
 </tool_call>
-{{- end }}
 {{- end }}{{ if not $last }}<|im_end|>
 {{ end }}
 {{- else if eq .Role "tool" }}<|im_start|>user
