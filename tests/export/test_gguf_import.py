@@ -59,3 +59,16 @@ def test_llm_runs_a_gguf_file_like_its_source(tiny_model_dir, tokenizer_export):
     from_file = LLM(str(tokenizer_export.path), dtype="float32", max_model_len=64)
     got = from_file.chat([messages], params)[0].outputs[0]
     assert got.token_ids == expected.token_ids and got.text == expected.text
+
+
+def test_qwick_generate_runs_a_gguf_file(tokenizer_export, capsys):
+    """`qwick generate x.gguf` (chat and serve build the engine the same way): the file's tokenizer decodes."""
+    from qwick import LLM, SamplingParams
+    from qwick.cli import main
+
+    path = str(tokenizer_export.path)
+    expected = LLM(path, dtype="float32", max_model_len=64).generate(
+        "Hello", SamplingParams(max_tokens=4, temperature=0.0))[0].outputs[0].text
+    assert main(["generate", path, "Hello", "--max-tokens", "4", "--temperature", "0", "--dtype", "float32",
+                 "--max-model-len", "64"]) == 0
+    assert capsys.readouterr().out == expected + "\n"
