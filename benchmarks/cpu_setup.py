@@ -113,6 +113,22 @@ def llama_cpp_source(source: Path, work: Path) -> Path:
     return found[0].parent
 
 
+def qwick_gguf_files(work: Path, dummy: Path) -> dict[str, Path]:
+    """f16, q8_0 and q4_0 GGUFs of the dummy checkpoint written by qwick's own exporter (`qwick export`; its
+    q4_0 keeps the output projection in Q8_0 where llama-quantize writes Q6_K)."""
+    from qwick.export import export_gguf
+
+    folder = work / "gguf-qwick"
+    folder.mkdir(exist_ok=True)
+    files = {}
+    for name in ("f16", *GGUF_TYPES):
+        out = folder / f"{name}.gguf"
+        if not out.is_file():
+            export_gguf(dummy, out, name)
+        files[name] = out
+    return files
+
+
 def gguf_files(work: Path, dummy: Path, llama_src: Path, llama_python: str) -> dict[str, Path]:
     """f16, q8_0 and q4_0 GGUFs of the dummy checkpoint, converted and quantized by llama.cpp's own tools."""
     folder = work / "gguf"

@@ -109,6 +109,9 @@ def build_parser() -> argparse.ArgumentParser:
     from qwick.ray.cli import register_batch_commands  # `qwick batch` (qwick.batch) and `serve --ray`
 
     register_batch_commands(sub)
+    from qwick.export.cli import register_export_commands
+
+    register_export_commands(sub)
     return parser
 
 

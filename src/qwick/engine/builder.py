@@ -19,6 +19,7 @@ from qwick.engine.config import EngineConfig
 from qwick.engine.cuda_graphs import capture_decode_graphs
 from qwick.engine.gpu_memory import profile_kv_budget
 from qwick.engine.llm_engine import LLMEngine
+from qwick.gguf import is_gguf_path, open_gguf
 from qwick.lora.manager import LoRAManager
 from qwick.model.config import Qwen3Config
 from qwick.model.hub import resolve_model_path
@@ -56,12 +57,14 @@ def build_engine(args: EngineArgs) -> BuiltEngine:
     """Load the model and run its passes, then build the engine over it; the order matters (comments say why)."""
     torch.set_num_threads(resolve_threads(args.threads))  # process-wide: torch has one intra-op pool
     model_path = resolve_model_path(args.model, args.revision)
-    model_config = load_config(model_path)
+    gguf_file = open_gguf(model_path) if is_gguf_path(model_path) else None  # config and tokenizer in the file
+    model_config = gguf_file.config if gguf_file is not None else load_config(model_path)
     device = resolve_device(args.device)
     dtype = resolve_dtype(args.dtype, device, model_config.torch_dtype)
     # float, FP8 or qwick-quantized checkpoint; `quantization` quantizes a float one now (qwick/quant)
     model = load_model(model_path, model_config, dtype, device, load_format=args.load_format,
-                       quantization=args.quantization, group_size=args.quantization_group_size, seed=args.seed)
+                       quantization=args.quantization, group_size=args.quantization_group_size, seed=args.seed,
+                       gguf_file=gguf_file)
     if cpu_packing_supported(dtype, device) and not args.compile_decode:  # inductor cannot take
         pack_linears_for_cpu(model)  # oneDNN-packed weights as graph inputs: compiled bf16 stays plain
     if device.type == "cuda" and args.gpu_memory_utilization is not None and args.kv_cache_memory_bytes is None:
@@ -71,7 +74,9 @@ def build_engine(args: EngineArgs) -> BuiltEngine:
     lora_config = args.lora_config
     lora = LoRAManager(model, lora_config, dtype, device) if lora_config else None
     # skip_tokenizer_init (vLLM's flag): token ids in, token ids out, no text
-    tokenizer = None if args.skip_tokenizer_init else Tokenizer.from_pretrained(args.tokenizer or model_path)
+    tokenizer = None if args.skip_tokenizer_init else (
+        gguf_file.tokenizer() if gguf_file is not None and args.tokenizer is None
+        else Tokenizer.from_pretrained(args.tokenizer or model_path))
     config = engine_config(args, model_config, dtype, device)
     defaults = generation_defaults(model_path, tokenizer, model_config.eos_token_id)
     engine = LLMEngine(model, tokenizer, defaults, config, device, dtype, args.seed, lora=lora)

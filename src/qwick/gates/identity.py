@@ -24,7 +24,8 @@ class ModelIdentity:
         path = Path(path)
         # a Hugging Face cache snapshot folder is named after its commit
         revision = path.name if path.parent.name == "snapshots" else revision
-        digest = f"dummy:{seed or 0}" if load_format == "dummy" else weights_sha256(checkpoint_files(path))
+        files = [path] if path.is_file() else checkpoint_files(path)  # a .gguf file is its own weights
+        digest = f"dummy:{seed or 0}" if load_format == "dummy" else weights_sha256(files)
         return cls(model, revision, digest)
 
 

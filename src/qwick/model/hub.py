@@ -17,8 +17,11 @@ def resolve_model_path(model: str | Path, revision: str | None = None) -> Path:
     """Return a local folder holding config.json for `model` (a folder path or a hub id like Qwen/Qwen3-0.6B)."""
     path = Path(model).expanduser()
     if path.exists():
+        if path.is_file() and path.suffix.lower() == ".gguf":  # a llama.cpp file (qwick/gguf reads it)
+            return path
         if not path.is_dir():
-            raise ModelNotFoundError(f"{model} is a file; pass the model folder (the one holding config.json)")
+            raise ModelNotFoundError(f"{model} is a file; pass the model folder (the one holding config.json) "
+                                     "or a .gguf file")
         if not (path / "config.json").is_file():
             raise ModelNotFoundError(f"{path} has no config.json; is it a Hugging Face model folder?")
         return path

@@ -9,7 +9,7 @@ from __future__ import annotations
 import json
 from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
-from typing import BinaryIO, ClassVar
+from typing import BinaryIO, ClassVar, Protocol
 
 import torch
 from safetensors import SafetensorError, safe_open
@@ -19,6 +19,14 @@ from qwick.model.qwen3 import Qwen3ForCausalLM
 
 Tensors = Iterator[tuple[str, torch.Tensor]]  # (checkpoint name, tensor), one at a time
 Transform = Callable[[Tensors], Tensors]  # rewrites a checkpoint's tensor stream (e.g. dequantizes fp8 weights)
+
+
+class TensorSource(Protocol):
+    """A checkpoint's tensors as (checkpoint name, tensor); `file` is the one being read (for error messages)."""
+
+    file: Path
+
+    def __iter__(self) -> Tensors: ...
 
 
 class CheckpointError(ValueError):
@@ -108,14 +116,16 @@ class TensorStream:
         return torch.frombuffer(buffer, dtype=dtype).view(shape)
 
 
-def load_weights(model: Qwen3ForCausalLM, files: list[Path], transforms: Sequence[Transform] = ()) -> None:
+def load_weights(model: Qwen3ForCausalLM, files: list[Path], transforms: Sequence[Transform] = (), *,
+                 source: TensorSource | None = None) -> None:
     """Copy every checkpoint tensor into the model's parameters and persistent buffers, casting to their dtype;
     fail on missing or misshapen tensors. The tensors pass through `transforms` first, in order (a stored
-    format's decoding, e.g. quant/fp8.py, quant/qwick_format.py)."""
+    format's decoding, e.g. quant/fp8.py, quant/qwick_format.py). `source` replaces the safetensors files'
+    stream with another file format's (gguf/reader.py)."""
     params = model.state_dict(keep_vars=True)  # parameters and persistent buffers; tied ones under both names
     tied = model.config.tie_word_embeddings
     loaded: set[str] = set()
-    stream = TensorStream(files)
+    stream: TensorSource = source if source is not None else TensorStream(files)
     tensors: Tensors = iter(stream)
     for transform in transforms:
         tensors = transform(tensors)
