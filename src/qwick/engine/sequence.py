@@ -47,6 +47,7 @@ class Sequence:
     readout: SequenceReadout | None = None  # scoring / pooling: read at prefill, never sampled (jobs.py)
     lora_id: int = 0  # LoRA adapter (its lora_int_id; 0 = base model): picks its slot and salts its KV hashes
     output_ids: list[int] = field(default_factory=list)
+    streamed: int = 0  # output tokens already handed out in a delta
     text: str = ""  # detokenized output, stop string removed once found
     emitted: int = 0  # characters of `text` already streamed
     logprobs: list[TokenLogprobs] | None = None

@@ -22,6 +22,8 @@ class EngineStats:
     prompt_tokens: int = 0  # tokens prefilled (computed, so cache hits excluded)
     generation_tokens: int = 0
     num_preemptions: int = 0
+    forward_passes: int = 0  # model forwards run (one per step on the flat path): fewer than tokens with jumps
+    jump_forward_tokens: int = 0  # output tokens appended without sampling (forced by a grammar or the budget)
     requests_finished: dict[str, int] = field(default_factory=dict)  # requests, by the first sample's reason
     ttft_seconds: deque[float] = field(default_factory=lambda: deque(maxlen=RECENT))
     itl_seconds: deque[float] = field(default_factory=lambda: deque(maxlen=RECENT))
