@@ -25,6 +25,9 @@ from qwick.engine.runner import ModelRunner, group_chunks
 from qwick.engine.sampler import SamplingRow, sample
 from qwick.engine.scheduler import PrefillChunk, Scheduler
 from qwick.engine.sequence import Detokenizer, NullDetokenizer, Sequence
+from qwick.engine.spec_decode.drafter import NgramDrafter
+from qwick.engine.spec_decode.rows import rows_per_sequence
+from qwick.engine.spec_decode.verify import DraftVerifier
 from qwick.engine.stats import EngineStats
 from qwick.engine.thinking import (
     ANSWER_SEPARATOR,
@@ -89,7 +92,8 @@ class LLMEngine:
                                   cfg.head_dim, cache_dtype, device, compute_dtype=dtype)
         self.blocks = BlockManager(num_blocks, config.block_size, config.enable_prefix_caching,
                                    self.cache.copy_block)  # copies reuse computed prompt tails
-        self.scheduler = Scheduler(self.blocks, config.max_num_seqs, config.max_num_batched_tokens)
+        drafter = NgramDrafter(config.speculative, config.max_model_len) if config.speculative else None
+        self.scheduler = Scheduler(self.blocks, config.max_num_seqs, config.max_num_batched_tokens, drafter)
         self.lora = lora  # adapter slots, when the model carries the LoRA pass (LLM(enable_lora=True))
         self.runner = ModelRunner(model, self.cache, device, lora)
         vocab = cfg.vocab_size
@@ -108,6 +112,8 @@ class LLMEngine:
         self.grammars = (GrammarCompiler.for_tokenizer(tokenizer, vocab, llg_eos) if tokenizer is not None
                          else None)
         self._masks = MaskBuilder(vocab, llg_eos, device)
+        self.verifier = DraftVerifier(self.emitter, self.blocks, self.counters, self.valid_vocab, self._masks.now,
+                                      config.jump_forward)
 
     # ----------------------------------------------------------------------------------------- requests
     def add_request(self, request_id: str, prompt_ids: list[int], params: SamplingParams,
@@ -233,15 +239,23 @@ class LLMEngine:
             self.counters.prompt_tokens += sum(_prompt_part(c) for c in batch.prefills)
             self.counters.forward_passes += bool(batch.prefills or batch.decodes)
             seqs, logits = self.runner.flat_step(batch.prefills, batch.decodes, mirrors)
-            sampled = list(zip(seqs, logits if logits is not None else [], strict=True))
+            sampled, logits = rows_per_sequence(seqs, logits)
         else:
             sampled, logits = self._run_grouped(batch.prefills, batch.decodes)
         for seq in [c.seq for c in batch.prefills] + batch.decodes:
-            self.blocks.commit_full_blocks(seq.block_table, seq.all_ids, seq.num_cached, seq.lora_id)
+            if not seq.draft_ids:  # a drafting sequence commits once its drafts are verified (verify.py)
+                self.blocks.commit_full_blocks(seq.block_table, seq.all_ids, seq.num_cached, seq.lora_id)
         for seq in completing:  # a prompt's partial last block: later prompts may copy its computed tokens
-            self.blocks.commit_tail(seq.block_table, seq.all_ids, seq.num_cached, seq.lora_id)
+            if not seq.draft_ids:
+                self.blocks.commit_tail(seq.block_table, seq.all_ids, seq.num_cached, seq.lora_id)
         done = self.jobs.finish_prefilled([c.seq for c in batch.prefills])
-        self._sample_and_append(sampled, self._masks.collect(masks), logits)
+        masks_now = self._masks.collect(masks)
+        for seq, rows in sampled:
+            if seq.draft_ids:
+                self.verifier.verify(seq, rows, masks_now.get(id(seq)))
+                if seq.finished:
+                    self.scheduler.remove(seq)
+        self._sample_and_append([(s, r) for s, r in sampled if r.dim() == 1], masks_now, logits)
         return self._collect(sampled) + [StepOutput(rid, [], None, result) for rid, result in done]
 
     def _run_grouped(self, prefills: list[PrefillChunk], decodes: list[Sequence]
@@ -341,6 +355,9 @@ class LLMEngine:
             requests_finished=dict(c.requests_finished), ttft_seconds=c.ttft_seconds.copy(),
             itl_seconds=c.itl_seconds.copy(), e2e_seconds=c.e2e_seconds.copy(),
             forward_passes=c.forward_passes, jump_forward_tokens=c.jump_forward_tokens,
+            spec_decode_num_drafts=c.spec_decode_num_drafts,
+            spec_decode_num_draft_tokens=c.spec_decode_num_draft_tokens,
+            spec_decode_num_accepted_tokens=c.spec_decode_num_accepted_tokens,
             lora=self.lora.stats([s.lora_id for s in self.scheduler.running],
                                  [s.lora_id for s in self.scheduler.waiting]) if self.lora is not None else None,
         )
