@@ -44,11 +44,12 @@ class SpeculativeConfig:
         if k > MAX_SPECULATIVE_TOKENS:
             raise ValueError(f"speculative_config.num_speculative_tokens must be <= {MAX_SPECULATIVE_TOKENS}, "
                              f"got {k}")
-        low, high = raw.get("prompt_lookup_min"), raw.get("prompt_lookup_max")
+        low, high = (None if raw.get(name) is None else _positive(name, raw[name])
+                     for name in ("prompt_lookup_min", "prompt_lookup_max"))
         if low is None and high is None:
             low = high = 5
-        low = _positive("prompt_lookup_min", high if low is None else low)
-        high = _positive("prompt_lookup_max", low if high is None else high)
+        low, high = (high if low is None else low), (low if high is None else high)
+        assert low is not None and high is not None
         if low > high:
             raise ValueError(f"speculative_config.prompt_lookup_min ({low}) must be <= prompt_lookup_max ({high})")
         return cls(k, low, high, method)

@@ -47,7 +47,7 @@ class DraftVerifier:
         accepted = 0
         for j in range(len(drafts) + 1):
             mask = first_mask if j == 0 else self.mask_now(seq)
-            raw = torch.log_softmax(logits[j], dim=-1) if seq.logprobs is not None else None
+            raw = self._raw_logprobs(logits[j]) if seq.logprobs is not None else None
             row = SamplingRow(seq.params, seq.generator, seq.prompt_ids, seq.output_ids, seq.banned_ids(), mask)
             values, ids = row_distribution(logits[j].clone(), row, self.valid_vocab)
             draft = drafts[j] if j < len(drafts) else None
@@ -68,6 +68,12 @@ class DraftVerifier:
         self.blocks.commit_full_blocks(seq.block_table, seq.all_ids, seq.num_cached, seq.lora_id)
         if self.jump_forward and not seq.finished and jumps(seq):
             self.counters.jump_forward_tokens += jump_forward(seq, self.emitter, now)
+
+    def _raw_logprobs(self, logits: torch.Tensor) -> torch.Tensor:
+        """[V] the model's own logprobs over the tokenizer's ids, as `sample` reports them."""
+        row = logits.clone()
+        row[self.valid_vocab :] = float("-inf")
+        return torch.log_softmax(row, dim=-1)
 
     @staticmethod
     def _choose(seq: Sequence, values: torch.Tensor, ids: torch.Tensor | None, draft: int | None
