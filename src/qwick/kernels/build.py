@@ -8,6 +8,7 @@ import logging
 import os
 import time
 from pathlib import Path
+from typing import Any
 
 log = logging.getLogger(__name__)
 # A build takes ~20-60 s; a lock file older than this was left by a build that was killed (Ctrl-C, OOM), and
@@ -44,15 +45,39 @@ def build_cpu_ops(name: str, sources: list[Path], cflags: list[str]) -> bool:
     digest = hashlib.sha256(b"".join(h.read_bytes() for h in headers)).hexdigest()[:16]
     flags = ["-O3", "-fopenmp", *cflags, f"-DQWICK_HEADERS={digest}"]
     try:
+        import torch
         from torch.utils.cpp_extension import load
 
+        folder = build_directory(name, sources, flags)
+        if _load_built(torch, folder / f"{name}.so"):
+            return True
         # -fopenmp: at::parallel_for is inlined here and needs it to run threads (torch's libgomp is reused)
         load(name=name, sources=[str(s) for s in sources], extra_cflags=flags, extra_ldflags=["-fopenmp"],
-             is_python_module=False, build_directory=str(build_directory(name, sources, flags)))
+             is_python_module=False, build_directory=str(folder))
     except Exception as exc:  # no compiler, no ninja, a failed build: callers fall back to torch's ops
         log.warning("qwick CPU ops %s unavailable, using torch's (%s)", name, exc)
         return False
     return True
+
+
+def _load_built(torch: Any, library: Path) -> bool:
+    """Load a finished build of this exact version (the folder name hashes sources, headers, flags and torch's
+    version) without running torch's ninja step: that step rebuilds whenever the sources' path differs (another
+    checkout of the same version), and costs start-up time even when nothing changed."""
+    if not library.exists() or (library.parent / "lock").exists():  # absent, or a build is under way
+        return False
+    try:
+        torch.ops.load_library(str(library))
+    except OSError as exc:  # a damaged file: build again
+        log.warning("rebuilding %s: it did not load (%s)", library, exc)
+        return False
+    return True
+
+
+def _torch_version() -> str:
+    import torch
+
+    return str(torch.__version__)
 
 
 def build_directory(name: str, sources: list[Path], flags: list[str]) -> Path:
@@ -62,6 +87,7 @@ def build_directory(name: str, sources: list[Path], flags: list[str]) -> Path:
     for path in [*sources, *sorted(sources[0].parent.glob("*.h"))]:
         key.update(path.read_bytes())
     key.update(" ".join(flags).encode())
+    key.update(_torch_version().encode())  # a build links against one torch: another needs its own
     root = Path(os.environ.get("TORCH_EXTENSIONS_DIR") or Path.home() / ".cache" / "torch_extensions")
     folder = root / "qwick" / f"{name}-{key.hexdigest()[:16]}"
     folder.mkdir(parents=True, exist_ok=True)
