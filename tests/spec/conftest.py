@@ -1,12 +1,10 @@
 """Fixtures for speculative decoding: a LoRA-enabled tiny LLM with n-gram speculation and a small KV budget (so
 big batches preempt), and the tiny copy model (copy_model.py). Each test compares speculation on and off on
-the same engine (`no_speculation`), so every difference is the speculation's."""
+the same engine (`speckit.no_speculation`), so every difference is the speculation's."""
 
 from __future__ import annotations
 
-import contextlib
 import sys
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -16,11 +14,11 @@ sys.path.insert(0, str(Path(__file__).parents[1] / "lora"))
 
 from adapters import write_adapter
 from copy_model import train_copy_model
+from speckit import NGRAM
 
 from qwick import LLM
 from qwick.lora.request import LoRARequest
 
-NGRAM = {"method": "ngram", "num_speculative_tokens": 4, "prompt_lookup_min": 1, "prompt_lookup_max": 3}
 KV_TOKENS = 384  # the tiny model's keys and values take 1 KiB a token (float32)
 
 
@@ -42,12 +40,3 @@ def copy_llm(tmp_path_factory) -> LLM:
     return LLM(folder, dtype="float32", device="cpu", max_model_len=256, skip_tokenizer_init=True,
                speculative_config={**NGRAM, "prompt_lookup_min": 2})
 
-
-@contextlib.contextmanager
-def no_speculation(llm: LLM) -> Iterator[None]:
-    """The same engine deciding every token with one forward (no drafts proposed)."""
-    drafter, llm.engine.scheduler.drafter = llm.engine.scheduler.drafter, None
-    try:
-        yield
-    finally:
-        llm.engine.scheduler.drafter = drafter

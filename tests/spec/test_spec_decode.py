@@ -6,8 +6,8 @@ from __future__ import annotations
 import pytest
 import torch
 from copy_model import SPAN, copy_prompt
+from speckit import NGRAM, no_speculation
 
-from conftest import no_speculation
 from qwick import LLM, SamplingParams, StructuredOutputsParams
 
 # repetitive prompts give the random tiny model's outputs n-gram matches to draft from
@@ -162,8 +162,6 @@ def test_sampled_tokens_keep_the_model_distribution(copy_llm, sampling):
 def test_grouped_step_path_greedy_identical(monkeypatch, tiny_model_dir):
     """CUDA, compiled decode and CPUs without AVX-512 run prefill chunks in padded groups: drafts too."""
     monkeypatch.setattr("qwick.model.attention.select.BACKENDS", ())
-    from conftest import NGRAM
-
     llm = LLM(tiny_model_dir, dtype="float32", device="cpu", max_model_len=256, speculative_config=NGRAM)
     assert not llm.engine.runner.backend.supports_flat_step
     plain, spec, accepted = _both(llm, PROMPTS, GREEDY)
