@@ -71,8 +71,8 @@ def test_greedy_identical_with_lora(spec_llm, adapter):
                                   "required": ["a"]}),
 ])
 def test_greedy_identical_with_structured_output(spec_llm, structure):
-    params = SamplingParams(temperature=0, max_tokens=40, structured_outputs=structure)
-    plain, spec, _ = _both(spec_llm, PROMPTS, params)
+    params = SamplingParams(temperature=0, max_tokens=32, structured_outputs=structure)
+    plain, spec, _ = _both(spec_llm, PROMPTS[1:3], params)
     assert spec == plain
 
 
