@@ -12,8 +12,9 @@ Parts (select with --parts, default all):
              tokens): what each accepted draft saves and each rejected one costs.
   overhead   Qwen3-0.6B shape, dummy weights: a non-copying workload (sampling at temperature 1: the text does not
              repeat, so lookups rarely match) with speculation off vs on (bar: < 5% slower).
-vLLM's published ngram results (blog "How speculative decoding boosts vLLM performance by up to 2.8x", 2024):
-up to 2.8x on summarisation-style copying workloads at low QPS, and slower than no speculation at high QPS.
+vLLM's published ngram results, for comparison (quoted from memory, not re-checked here: verify before citing):
+the vLLM blog "How speculative decoding boosts vLLM performance by up to 2.8x" (Oct 2024) reports up to 2.8x on
+a summarisation (copying) workload at low QPS, and slowdowns at high QPS.
 
 Run: python benchmarks/fast_decode.py [--quick] [--parts formatter,copy,verify,overhead] [--model FOLDER]
 (--model: a model folder with a tokenizer instead of the 0.6B-shape dummy, e.g. for a dry run on a tiny one).
