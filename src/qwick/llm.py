@@ -48,7 +48,8 @@ class LLM:
                  skip_tokenizer_init: bool = False, quantization: str | None = None, enable_lora: bool = False,
                  max_loras: int = 1, max_lora_rank: int = 16, quantization_group_size: int | None = None,
                  threads: int | None = None, compile_decode: bool = False, kv_cache_dtype: str = "auto",
-                 enforce_eager: bool = False, gpu_memory_utilization: float | None = None) -> None:
+                 enforce_eager: bool = False, gpu_memory_utilization: float | None = None,
+                 speculative_config: dict[str, Any] | str | None = None, jump_forward: bool = True) -> None:
         self._adopt(build_engine(EngineArgs(
             model=model, tokenizer=tokenizer, dtype=dtype, device=device, max_model_len=max_model_len,
             max_num_seqs=max_num_seqs, max_num_batched_tokens=max_num_batched_tokens, block_size=block_size,
@@ -57,7 +58,8 @@ class LLM:
             quantization=quantization, enable_lora=enable_lora, max_loras=max_loras,
             max_lora_rank=max_lora_rank, quantization_group_size=quantization_group_size, threads=threads,
             compile_decode=compile_decode, kv_cache_dtype=kv_cache_dtype, enforce_eager=enforce_eager,
-            gpu_memory_utilization=gpu_memory_utilization)))
+            gpu_memory_utilization=gpu_memory_utilization, speculative_config=speculative_config,
+            jump_forward=jump_forward)))
 
     @classmethod
     def from_engine_args(cls, args: EngineArgs) -> LLM:

@@ -101,6 +101,7 @@ class SamplingParams:
     max_thinking_tokens: int | None = None  # thinking budget, see docs/thinking.md
     structured_outputs: StructuredOutputsParams | None = None
     logit_bias: dict[int, float] | None = None  # token id -> added to its logit before sampling (OpenAI's)
+    jump_forward: bool = True  # append tokens a grammar or the thinking budget forces without sampling them
     stop_strings: tuple[str, ...] = field(init=False, repr=False, default=())
 
     def __post_init__(self) -> None:
@@ -141,6 +142,8 @@ class SamplingParams:
                 raise ValueError(f"logit_bias keys must be token ids (non-negative integers), got {token!r}")
             _check_range("logit_bias", bias, -MAX_LOGIT_BIAS, MAX_LOGIT_BIAS,
                          f"values must be in [-{MAX_LOGIT_BIAS:g}, {MAX_LOGIT_BIAS:g}] (token {token})")
+        if not isinstance(self.jump_forward, bool):
+            raise ValueError(f"jump_forward must be a boolean, got {self.jump_forward!r}")
         for token in self.stop_token_ids or []:
             if not _is_int(token) or token < 0:
                 raise ValueError(f"stop_token_ids must be non-negative integers, got {self.stop_token_ids!r}")

@@ -14,6 +14,7 @@ from typing import Any
 
 import torch
 
+from qwick.engine.spec_decode.config import SpeculativeConfig
 from qwick.lora.manager import LoRAConfig
 from qwick.quant import validate_quantization
 
@@ -54,6 +55,8 @@ class EngineArgs:
     kv_cache_dtype: str = "auto"  # "fp8" / "fp8_e4m3": keys and values stored as float8 e4m3, scale 1
     enforce_eager: bool = False  # CUDA: no CUDA-graph decode (engine/cuda_graphs.py)
     gpu_memory_utilization: float | None = None  # CUDA: share of GPU memory for weights + activations + KV cache
+    speculative_config: dict[str, Any] | str | None = None  # vLLM's {"method": "ngram", ...}: prompt lookup
+    jump_forward: bool = True  # forced tokens (grammar, thinking-budget closer) appended without sampling
 
     def __post_init__(self) -> None:
         validate_quantization(self.quantization, self.quantization_group_size or 128)
@@ -78,8 +81,19 @@ class EngineArgs:
                 raise ValueError(f"{name} must be a positive integer, got {value!r}")
         if self.gpu_memory_utilization is not None and not 0 < self.gpu_memory_utilization <= 1:
             raise ValueError(f"gpu_memory_utilization must be in (0, 1], got {self.gpu_memory_utilization}")
+        if self.speculative_config is not None and self.compile_decode:
+            raise ValueError("speculative_config does not work with compile_decode (its decode takes one token per "
+                             "sequence): use one or the other")
+        SpeculativeConfig.parse(self.speculative_config)  # fails here, naming the key
+        if not isinstance(self.jump_forward, bool):
+            raise ValueError(f"jump_forward must be a boolean, got {self.jump_forward!r}")
         if self.kv_cache_memory_bytes is not None and self.kv_cache_memory_bytes < 1:
             raise ValueError(f"kv_cache_memory_bytes must be positive, got {self.kv_cache_memory_bytes}")
+
+    @property
+    def speculative(self) -> SpeculativeConfig | None:
+        """The checked speculative_config (None: no speculation)."""
+        return SpeculativeConfig.parse(self.speculative_config)
 
     @property
     def lora_config(self) -> LoRAConfig | None:

@@ -236,6 +236,15 @@ class BlockManager:
             else:
                 self._recycle(block_id)
 
+    def trim(self, table: list[int], num_tokens: int) -> None:
+        """Shrink `table` in place to the blocks that hold its first `num_tokens` tokens, freeing the rest (the
+        slots of rejected speculative drafts; never committed to the prefix cache, which holds only full
+        blocks of committed tokens)."""
+        keep = max(self.blocks_needed(num_tokens), 0)
+        if len(table) > keep:
+            self.free(table[keep:])
+            del table[keep:]
+
     def reset_prefix_cache(self) -> None:
         """Forget every unreferenced cached block. Blocks still held by live sequences stay cached, so
         to drop all KV (e.g. after reloading weights) call this when no sequence is running."""

@@ -97,7 +97,7 @@ def engine_config(args: EngineArgs, model: Qwen3Config, dtype: torch.dtype, devi
                          f"got {args.max_model_len}")
     config = EngineConfig(args.max_model_len or limit, args.max_num_seqs, args.max_num_batched_tokens,
                           args.block_size, args.kv_cache_memory_bytes, args.enable_prefix_caching,
-                          args.kv_cache_dtype)
+                          args.kv_cache_dtype, args.jump_forward, args.speculative)
     if args.max_model_len is None:  # like Ollama, fit the context to the KV budget rather than fail
         fits = config.budget_blocks(model, config.cache_dtype(dtype), device) * args.block_size
         config = replace(config, max_model_len=max(1, min(limit, fits)))

@@ -8,6 +8,7 @@ from pathlib import Path
 
 import torch
 
+from qwick.engine.spec_decode.config import SpeculativeConfig
 from qwick.model.config import Qwen3Config
 
 DEFAULT_KV_MEMORY_FRACTION = 0.3  # of available memory, when kv_cache_memory_bytes is not given
@@ -23,6 +24,8 @@ class EngineConfig:
     kv_cache_memory_bytes: int | None = None
     enable_prefix_caching: bool = True
     kv_cache_dtype: str = "auto"  # "fp8" / "fp8_e4m3": keys and values stored as float8 e4m3, scale 1
+    jump_forward: bool = True  # off: every token is sampled, even where the grammar forces it
+    speculative: SpeculativeConfig | None = None  # n-gram drafts verified each step (engine/spec_decode)
 
     def cache_dtype(self, model_dtype: torch.dtype) -> torch.dtype:
         """The dtype keys and values are stored in."""

@@ -130,5 +130,10 @@ class MaskBuilder:
             allowed[extra_rows, extra_ids] = True
         return {id(seq): allowed[i] for i, seq in enumerate(rows)}
 
+    def now(self, seq: Sequence) -> torch.Tensor | None:
+        """One sequence's mask at its current state, computed here and now (the speculative verifier's later
+        positions); None when its grammar does not apply at this token."""
+        return self.collect(self.submit([seq])).get(id(seq))
+
     def close(self) -> None:
         self._pool.shutdown(wait=False)

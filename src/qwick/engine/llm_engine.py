@@ -15,16 +15,20 @@ import torch
 
 from qwick.engine.block_manager import BlockManager
 from qwick.engine.config import EngineConfig
-from qwick.engine.constrained import MaskBuilder, complete, feeds_grammar, grammar_error
+from qwick.engine.constrained import MaskBuilder, feeds_grammar
+from qwick.engine.emit import TokenEmitter
 from qwick.engine.grammar import GrammarCompiler, SequenceConstraint
 from qwick.engine.jobs import Jobs
+from qwick.engine.jump_forward import jump_forward, jumps
 from qwick.engine.readout import ReadoutOutput, ReadoutSpec
 from qwick.engine.runner import ModelRunner, group_chunks
 from qwick.engine.sampler import SamplingRow, sample
 from qwick.engine.scheduler import PrefillChunk, Scheduler
 from qwick.engine.sequence import Detokenizer, NullDetokenizer, Sequence
+from qwick.engine.spec_decode.drafter import NgramDrafter
+from qwick.engine.spec_decode.rows import rows_per_sequence
+from qwick.engine.spec_decode.verify import DraftVerifier
 from qwick.engine.stats import EngineStats
-from qwick.engine.stopping import append_token, fail, finish
 from qwick.engine.thinking import (
     ANSWER_SEPARATOR,
     ASSISTANT_HEADER,
@@ -34,7 +38,7 @@ from qwick.engine.thinking import (
 )
 from qwick.model.kv_cache import PagedKVCache
 from qwick.model.qwen3 import Qwen3ForCausalLM
-from qwick.outputs import CompletionOutput, Logprob, RequestOutput, StreamDelta
+from qwick.outputs import CompletionOutput, RequestOutput, StreamDelta
 from qwick.sampling_params import GenerationDefaults, SamplingParams
 from qwick.tokenizer import IncrementalDetokenizer, Tokenizer
 
@@ -88,7 +92,8 @@ class LLMEngine:
                                   cfg.head_dim, cache_dtype, device, compute_dtype=dtype)
         self.blocks = BlockManager(num_blocks, config.block_size, config.enable_prefix_caching,
                                    self.cache.copy_block)  # copies reuse computed prompt tails
-        self.scheduler = Scheduler(self.blocks, config.max_num_seqs, config.max_num_batched_tokens)
+        drafter = NgramDrafter(config.speculative, config.max_model_len) if config.speculative else None
+        self.scheduler = Scheduler(self.blocks, config.max_num_seqs, config.max_num_batched_tokens, drafter)
         self.lora = lora  # adapter slots, when the model carries the LoRA pass (LLM(enable_lora=True))
         self.runner = ModelRunner(model, self.cache, device, lora)
         vocab = cfg.vocab_size
@@ -98,6 +103,7 @@ class LLMEngine:
         self.rng = random.Random(seed)
         self.requests: dict[str, Request] = {}
         self.counters = EngineStats()
+        self.emitter = TokenEmitter(self.counters, self.max_model_len, self._token_text)
         self._closing_ids = tokenizer.encode(CLOSING_TEXT) if tokenizer is not None else []
         self._separator_ids = tokenizer.encode(ANSWER_SEPARATOR) if tokenizer is not None else []
         self._assistant_header = tokenizer.encode(ASSISTANT_HEADER) if tokenizer is not None else []
@@ -106,6 +112,8 @@ class LLMEngine:
         self.grammars = (GrammarCompiler.for_tokenizer(tokenizer, vocab, llg_eos) if tokenizer is not None
                          else None)
         self._masks = MaskBuilder(vocab, llg_eos, device)
+        self.verifier = DraftVerifier(self.emitter, self.blocks, self.counters, self.valid_vocab, self._masks.now,
+                                      config.jump_forward)
 
     # ----------------------------------------------------------------------------------------- requests
     def add_request(self, request_id: str, prompt_ids: list[int], params: SamplingParams,
@@ -228,17 +236,26 @@ class LLMEngine:
         masks = self._masks.submit(completing + batch.decodes)
         if self.runner.backend.supports_flat_step:  # one flat forward for the whole step, scoring forks included
             mirrors = self.jobs.join_forks(batch.prefills)
-            self.counters.prompt_tokens += sum(c.num_tokens for c in batch.prefills)
+            self.counters.prompt_tokens += sum(_prompt_part(c) for c in batch.prefills)
+            self.counters.forward_passes += bool(batch.prefills or batch.decodes)
             seqs, logits = self.runner.flat_step(batch.prefills, batch.decodes, mirrors)
-            sampled = list(zip(seqs, logits if logits is not None else [], strict=True))
+            sampled, logits = rows_per_sequence(seqs, logits)
         else:
             sampled, logits = self._run_grouped(batch.prefills, batch.decodes)
         for seq in [c.seq for c in batch.prefills] + batch.decodes:
-            self.blocks.commit_full_blocks(seq.block_table, seq.all_ids, seq.num_cached, seq.lora_id)
+            if not seq.draft_ids:  # a drafting sequence commits once its drafts are verified (verify.py)
+                self.blocks.commit_full_blocks(seq.block_table, seq.all_ids, seq.num_cached, seq.lora_id)
         for seq in completing:  # a prompt's partial last block: later prompts may copy its computed tokens
-            self.blocks.commit_tail(seq.block_table, seq.all_ids, seq.num_cached, seq.lora_id)
+            if not seq.draft_ids:
+                self.blocks.commit_tail(seq.block_table, seq.all_ids, seq.num_cached, seq.lora_id)
         done = self.jobs.finish_prefilled([c.seq for c in batch.prefills])
-        self._sample_and_append(sampled, self._masks.collect(masks), logits)
+        masks_now = self._masks.collect(masks)
+        for seq, rows in sampled:
+            if seq.draft_ids:
+                self.verifier.verify(seq, rows, masks_now.get(id(seq)))
+                if seq.finished:
+                    self.scheduler.remove(seq)
+        self._sample_and_append([(s, r) for s, r in sampled if r.dim() == 1], masks_now, logits)
         return self._collect(sampled) + [StepOutput(rid, [], None, result) for rid, result in done]
 
     def _run_grouped(self, prefills: list[PrefillChunk], decodes: list[Sequence]
@@ -247,7 +264,8 @@ class LLMEngine:
         to sample and, for a pure decode step, their logits [B, V] as one tensor (sampled without a re-stack)."""
         sampled: list[tuple[Sequence, torch.Tensor]] = []
         for group in group_chunks(prefills):
-            self.counters.prompt_tokens += sum(c.num_tokens for c in group)
+            self.counters.prompt_tokens += sum(_prompt_part(c) for c in group)
+            self.counters.forward_passes += 1
             for chunk, logits in zip(group, self.runner.prefill(group), strict=True):
                 if logits is not None:
                     sampled.append((chunk.seq, logits))
@@ -255,6 +273,7 @@ class LLMEngine:
             return sampled, None
         decodes.sort(key=lambda s: -s.total_len)  # similar contexts side by side: less gather padding
         decode_logits = self.runner.decode(decodes)
+        self.counters.forward_passes += 1
         whole = decode_logits if not sampled else None
         return sampled + list(zip(decodes, decode_logits, strict=True)), whole
 
@@ -276,39 +295,10 @@ class LLMEngine:
             if forced is not None:
                 token = forced
             fed = forced is None and feeds_grammar(seq, token)
-            error = grammar_error(seq, token if fed else None)
-            if error is not None:  # the token is dropped: no text that breaks the grammar is ever emitted
-                fail(seq, error)
-            else:
-                if logprobs is not None:
-                    self._record_logprobs(seq, token, logprobs)
-                append_token(seq, token, self.max_model_len)
-                if fed and complete(seq) and not seq.finished:
-                    finish(seq, "stop")
-                self._record_timing(seq, now)
+            if self.emitter.emit(seq, token, logprobs, now, fed=fed) and self.config.jump_forward and jumps(seq):
+                self.counters.jump_forward_tokens += jump_forward(seq, self.emitter, now)
             if seq.finished:
                 self.scheduler.remove(seq)
-
-    def _record_timing(self, seq: Sequence, now: float) -> None:
-        self.counters.generation_tokens += 1
-        if seq.first_token_time is None:
-            seq.first_token_time = now
-            self.counters.ttft_seconds.append(now - seq.arrival_time)
-        elif seq.last_token_time is not None:
-            self.counters.itl_seconds.append(now - seq.last_token_time)
-        seq.last_token_time = now
-
-    def _record_logprobs(self, seq: Sequence, token: int, logprobs: torch.Tensor) -> None:
-        chosen = float(logprobs[token])
-        rank = int((logprobs > chosen).sum()) + 1
-        entry = {token: Logprob(chosen, rank, self._token_text(token))}
-        if seq.params.logprobs:
-            values, ids = torch.topk(logprobs, seq.params.logprobs)
-            for r, (value, tid) in enumerate(zip(values.tolist(), ids.tolist(), strict=True), start=1):
-                entry.setdefault(tid, Logprob(value, r, self._token_text(tid)))
-        assert seq.logprobs is not None
-        seq.logprobs.append(entry)
-        seq.cumulative_logprob += chosen
 
     def _token_text(self, token: int) -> str:
         return self.tokenizer.decode([token]) if self.tokenizer is not None else ""
@@ -334,10 +324,10 @@ class LLMEngine:
 
     @staticmethod
     def _delta(seq: Sequence) -> StreamDelta:
-        """This step's delta; a sequence that failed this step appended no token."""
-        new = 0 if seq.finish_reason == "error" else 1
-        return StreamDelta(seq.index, seq.take_delta(), seq.output_ids[len(seq.output_ids) - new:], seq.finish_reason,
-                           logprobs=seq.logprobs[len(seq.logprobs) - new:] if seq.logprobs is not None else None)
+        """This step's delta: the tokens appended since the last one (several with jump-forward or drafts)."""
+        start, seq.streamed = seq.streamed, len(seq.output_ids)
+        return StreamDelta(seq.index, seq.take_delta(), seq.output_ids[start:], seq.finish_reason,
+                           logprobs=seq.logprobs[start:] if seq.logprobs is not None else None)
 
     def _count_finished(self, reason: str) -> None:
         self.counters.requests_finished[reason] = self.counters.requests_finished.get(reason, 0) + 1
@@ -364,6 +354,16 @@ class LLMEngine:
             generation_tokens=c.generation_tokens, num_preemptions=self.scheduler.num_preemptions,
             requests_finished=dict(c.requests_finished), ttft_seconds=c.ttft_seconds.copy(),
             itl_seconds=c.itl_seconds.copy(), e2e_seconds=c.e2e_seconds.copy(),
+            forward_passes=c.forward_passes, jump_forward_tokens=c.jump_forward_tokens,
+            spec_decode_num_drafts=c.spec_decode_num_drafts,
+            spec_decode_num_draft_tokens=c.spec_decode_num_draft_tokens,
+            spec_decode_num_accepted_tokens=c.spec_decode_num_accepted_tokens,
             lora=self.lora.stats([s.lora_id for s in self.scheduler.running],
                                  [s.lora_id for s in self.scheduler.waiting]) if self.lora is not None else None,
         )
+
+
+def _prompt_part(chunk: PrefillChunk) -> int:
+    """Prompt tokens a chunk computes (a jump-forward chunk computes output tokens)."""
+    seq = chunk.seq
+    return max(0, min(seq.num_cached + chunk.num_tokens, len(seq.prompt_ids)) - seq.num_cached)

@@ -64,7 +64,7 @@ class ModelRunner:
         for chunk in chunks:
             seq, start, n = chunk.seq, chunk.seq.num_cached, chunk.num_tokens
             pad = width - n
-            ids.append(seq.all_ids[start : start + n] + [0] * pad)
+            ids.append(seq.input_ids(start, n) + [0] * pad)
             positions.append(list(range(start, start + n)) + [start + n - 1] * pad)
         input_ids = torch.tensor(ids, dtype=torch.long, device=self.device)  # [B, T]
         pos = torch.tensor(positions, device=self.device)
@@ -75,10 +75,17 @@ class ModelRunner:
         # scoring / pooling rows: read here, never sampled
         read_readouts(self.logits, chunks, hidden.view(-1, hidden.shape[-1]), [i * width for i in range(len(chunks))])
         wants = [c.completes and c.seq.readout is None for c in chunks]
-        rows = [i for i, want in enumerate(wants) if want]
-        last = [chunks[i].num_tokens - 1 for i in rows]
-        logits = iter(self.model.compute_logits(hidden[rows, last]) if rows else [])
-        results = [next(logits) if want else None for want in wants]
+        # a chunk's last row, or its last 1 + drafts rows ([1 + k, V]) when it verifies drafts
+        picks = [(i, j) for i, c in enumerate(chunks) if wants[i]
+                 for j in range(c.num_tokens - c.seq.num_reads, c.num_tokens)]
+        logits = self.model.compute_logits(hidden[[i for i, _ in picks], [j for _, j in picks]]) if picks else None
+        results: list[torch.Tensor | None] = []
+        start = 0
+        for i, c in enumerate(chunks):
+            reads = c.seq.num_reads if wants[i] else 0
+            results.append(None if not reads or logits is None else
+                           logits[start] if reads == 1 else logits[start : start + reads])
+            start += reads
         for chunk in chunks:
             chunk.seq.num_cached += chunk.num_tokens
         return results
@@ -100,7 +107,8 @@ class ModelRunner:
                mirrors: list[tuple[Sequence, int, int]] | None = None) -> tuple[list[Sequence], torch.Tensor | None]:
         """Everything the step computes in one flat forward (needs `backend.supports_flat_step`). mirrors: (sequence,
         position, extra slot) for keys/values that also go to a second slot (a scoring fork's partial block).
-        Returns the sequences that sample now (completed chunks not readouts, then decodes) and their logits [R, V]."""
+        Returns the sequences that sample now (completed chunks not readouts, then decodes) and their logits [R, V]:
+        one row each, 1 + k rows for a sequence with k drafts (`Sequence.num_reads`)."""
         if self.graphs is not None and not chunks and not mirrors and self.graphs.fits(len(decodes)):
             logits = self.graphs.run(decodes)  # a pure decode step: replayed from a captured graph
             for seq in decodes:
@@ -117,7 +125,7 @@ class ModelRunner:
         for i in order:
             seq, n = work[i]
             offsets[i] = len(ids)
-            ids += seq.all_ids[seq.num_cached : seq.num_cached + n]
+            ids += seq.input_ids(seq.num_cached, n)
             (paged if in_place(n) else long).append(Segment(seq.block_table, seq.num_cached, n))
         where = {id(seq): offsets[i] - seq.num_cached for i, (seq, _) in enumerate(work)}  # position -> token
         extra = [(where[id(seq)] + position, slot) for seq, position, slot in mirrors or []]
@@ -128,7 +136,9 @@ class ModelRunner:
                                [work[i][1] for i in order])[0]  # [N, H]
         read_readouts(self.logits, chunks, hidden, offsets[: len(chunks)])  # before the step's own logits
         sampling = [i for i, c in enumerate(chunks) if c.completes and c.seq.readout is None]
-        rows = [offsets[i] + chunks[i].num_tokens - 1 for i in sampling] + offsets[len(chunks):]
+        # a chunk's last row; a chunk verifying k drafts yields its last 1 + k rows, in order
+        rows = [offsets[i] + chunks[i].num_tokens - r for i in sampling
+                for r in range(chunks[i].seq.num_reads, 0, -1)] + offsets[len(chunks):]
         for seq, n in work:
             seq.num_cached += n
         seqs = [chunks[i].seq for i in sampling] + decodes

@@ -193,3 +193,24 @@ def sample(logits: torch.Tensor, rows: list[SamplingRow], valid_vocab: int) -> S
         choice = _draw(values, row.generator)
         tokens[i] = int(ids[choice]) if ids is not None else choice
     return SampleResult(tokens, raw_logprobs)
+
+
+def row_distribution(logits: torch.Tensor, row: SamplingRow, valid_vocab: int
+                     ) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """What `sample` draws one row from, for the speculative verifier: logits [V] (modified in place) through the
+    same masks, bias, penalties, temperature and truncations, in the same order. Returns (candidate logits,
+    their vocab ids or None = all); a greedy row's are the processed logits, whose first maximum is its token."""
+    logits[valid_vocab:] = float("-inf")
+    if row.allowed is not None:
+        logits.masked_fill_(~row.allowed, float("-inf"))
+    if row.banned_ids:
+        logits[row.banned_ids] = float("-inf")
+    batch = apply_penalties(apply_logit_bias(logits[None], [row]), [row])  # [1, V], a view of `logits`
+    if row.params.greedy:
+        return batch[0], None
+    return _truncate(batch[0] / row.params.temperature, row.params)
+
+
+def draw(values: torch.Tensor, generator: torch.Generator) -> int:
+    """Index of a draw from softmax(values), as `sample` draws (one uniform number from the row's generator)."""
+    return _draw(values, generator)

@@ -9,6 +9,7 @@ preempted: its blocks are freed and it goes back to the front of the queue to be
 from __future__ import annotations
 
 from collections import deque
+from collections.abc import Callable
 from dataclasses import dataclass
 
 from qwick.engine.block_manager import BlockManager
@@ -22,8 +23,8 @@ class PrefillChunk:
 
     @property
     def completes(self) -> bool:
-        """Whether this chunk reaches the sequence's last known token (so it yields logits to sample from)."""
-        return self.seq.num_cached + self.num_tokens == self.seq.total_len
+        """Whether this chunk reaches the sequence's last known token and its drafts (so it yields logits)."""
+        return self.seq.num_cached + self.num_tokens == self.seq.total_len + len(self.seq.draft_ids)
 
 
 @dataclass
@@ -33,8 +34,11 @@ class SchedulerOutput:
 
 
 class Scheduler:
-    def __init__(self, blocks: BlockManager, max_num_seqs: int, max_num_batched_tokens: int) -> None:
+    def __init__(self, blocks: BlockManager, max_num_seqs: int, max_num_batched_tokens: int,
+                 drafter: Callable[[Sequence, int], list[int]] | None = None) -> None:
         self.blocks = blocks
+        # speculative decoding: (sequence, most drafts) -> drafts to verify with its next token
+        self.drafter = drafter
         self.max_num_seqs = max_num_seqs
         self.max_num_batched_tokens = max_num_batched_tokens
         self.waiting: deque[Sequence] = deque()
@@ -65,10 +69,12 @@ class Scheduler:
             if seq not in self.running:  # preempted to make room for an older sequence
                 continue
             todo = min(seq.total_len - seq.num_cached, budget)
+            if todo == 1 and self.drafter is not None and seq.readout is None:
+                todo += self._draft(seq, budget - 1)
             if not self._make_room(seq, todo):
                 continue
             self.blocks.append_slots(seq.block_table, seq.num_cached, todo)
-            if seq.total_len - seq.num_cached == 1 and seq.readout is None:  # readouts are read at prefill
+            if seq.total_len - seq.num_cached == 1 and not seq.draft_ids and seq.readout is None:  # readouts: prefill
                 out.decodes.append(seq)
             else:
                 out.prefills.append(PrefillChunk(seq, todo))
@@ -86,6 +92,15 @@ class Scheduler:
             out.prefills.append(PrefillChunk(seq, todo))
             budget -= todo
         return out
+
+    def _draft(self, seq: Sequence, most: int) -> int:
+        """Propose drafts for a decoding sequence; kept only if their KV slots fit without preempting anyone."""
+        assert self.drafter is not None
+        drafts = self.drafter(seq, most) if most > 0 else []
+        if drafts and not self.blocks.can_append(seq.block_table, seq.num_cached, 1 + len(drafts)):
+            drafts = []
+        seq.draft_ids = drafts
+        return len(drafts)
 
     def _make_room(self, seq: Sequence, todo: int) -> bool:
         """Preempt the newest sequences until `seq` can grow by `todo` tokens; False if `seq` itself went."""
@@ -107,3 +122,4 @@ class Scheduler:
             self.blocks.free(seq.block_table)
         seq.block_table = []
         seq.num_cached = 0
+        seq.draft_ids = []

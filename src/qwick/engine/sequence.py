@@ -47,12 +47,14 @@ class Sequence:
     readout: SequenceReadout | None = None  # scoring / pooling: read at prefill, never sampled (jobs.py)
     lora_id: int = 0  # LoRA adapter (its lora_int_id; 0 = base model): picks its slot and salts its KV hashes
     output_ids: list[int] = field(default_factory=list)
+    streamed: int = 0  # output tokens already handed out in a delta
     text: str = ""  # detokenized output, stop string removed once found
     emitted: int = 0  # characters of `text` already streamed
     logprobs: list[TokenLogprobs] | None = None
     cumulative_logprob: float = 0.0
     finish_reason: str | None = None
     stop_reason: int | str | None = None
+    draft_ids: list[int] = field(default_factory=list)  # speculative drafts this step verifies (spec_decode)
     block_table: list[int] = field(default_factory=list)  # physical KV blocks holding positions 0, 1, ...
     num_cached: int = 0  # tokens whose keys/values are in the cache
     arrival_time: float = 0.0
@@ -70,6 +72,16 @@ class Sequence:
     @property
     def last_token_id(self) -> int:
         return self.output_ids[-1] if self.output_ids else self.prompt_ids[-1]
+
+    def input_ids(self, start: int, count: int) -> list[int]:
+        """The tokens at positions [start, start + count) that a forward computes: known ones, then drafts."""
+        known = self.all_ids[start : start + count]
+        return known + self.draft_ids[: count - len(known)] if len(known) < count else known
+
+    @property
+    def num_reads(self) -> int:
+        """Logit rows this sequence's last chunk yields: its next token's, one more per draft."""
+        return 1 + len(self.draft_ids)
 
     @property
     def total_len(self) -> int:

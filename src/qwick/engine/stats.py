@@ -22,11 +22,22 @@ class EngineStats:
     prompt_tokens: int = 0  # tokens prefilled (computed, so cache hits excluded)
     generation_tokens: int = 0
     num_preemptions: int = 0
+    forward_passes: int = 0  # model forwards run (one per step on the flat path): fewer than tokens with jumps
+    spec_decode_num_drafts: int = 0  # draft rounds verified (vLLM's counter names)
+    spec_decode_num_draft_tokens: int = 0  # draft tokens proposed and verified
+    spec_decode_num_accepted_tokens: int = 0  # of which accepted
+    jump_forward_tokens: int = 0  # output tokens appended without sampling (forced by a grammar or the budget)
     requests_finished: dict[str, int] = field(default_factory=dict)  # requests, by the first sample's reason
     ttft_seconds: deque[float] = field(default_factory=lambda: deque(maxlen=RECENT))
     itl_seconds: deque[float] = field(default_factory=lambda: deque(maxlen=RECENT))
     e2e_seconds: deque[float] = field(default_factory=lambda: deque(maxlen=RECENT))
     lora: LoRAStats | None = None  # set when LoRA is enabled
+
+    @property
+    def spec_decode_acceptance_rate(self) -> float:
+        """Accepted over verified draft tokens (0 when nothing was drafted)."""
+        drafted = self.spec_decode_num_draft_tokens
+        return self.spec_decode_num_accepted_tokens / drafted if drafted else 0.0
 
     @property
     def prefix_cache_hit_rate(self) -> float:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import json
 import logging
 import os
 from typing import Any
@@ -30,6 +31,11 @@ def add_serve_args(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--kv-cache-dtype", default="auto", choices=["auto", "fp8", "fp8_e4m3"],
                         help="KV cache storage: auto (the model's dtype) or fp8 (e4m3: twice the tokens per budget, "
                              "approximate attention)")
+    parser.add_argument("--speculative-config", type=_speculative_config, default=None, metavar="JSON",
+                        help='n-gram speculative decoding (prompt lookup), vLLM\'s JSON: \'{"method": "ngram", '
+                             '"num_speculative_tokens": 4, "prompt_lookup_max": 3}\'')
+    parser.add_argument("--jump-forward", action=argparse.BooleanOptionalAction, default=True,
+                        help="append tokens a grammar forces without sampling them (default on)")
     parser.add_argument("--allowed-origins", nargs="*", default=[], metavar="ORIGIN",
                         help="CORS origins allowed to call the API (e.g. http://localhost:3000, or *)")
     parser.add_argument("--max-queue", type=int, default=None,
@@ -211,3 +217,14 @@ def _origins(values: list[str]) -> list[str]:
             if part:
                 origins.append(part)
     return origins
+
+
+def _speculative_config(value: str) -> dict[str, Any]:
+    """--speculative-config's JSON, checked at parse time (a bad one fails before the model loads)."""
+    from qwick.engine.spec_decode.config import SpeculativeConfig
+
+    try:
+        SpeculativeConfig.parse(value)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+    return json.loads(value)

@@ -123,6 +123,13 @@ class _EngineCollector(Collector):
                      stats.prompt_tokens)
         yield family(CounterMetricFamily, "generation_tokens", "Generated tokens.", stats.generation_tokens)
         yield family(CounterMetricFamily, "num_preemptions", "Preempted sequences.", stats.num_preemptions)
+        # speculative decoding (vLLM's counters; zero without speculative_config)
+        yield family(CounterMetricFamily, "spec_decode_num_drafts", "Draft rounds verified.",
+                     getattr(stats, "spec_decode_num_drafts", 0))
+        yield family(CounterMetricFamily, "spec_decode_num_draft_tokens", "Draft tokens verified.",
+                     getattr(stats, "spec_decode_num_draft_tokens", 0))
+        yield family(CounterMetricFamily, "spec_decode_num_accepted_tokens", "Draft tokens accepted.",
+                     getattr(stats, "spec_decode_num_accepted_tokens", 0))
         success = CounterMetricFamily(PREFIX + "request_success", "Finished requests by finish reason.",
                                       labels=["model_name", "finished_reason"])
         for reason, count in sorted(stats.requests_finished.items()):
