@@ -19,7 +19,7 @@ from qwick.engine.config import EngineConfig
 from qwick.engine.cuda_graphs import capture_decode_graphs
 from qwick.engine.gpu_memory import profile_kv_budget
 from qwick.engine.llm_engine import LLMEngine
-from qwick.gguf import is_gguf_path, open_gguf
+from qwick.gguf import is_gguf_path
 from qwick.lora.manager import LoRAManager
 from qwick.model.config import Qwen3Config
 from qwick.model.hub import resolve_model_path
@@ -57,7 +57,11 @@ def build_engine(args: EngineArgs) -> BuiltEngine:
     """Load the model and run its passes, then build the engine over it; the order matters (comments say why)."""
     torch.set_num_threads(resolve_threads(args.threads))  # process-wide: torch has one intra-op pool
     model_path = resolve_model_path(args.model, args.revision)
-    gguf_file = open_gguf(model_path) if is_gguf_path(model_path) else None  # config and tokenizer in the file
+    gguf_file = None
+    if is_gguf_path(model_path):  # config and tokenizer are in the file
+        from qwick.gguf.reader import open_gguf
+
+        gguf_file = open_gguf(model_path)
     model_config = gguf_file.config if gguf_file is not None else load_config(model_path)
     device = resolve_device(args.device)
     dtype = resolve_dtype(args.dtype, device, model_config.torch_dtype)

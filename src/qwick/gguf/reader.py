@@ -44,10 +44,6 @@ class GGUFError(ValueError):
     """The file is not a GGUF qwick can load: says which file and what is wrong with it."""
 
 
-def is_gguf_path(path: str | Path) -> bool:
-    return Path(path).suffix.lower() == ".gguf"
-
-
 @dataclass
 class GGUFFile:
     path: Path

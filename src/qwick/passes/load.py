@@ -3,11 +3,10 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import torch
 
-from qwick.gguf.load import load_gguf
-from qwick.gguf.reader import GGUFFile, open_gguf
 from qwick.model.config import Qwen3Config
 from qwick.model.loader import build_model, init_dummy_weights
 from qwick.model.qwen3 import Qwen3ForCausalLM
@@ -17,6 +16,9 @@ from qwick.quant.hf_int4 import hf_int4_spec, load_hf_int4
 from qwick.quant.options import DEFAULT_GROUP_SIZE
 from qwick.quant.qwick_format import load_quantized
 
+if TYPE_CHECKING:
+    from qwick.gguf.reader import GGUFFile
+
 
 def load_model(folder: Path, config: Qwen3Config, dtype: torch.dtype, device: torch.device, *,
                load_format: str = "auto", quantization: str | None = None, group_size: int | None = None,
@@ -24,6 +26,9 @@ def load_model(folder: Path, config: Qwen3Config, dtype: torch.dtype, device: to
     """The model for `LLM`: float, FP8 (dequantized), qwick-quantized, a GGUF file (dequantized), or quantized
     now by `quantization`. A GGUF file (`gguf_file`, opened by the caller for its config) is read once."""
     if (gguf_file is not None or folder.is_file()) and load_format != "dummy":
+        from qwick.gguf.load import load_gguf  # the gguf package: only for GGUF files
+        from qwick.gguf.reader import open_gguf
+
         model = load_gguf(gguf_file or open_gguf(folder), dtype, device)
         if quantization is not None:
             quantize_model(model, quantization, group_size or DEFAULT_GROUP_SIZE, kernel=kernel)
