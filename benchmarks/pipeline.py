@@ -44,14 +44,32 @@ SCHEMA = ('{type: object, properties: {intent: {enum: [question, purchase, other
           'required: [intent, urgent], additionalProperties: false}')
 
 
-def gates_file(max_tokens: int) -> str:
+def gates_file(max_tokens: int, retrieve: bool) -> str:
+    recall = "    - {name: recall, kind: retrieve, index: bench, top_k: 5, mode: hybrid}\n" if retrieve else ""
     return f"""\
 pipelines:
   bench:
     - {{name: guard, kind: moderate, gate: bench_moderate, stop_if: deny}}
     - {{name: query, kind: rewrite, gate: bench_rewrite}}
-    - {{name: reply, kind: format, max_tokens: {max_tokens}, schema: {SCHEMA}}}
+{recall}    - {{name: reply, kind: format, max_tokens: {max_tokens}, schema: {SCHEMA}}}
 """
+
+
+async def index_service(llm: LLM, engine: AsyncLLMEngine, count: int, folder: Path, rng: random.Random) -> Any:
+    """A RagService over an index of `count` synthetic documents, built now with the served model."""
+    from qwick.rag import EngineModel, RagService, build_index
+
+    # dummy weights have no files to hash (EngineModel.of would): the index records a stand-in identity
+    config = getattr(getattr(llm, "model", None), "config", None)
+    model = EngineModel(engine, llm.get_tokenizer(), "bench-dummy", "dummy-weights", llm.max_model_len, "dummy",
+                        getattr(config, "hidden_size", None))
+    docs = folder / "docs.jsonl"
+    docs.write_text("\n".join(json.dumps({"id": f"doc{i}", "text": text})
+                              for i, text in enumerate(texts(llm, count, 200, rng))))
+    start = time.perf_counter()
+    report = await build_index(folder / "bench.sqlite", [docs], model)
+    print(f"index: {count} documents, {report.chunks} chunks built in {time.perf_counter() - start:.1f} s")
+    return RagService({"bench": folder / "bench.sqlite"}, model)
 
 
 async def load(call: Callable[[str], Awaitable[bool]], inputs: list[str], concurrency: int) -> dict[str, Any]:
@@ -77,12 +95,14 @@ async def load(call: Callable[[str], Awaitable[bool]], inputs: list[str], concur
 async def runs(llm: LLM, engine: AsyncLLMEngine, args: argparse.Namespace, rng: random.Random) -> dict[str, Any]:
     moderate = replace(builtin_without_deadline("moderate"), threshold=0.0)  # every step runs
     rewrite = replace(builtin_without_deadline("rewrite"), max_tokens=args.max_tokens)
-    section = parse_gates(gates_file(args.max_tokens), "bench.yaml").pipelines
+    retrieve = args.retrieve_docs > 0
+    section = parse_gates(gates_file(args.max_tokens, retrieve), "bench.yaml").pipelines
     gates = Gates([moderate, rewrite], "bench.yaml", pipelines=section)  # the gates without their deadlines
     pipelines = parse_pipelines(gates)
     service = GateService(engine, llm.get_tokenizer(), gates, ModelIdentity("bench", None, ""))
-    runner = PipelineRunner(service, pipelines)
-    fmt = pipelines["bench"].steps[2].gate
+    rag = await index_service(llm, engine, args.retrieve_docs, args.workdir, rng) if retrieve else None
+    runner = PipelineRunner(service, pipelines, rag)
+    fmt = pipelines["bench"].steps[-1].gate
     assert fmt is not None
 
     async def pipeline(text: str) -> bool:
@@ -94,8 +114,10 @@ async def runs(llm: LLM, engine: AsyncLLMEngine, args: argparse.Namespace, rng: 
         if not guard.allow:
             return False
         query = await service.rewrite(text, rewrite.name)
-        reply = await service.run(fmt, {"text": query.output.get("rewrite", text) if query.schema_valid and
-                                        query.output else text})
+        rewritten = query.output.get("rewrite", text) if query.schema_valid and query.output else text
+        if rag is not None:
+            await rag.retrieve("bench", rewritten, top_k=5, mode="hybrid")
+        reply = await service.run(fmt, {"text": rewritten})
         return bool(reply.schema_valid)
 
     for warm in texts(llm, 2, 32, rng):  # kernels, grammars, the instruction prefixes into the cache
@@ -111,7 +133,8 @@ async def runs(llm: LLM, engine: AsyncLLMEngine, args: argparse.Namespace, rng: 
 
 def report(results: dict[str, Any]) -> None:
     s = results["settings"]
-    print(f"pipeline moderate -> rewrite -> format, {s['shape']} ({s['dtype']}, {s['device']}), "
+    steps = "moderate -> rewrite -> retrieve -> format" if s["retrieve_docs"] else "moderate -> rewrite -> format"
+    print(f"pipeline {steps}, {s['shape']} ({s['dtype']}, {s['device']}), "
           f"{s['requests']} requests per run, max_tokens {s['max_tokens']}")
     for c in (1, 16):
         p, g = results[f"pipeline_c{c}"], results[f"glue_c{c}"]
@@ -129,12 +152,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--max-tokens", type=int, default=32, help="new tokens at most for rewrite and format")
     p.add_argument("--max-num-seqs", type=int, default=64)
     p.add_argument("--kv-cache-gib", type=float, default=2.0)
-    p.add_argument("--index", default=None, help="add a retrieve step over this index (needs qwick.rag)")
+    p.add_argument("--retrieve-docs", type=int, default=0,
+                   help="add a retrieve step over an index of this many synthetic documents (built first)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--json", default=None, help="also write the measurements to this file")
     args = p.parse_args(argv)
-    if args.index is not None:
-        p.error("--index needs the index service (qwick.rag), which this checkout does not have yet")
     if args.tiny:
         args.requests, args.max_tokens = min(args.requests, 8), min(args.max_tokens, 16)
     return args
@@ -144,13 +166,16 @@ def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     rng = random.Random(args.seed)
     with tempfile.TemporaryDirectory() as tmp:
-        folder = model_folder(args, Path(tmp))
+        (Path(tmp) / "model").mkdir()
+        folder = model_folder(args, Path(tmp) / "model")
+        args.workdir = Path(tmp)
         llm, engine = start_async_engine(lambda: LLM.from_engine_args(EngineArgs(
             folder, dtype=args.dtype, device=args.device, load_format="dummy", seed=0, max_model_len=2048,
             max_num_seqs=args.max_num_seqs, kv_cache_memory_bytes=int(args.kv_cache_gib * 1024**3))))
         results: dict[str, Any] = {"settings": {"shape": "tiny" if args.tiny else "Qwen3-0.6B", "dtype": args.dtype,
                                                 "device": args.device, "requests": args.requests,
-                                                "max_tokens": args.max_tokens}}
+                                                "max_tokens": args.max_tokens,
+                                                "retrieve_docs": args.retrieve_docs}}
         results |= asyncio.run(runs(llm, engine, args, rng))
     report(results)
     if args.json:
