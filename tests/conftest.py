@@ -1,13 +1,21 @@
 from __future__ import annotations
 
+import os
 import sys
 from pathlib import Path
 
 import pytest
+import torch
 
 sys.path.insert(0, str(Path(__file__).parent))
 
 from checkpoints import copy_tokenizer_files, write_tiny_checkpoint
+
+# Triton decides when a kernel module is imported whether its kernels run compiled or interpreted, and an
+# interpreted kernel cannot call a compiled helper: without a GPU, whichever test imports the Triton kernels first
+# must already see the interpreter on. Set before any test module loads.
+if not torch.cuda.is_available():
+    os.environ.setdefault("TRITON_INTERPRET", "1")
 
 
 @pytest.fixture(scope="session")

@@ -1,8 +1,8 @@
 """The Triton kernels' tests: on a CUDA GPU when there is one, else on CPU tensors under Triton's interpreter.
 
-TRITON_INTERPRET must be set when the kernel modules are imported (triton.jit reads it then), so the fixture
-below sets it, imports them, and restores the environment afterwards: other tests never see the variable. On
-a CPU the kernels can only run interpreted anyway, so the interpreted modules staying imported changes nothing.
+TRITON_INTERPRET must be set when the kernel modules are imported (triton.jit reads it then): tests/conftest.py
+turns it on for the whole session on a machine without a GPU, before any test imports them (the engine's backend
+selection may import them before these tests run). The fixture below also sets it, for runs of this folder alone.
 """
 
 from __future__ import annotations
