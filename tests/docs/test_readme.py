@@ -133,7 +133,7 @@ def test_python_snippet_runs(block: Block, request):
     code = block.code
     if "base_url=" in code:
         port = request.getfixturevalue("served")
-        code = code.replace(f":{PORT}/", f":{port}/")
+        code = re.sub(rf":{PORT}\b", f":{port}", code)  # Anthropic's base URL has no /v1 after the port
     else:
         code = code.replace(MODEL_ID, repr(str(request.getfixturevalue("tiny_model_dir"))))
         if ADAPTER in code:
