@@ -24,9 +24,10 @@ class ModelIdentity:
         path = Path(path)
         # a Hugging Face cache snapshot folder is named after its commit
         revision = path.name if path.parent.name == "snapshots" else revision
+        if load_format == "dummy":  # no weight files to hash
+            return cls(model, revision, f"dummy:{seed or 0}")
         files = [path] if path.is_file() else checkpoint_files(path)  # a .gguf file is its own weights
-        digest = f"dummy:{seed or 0}" if load_format == "dummy" else weights_sha256(files)
-        return cls(model, revision, digest)
+        return cls(model, revision, weights_sha256(files))
 
 
 def adapter_weights_sha256(adapter_dir: str | Path) -> str:
