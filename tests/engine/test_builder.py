@@ -27,3 +27,22 @@ def test_max_model_len_is_fitted_to_the_kv_budget_or_checked_against_the_model(t
     assert 1 <= built.max_model_len == built.config.max_model_len <= built.model_config.max_position_embeddings
     with pytest.raises(ValueError, match="max_model_len must be in"):
         build_engine(EngineArgs(tiny_model_dir, dtype="float32", device="cpu", max_model_len=10**9))
+
+
+def test_a_fitted_context_keeps_the_budget_it_was_fitted_to(tiny_model_dir, monkeypatch) -> None:
+    """Free memory is read once: a later, smaller reading (weights loaded, another engine beside) must not leave
+    the cache too small for the context fitted to the first one."""
+    import torch
+
+    from qwick.engine import config as config_module
+    from qwick.engine.builder import engine_config
+    from qwick.model.loader import load_config
+
+    model = load_config(tiny_model_dir)
+    readings = iter([2**30, 2**24])  # bytes free: at fitting, then when the cache is allocated
+    monkeypatch.setattr(config_module, "_available_memory", lambda device: next(readings))
+    args = EngineArgs(tiny_model_dir, dtype="float32", device="cpu", max_num_seqs=1)
+    config = engine_config(args, model, torch.float32, torch.device("cpu"))
+    assert config.kv_cache_memory_bytes is not None
+    blocks = config.num_kv_blocks(model, torch.float32, torch.device("cpu"))  # no second reading: no error
+    assert blocks * config.block_size >= config.max_model_len

@@ -103,8 +103,13 @@ def engine_config(args: EngineArgs, model: Qwen3Config, dtype: torch.dtype, devi
                           args.block_size, args.kv_cache_memory_bytes, args.enable_prefix_caching,
                           args.kv_cache_dtype, args.jump_forward, args.speculative)
     if args.max_model_len is None:  # like Ollama, fit the context to the KV budget rather than fail
-        fits = config.budget_blocks(model, config.cache_dtype(dtype), device) * args.block_size
-        config = replace(config, max_model_len=max(1, min(limit, fits)))
+        cache_dtype = config.cache_dtype(dtype)
+        blocks = config.budget_blocks(model, cache_dtype, device)
+        # the budget measured now is the one the cache gets: free memory read again later (after the weights, or
+        # beside other engines in the process or on the machine) could be smaller than the context fitted to it
+        budget = config.kv_cache_memory_bytes or blocks * config.bytes_per_block(model, cache_dtype)
+        config = replace(config, max_model_len=max(1, min(limit, blocks * args.block_size)),
+                         kv_cache_memory_bytes=budget)
     return config
 
 
